@@ -1,0 +1,19 @@
+"""zoobench's benchmark package: datasets, preprocessing, augmentation, training, the run store, CLI.
+
+Importing this package is cheap: TensorFlow is imported only by the modules that train or augment.
+"""
+
+import os as _os
+
+# TensorFlow's C++ start-up noise (oneDNN / CUDA / cpu-feature banners) is silenced unless the user asks
+# for it by setting TF_CPP_MIN_LOG_LEVEL themselves (or passing `zoobench --verbose`).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__all__ = ["load"]
+
+
+def load(name: str, **kwargs):
+    """Load a dataset split into train / val / test (see :func:`benchmark.datasets.load`)."""
+    from benchmark.datasets import load as _load
+
+    return _load(name, **kwargs)

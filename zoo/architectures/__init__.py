@@ -1,0 +1,1 @@
+"""Built-in architectures, one family per module; every module here is imported by the registry."""

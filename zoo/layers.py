@@ -1,0 +1,36 @@
+"""Building blocks shared by the architectures: the raw-pixel input stem and regularisers from hp."""
+
+from __future__ import annotations
+
+import keras
+
+
+def raw_image_input(input_shape) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Model input taking raw uint8-range pixels, and the same scaled to [0, 1].
+
+    Rescaling lives inside the model so a saved model predicts on raw pixels: nobody has to remember
+    to divide by 255 at prediction time.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(inputs)
+    return inputs, x
+
+
+def weight_regularizer(hp, default_l2: float = 5e-4):
+    """L1/L2 kernel regulariser from the architecture's search space (``l1``, ``l2``)."""
+    l2 = hp.Float("l2", 1e-6, 1e-2, sampling="log", default=default_l2)
+    l1 = hp.Choice("l1", [0.0, 1e-6, 1e-5], default=0.0)
+    if l1 == 0.0 and l2 == 0.0:
+        return None
+    return keras.regularizers.L1L2(l1=l1, l2=l2)
+
+
+def classifier_head(x, num_classes: int, dropout: float = 0.0, regularizer=None):
+    """Global pooling, optional dropout, softmax: every zoo model outputs probabilities."""
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(
+        num_classes, activation="softmax", kernel_regularizer=regularizer, name="probs"
+    )(x)
