@@ -107,7 +107,7 @@ def build_network(
 ):
     """The bare network on already-normalised input (``(x - MEAN_RGB) / STD_RGB``).
 
-    ``include_top`` adds the 1000-way ImageNet classifier (logits, no softmax: for checking the port).
+    ``include_top`` adds the 1000-way ImageNet classifier (logits, no softmax: checks the port).
     """
     import keras
     from keras import layers
@@ -210,7 +210,7 @@ def convert_state_dict(
 
 
 def source_weights_path(variant: str | LiteVariant) -> Path:
-    """The installed ``.pth`` of ``variant``; :class:`WeightsUnavailable` names the package if absent."""
+    """The installed ``.pth`` of ``variant``; :class:`WeightsUnavailable` if not installed."""
     v = VARIANTS[variant] if isinstance(variant, str) else variant
     override = os.environ.get(f"ZOOBENCH_{v.name.upper()}_PTH")
     if override:
@@ -275,10 +275,11 @@ def load_imagenet_weights(
         if not current or f"{layer.name}/0" not in arrays:
             continue
         new = [arrays[f"{layer.name}/{i}"] for i in range(len(current))]
-        for have, got in zip(current, new):
+        for have, got in zip(current, new, strict=True):
             if have.shape != got.shape:
                 raise TorchWeightsError(
-                    f"layer {layer.name}: weights have shape {got.shape}, model expects {have.shape}"
+                    f"layer {layer.name}: weights have shape {got.shape}, "
+                    f"model expects {have.shape}"
                 )
         layer.set_weights(new)
         set_layers += 1

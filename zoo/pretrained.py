@@ -1,4 +1,4 @@
-"""The shape every pretrained zoo member shares: raw pixels -> resize -> normalise -> backbone -> head.
+"""The shape every pretrained member shares: raw pixels -> resize -> normalise -> backbone -> head.
 
 A pretrained member is ``image (raw uint8 pixels) -> Resizing -> preprocessing (built-in Rescaling /
 Normalization layers, so a saved model loads with ``safe_mode=True``) -> backbone (a nested model
@@ -32,7 +32,7 @@ _BLOCK_PATTERNS = (
 
 
 def preprocessing_layers(mode: str) -> list:
-    """Built-in layers reproducing a keras.applications ``preprocess_input`` mode on RGB 0-255 input.
+    """Built-in layers doing a keras.applications ``preprocess_input`` mode on RGB 0-255 input.
 
     - ``"tf"``: x / 127.5 - 1 (MobileNetV2, InceptionV3);
     - ``"torch"``: (x / 255 - ImageNet mean) / ImageNet std (DenseNet);

@@ -1,7 +1,7 @@
 """Read PyTorch ``.pth`` state dicts as NumPy arrays without importing torch or running their code.
 
-A ``.pth`` file is a pickle: ``torch.load`` on a file someone handed you can run arbitrary code. This
-reader admits only what a plain state dict holds (``OrderedDict``, the ``torch._utils`` tensor
+A ``.pth`` file is a pickle: ``torch.load`` on a file someone handed you can run arbitrary code.
+This reader admits only what a plain state dict holds (``OrderedDict``, the ``torch._utils`` tensor
 rebuild functions and the typed storage classes), maps each to a NumPy equivalent, and refuses every
 other global with a :class:`TorchWeightsError`. Both serialisations are supported:
 
@@ -80,7 +80,11 @@ class _LazyTensor:
             raise TorchWeightsError(f"storage {self.storage.key!r} has no data in the file")
         size = tuple(int(s) for s in self.size)
         stride = tuple(int(s) for s in self.stride)
-        needed = self.offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1 if size else 1
+        needed = (
+            self.offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True)) + 1
+            if size
+            else 1
+        )
         if all(size) and needed > data.size:
             raise TorchWeightsError(
                 f"tensor of shape {size} reads past its storage {self.storage.key!r} "

@@ -31,7 +31,10 @@ _pretrained: contextvars.ContextVar[bool] = contextvars.ContextVar("zoo_pretrain
 
 
 class WeightsUnavailable(ZooError):
-    """Pretrained weights are neither cached nor downloadable; the message says where to put them."""
+    """Pretrained weights are neither cached nor downloadable; the message says where to put them.
+
+    The runner records such a member as skipped with the message as the reason.
+    """
 
 
 @contextlib.contextmanager
@@ -62,7 +65,7 @@ def keras_models_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where zoobench keeps converted weights: ``$ZOOBENCH_CACHE/weights`` or ``~/.cache/zoobench``."""
+    """Converted weights live here: ``$ZOOBENCH_CACHE/weights`` or ``~/.cache/zoobench/weights``."""
     root = os.environ.get("ZOOBENCH_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "zoobench"
     return base / "weights"

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0/1/2 with ImageNet weights ported from PyTorch (no torch needed) as zoo members.
+"""EfficientNet-Lite0/1/2 with ImageNet weights ported from PyTorch (no torch) as zoo members.
 
 The network and the weight port live in ``zoo.efficientnet_lite_net``; this module registers the
 members. Inside ``zoo.weights.no_pretrained_weights()`` the backbone keeps random weights.

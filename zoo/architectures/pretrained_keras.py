@@ -66,7 +66,7 @@ BACKBONES = {
 
 
 def keras_backbone(architecture: str, input_shape: tuple[int, int, int]) -> keras.Model:
-    """The pooled (include_top=False, pooling="avg") backbone, with ImageNet weights when enabled."""
+    """The pooled (include_top=False, pooling="avg") backbone; ImageNet weights when enabled."""
     spec = BACKBONES[architecture]
     factory = getattr(keras.applications, spec.factory)
     weights = None
