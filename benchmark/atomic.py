@@ -27,7 +27,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; store files should read like any other
+    os.chmod(
+        tmp_path, 0o666 & ~_UMASK
+    )  # mkstemp makes 0600; store files should read like any other
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:

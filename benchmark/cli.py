@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = (
     "benchmark.cli_data",
+    "reports.cli",
+    "ensembles.cli_predict",
 )
 
 
@@ -24,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zoobench",
         description="Ensemble and transfer-learning benchmarking suite for image classification.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and TensorFlow's messages")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress and TensorFlow's messages"
+    )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -44,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "needs_tensorflow", True):
+            from zoo.quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("zoobench: interrupted", file=sys.stderr)
@@ -54,8 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _is_user_error(exc):  # the user's mistakes get one line naming the problem
             print(f"zoobench: error: {exc}", file=sys.stderr)
             return 2
-        print(f"zoobench: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        print(
+            f"zoobench: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
         return 1
+
 
 def _is_user_error(exc: Exception) -> bool:
     from benchmark.errors import ZoobenchError

@@ -10,14 +10,20 @@ from tabulate import tabulate
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """Options naming a dataset and its split; shared by every command that loads data."""
-    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or folder (default cifar10)")
+    parser.add_argument(
+        "--dataset", default="cifar10", help="cifar10, cifar100 or folder (default cifar10)"
+    )
     parser.add_argument(
         "--data-dir",
         help="folder with the official batches or a <split>/<class>/*.jpg tree (default: $ZOOBENCH_DATA, "
         "then Keras's cache, then download)",
     )
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share of train (default 0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split and subsets")
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.1, help="validation share of train (default 0.1)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the validation split and subsets"
+    )
     parser.add_argument("--train-size", type=int, help="stratified subset of train")
     parser.add_argument("--val-size", type=int, help="stratified subset of validation")
     parser.add_argument("--test-size", type=int, help="stratified subset of test")
@@ -44,13 +50,15 @@ def add_commands(sub) -> None:
     info = data_sub.add_parser("info", help="print split sizes, class balance and the data source")
     add_data_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    info.set_defaults(func=cmd_info)
+    info.set_defaults(func=cmd_info, needs_tensorflow=False)
 
-    grid = data_sub.add_parser("grid", help="write a 5x5 grid of sample images with class names (PNG)")
+    grid = data_sub.add_parser(
+        "grid", help="write a 5x5 grid of sample images with class names (PNG)"
+    )
     add_data_options(grid)
     grid.add_argument("--split", choices=("train", "val", "test"), default="train")
     grid.add_argument("--out", default="sample_grid.png", help="PNG path (default sample_grid.png)")
-    grid.set_defaults(func=cmd_grid)
+    grid.set_defaults(func=cmd_grid, needs_tensorflow=False)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -61,8 +69,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     sizes = summary["sizes"]
     print(f"dataset : {summary['dataset']}  ({summary['source']})")
     print(f"location: {summary['location']}")
-    print(f"images  : {'x'.join(map(str, summary['input_shape']))} uint8, {len(summary['class_names'])} classes")
-    print(f"split   : train {sizes['train']:,} / val {sizes['val']:,} / test {sizes['test']:,} (seed {summary['seed']})")
+    print(
+        f"images  : {'x'.join(map(str, summary['input_shape']))} uint8, {len(summary['class_names'])} classes"
+    )
+    print(
+        f"split   : train {sizes['train']:,} / val {sizes['val']:,} / test {sizes['test']:,} (seed {summary['seed']})"
+    )
     counts = summary["class_counts"]
     rows = [
         [i, name, counts["train"][i], counts["val"][i], counts["test"][i]]

@@ -263,7 +263,9 @@ def _find_official(root: Path, spec: DatasetSpec) -> Path | None:
     (Keras 3 extracts to ``<name>_extracted/<dir>``)."""
     if not spec.official_dir or not root.is_dir():
         return None
-    markers = ("data_batch_1", "test_batch") if spec.name == "cifar10" else ("train", "test", "meta")
+    markers = (
+        ("data_batch_1", "test_batch") if spec.name == "cifar10" else ("train", "test", "meta")
+    )
     candidates = [root, root / spec.official_dir, *sorted(root.glob(f"*/{spec.official_dir}"))]
     for candidate in candidates:
         if all((candidate / m).is_file() for m in markers):
@@ -375,7 +377,9 @@ def _list_folder_split(root: Path, split_name: str) -> dict[str, list[Path]]:
             p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not images:
-            raise DataError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(
+                f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
         files[name] = images
     return files
 
@@ -390,7 +394,9 @@ def _class_order(found: Sequence[str], spec: DatasetSpec, root: Path) -> tuple[s
             )
         return CIFAR10_CLASSES
     if spec.num_classes is not None and len(found) != spec.num_classes:
-        raise DataError(f"{root} has {len(found)} class folders; {spec.display} has {spec.num_classes}")
+        raise DataError(
+            f"{root} has {len(found)} class folders; {spec.display} has {spec.num_classes}"
+        )
     return tuple(sorted(found))
 
 
@@ -426,7 +432,9 @@ def _load_folder_cached(root: Path, spec: DatasetSpec, cache_dir) -> RawData:
     x_train, y_train = _decode_tree(train_files, classes, spec)
     x_test, y_test = _decode_tree(test_files, classes, spec)
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}")
+        raise DataError(
+            f"train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}"
+        )
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
@@ -445,7 +453,7 @@ def _decode_tree(files: dict[str, list[Path]], classes: Sequence[str], spec: Dat
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         images = list(pool.map(decode_rgb, paths, chunksize=256))
     expected = spec.image_shape or images[0].shape
-    for path, image in zip(paths, images):
+    for path, image in zip(paths, images, strict=True):
         if image.shape != expected:
             raise DataError(
                 f"image {path} is {image.shape[1]}x{image.shape[0]}x{image.shape[2]}; "

@@ -173,7 +173,9 @@ class RunStore:
         if not config_path.is_file():
             raise FileNotFoundError(f"{path} has no config.json: not a stored member or ensemble")
         config = atomic.read_json(config_path)
-        metrics = atomic.read_json(metrics_path) if metrics_path.is_file() else {"status": "running"}
+        metrics = (
+            atomic.read_json(metrics_path) if metrics_path.is_file() else {"status": "running"}
+        )
         return Entry(path, config, metrics)
 
     def write_entry(

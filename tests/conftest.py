@@ -12,8 +12,21 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_JPG = Path(os.environ.get("ZOOBENCH_TEST_JPG", REPO.parent / "shared" / "data" / "cifar10-jpg"))
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+SHARED_JPG = Path(
+    os.environ.get("ZOOBENCH_TEST_JPG", REPO.parent / "shared" / "data" / "cifar10-jpg")
+)
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 def _read_jpg(path: Path) -> np.ndarray:
@@ -48,7 +61,9 @@ def real_images() -> tuple[np.ndarray, np.ndarray]:
     return real_cifar("train", 20)
 
 
-def write_cifar_batches(folder: Path, per_class_train: int = 6, per_class_test: int = 2, seed: int = 0) -> Path:
+def write_cifar_batches(
+    folder: Path, per_class_train: int = 6, per_class_test: int = 2, seed: int = 0
+) -> Path:
     """A tiny ``cifar-10-batches-py`` in the official pickle format (5 data batches + test_batch)."""
     rng = np.random.default_rng(seed)
     out = folder / "cifar-10-batches-py"
@@ -69,12 +84,14 @@ def write_cifar_batches(folder: Path, per_class_train: int = 6, per_class_test: 
     return out
 
 
-def write_class_folders(root: Path, classes=CIFAR10_CLASSES, per_class=(8, 3), size=32, ext=".png", seed=0) -> Path:
+def write_class_folders(
+    root: Path, classes=CIFAR10_CLASSES, per_class=(8, 3), size=32, ext=".png", seed=0
+) -> Path:
     """A tiny ``<split>/<class>/*.png`` tree whose red channel encodes the label."""
     import cv2
 
     rng = np.random.default_rng(seed)
-    for split, n in zip(("train", "test"), per_class):
+    for split, n in zip(("train", "test"), per_class, strict=True):
         for label, name in enumerate(classes):
             d = root / split / name
             d.mkdir(parents=True)

@@ -41,7 +41,9 @@ class ModelEntry:
     kind: str
     description: str
     paper: str
-    input_size: int  # the input side the architecture is designed for (pretrained: its ImageNet size)
+    input_size: (
+        int  # the input side the architecture is designed for (pretrained: its ImageNet size)
+    )
     module: str
     extra: dict = field(default_factory=dict)
 
@@ -106,6 +108,9 @@ def _load_builtin_and_plugins() -> None:
         return
     _loaded = True
     import zoo.architectures as package
+    from zoo.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
 
     for info in pkgutil.iter_modules(package.__path__):
         if not info.name.startswith("_"):
@@ -116,7 +121,9 @@ def _load_builtin_and_plugins() -> None:
         except ZooError:
             raise
         except Exception as exc:  # a broken plugin must not take the built-in zoo down with it
-            log.warning("could not load zoobench.models entry point %s (%s): %s", ep.name, ep.value, exc)
+            log.warning(
+                "could not load zoobench.models entry point %s (%s): %s", ep.name, ep.value, exc
+            )
 
 
 def list_models(

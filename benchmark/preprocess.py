@@ -1,0 +1,185 @@
+"""OpenCV preprocessing steps: named, composable, recorded in a member's config, replayed at predict.
+
+A step is a dict such as ``{"name": "clahe", "clip_limit": 2.0}``; a pipeline is a list of them.
+Each works on a batch of uint8 RGB images (N, H, W, 3) and returns the same shape and dtype, so
+steps compose and the model (which rescales raw pixels itself) needs no change. Per-pixel colour
+conversions run on the whole batch at once; per-image operations run on a thread pool (OpenCV
+releases the GIL).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import numpy as np
+
+from benchmark.errors import ZoobenchError
+
+COLOR_SPACES = {
+    "hsv": cv2.COLOR_RGB2HSV_FULL,  # FULL: hue spans 0..255 rather than 0..179
+    "ycrcb": cv2.COLOR_RGB2YCrCb,
+    "lab": cv2.COLOR_RGB2Lab,
+}
+DENOISE_METHODS = ("nlmeans", "bilateral", "gaussian")
+
+_STEPS: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def step(name: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Register a preprocessing function under ``name``; its keyword defaults are its parameters."""
+
+    def decorator(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        _STEPS[name] = fn
+        return fn
+
+    return decorator
+
+
+def available_steps() -> dict[str, dict[str, Any]]:
+    """Step names with their parameters and defaults (for docs, profiles and the tuner)."""
+    return {
+        name: {
+            p.name: p.default
+            for p in list(inspect.signature(fn).parameters.values())[1:]
+            if p.default is not inspect.Parameter.empty
+        }
+        for name, fn in sorted(_STEPS.items())
+    }
+
+
+def validate_steps(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check step names and parameter names; return the steps with every default filled in."""
+    known = available_steps()
+    out = []
+    for i, spec in enumerate(steps):
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ZoobenchError(
+                f"preprocess step #{i + 1} must be a table with a 'name', got {spec!r}"
+            )
+        name = spec["name"]
+        if name not in known:
+            raise ZoobenchError(
+                f"unknown preprocess step {name!r}; known steps: {', '.join(sorted(known))}"
+            )
+        params = {k: v for k, v in spec.items() if k != "name"}
+        unknown = sorted(set(params) - set(known[name]))
+        if unknown:
+            raise ZoobenchError(
+                f"preprocess step {name!r} has no parameter {', '.join(unknown)}; "
+                f"it takes {', '.join(known[name]) or 'none'}"
+            )
+        out.append({"name": name, **known[name], **params})
+    return out
+
+
+def apply_steps(images: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Run ``steps`` in order on a uint8 (N, H, W, 3) batch (or one (H, W, 3) image)."""
+    images = np.asarray(images)
+    single = images.ndim == 3
+    if single:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ZoobenchError(
+            f"preprocessing needs uint8 RGB images (N, H, W, 3), got {images.dtype} {images.shape}"
+        )
+    for spec in validate_steps(steps):
+        params = {k: v for k, v in spec.items() if k != "name"}
+        images = _STEPS[spec["name"]](images, **params)
+    return images[0] if single else images
+
+
+def _per_image(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Apply ``fn`` to each image on a thread pool, in chunks (OpenCV releases the GIL)."""
+    out = np.empty_like(images)
+    chunks = np.array_split(np.arange(len(images)), max(1, min(len(images) // 256, 64)))
+
+    def run(ix: np.ndarray) -> None:
+        for i in ix:
+            out[i] = fn(images[i])
+
+    workers = min(len(chunks), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(run, chunks))
+    return out
+
+
+def _whole_batch(code: int, images: np.ndarray) -> np.ndarray:
+    """A per-pixel conversion on the batch laid out as one tall image: one OpenCV call."""
+    n, h, w, c = images.shape
+    return cv2.cvtColor(images.reshape(n * h, w, c), code).reshape(n, h, w, -1)
+
+
+@step("color_space")
+def color_space(images: np.ndarray, space: str = "hsv") -> np.ndarray:
+    """Re-express RGB pixels in HSV, YCrCb or Lab (still three uint8 channels)."""
+    if space not in COLOR_SPACES:
+        raise ZoobenchError(
+            f"color_space: space must be one of {', '.join(COLOR_SPACES)}, got {space!r}"
+        )
+    return _whole_batch(COLOR_SPACES[space], images)
+
+
+@step("equalize")
+def equalize(images: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation of luminance (Y of YCrCb); colours keep their hue."""
+    ycrcb = _whole_batch(cv2.COLOR_RGB2YCrCb, images)
+
+    def one(img: np.ndarray) -> np.ndarray:
+        img = img.copy()
+        img[..., 0] = cv2.equalizeHist(img[..., 0])
+        return img
+
+    return _whole_batch(cv2.COLOR_YCrCb2RGB, _per_image(one, ycrcb))
+
+
+@step("clahe")
+def clahe(images: np.ndarray, clip_limit: float = 2.0, tile_grid: int = 4) -> np.ndarray:
+    """Contrast-limited adaptive equalisation of lightness (L of Lab): local contrast, bounded noise."""
+    if clip_limit <= 0 or int(tile_grid) < 1:
+        raise ZoobenchError(
+            f"clahe: clip_limit must be > 0 and tile_grid >= 1, got {clip_limit}, {tile_grid}"
+        )
+    lab = _whole_batch(cv2.COLOR_RGB2Lab, images)
+    grid = (int(tile_grid), int(tile_grid))
+
+    def one(img: np.ndarray) -> np.ndarray:
+        # A CLAHE object holds scratch buffers: one per call keeps threads independent.
+        img = img.copy()
+        img[..., 0] = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=grid).apply(
+            img[..., 0]
+        )
+        return img
+
+    return _whole_batch(cv2.COLOR_Lab2RGB, _per_image(one, lab))
+
+
+@step("denoise")
+def denoise(
+    images: np.ndarray,
+    method: str = "nlmeans",
+    strength: float = 5.0,
+    template_window: int = 3,
+    search_window: int = 9,
+    diameter: int = 5,
+    sigma: float = 0.8,
+) -> np.ndarray:
+    """Noise removal: non-local means (``strength`` = h), bilateral, or Gaussian (``sigma``)."""
+    if method == "nlmeans":
+        s, t, w = float(strength), int(template_window), int(search_window)
+        fn = lambda img: cv2.fastNlMeansDenoisingColored(img, None, s, s, t, w)  # noqa: E731
+    elif method == "bilateral":
+        d, s = int(diameter), float(strength) * 5
+        fn = lambda img: cv2.bilateralFilter(img, d, s, s)  # noqa: E731
+    elif method == "gaussian":
+        sg = float(sigma)
+        fn = lambda img: cv2.GaussianBlur(img, (0, 0), sg)  # noqa: E731
+    else:
+        raise ZoobenchError(
+            f"denoise: method must be one of {', '.join(DENOISE_METHODS)}, got {method!r}"
+        )
+    return _per_image(fn, images)
