@@ -1,0 +1,172 @@
+"""Export the best member or ensemble as ONE Keras model that takes raw images.
+
+Every member's saved ``model.keras`` becomes a renamed sub-model of a single functional graph; the
+combination is built-in layers with fixed weights: a weighted average is a non-trainable ``Dense``
+over the concatenated member probabilities (kernel = stacked ``w_i * I``), the logistic stacker is
+one ``Dense(softmax)`` holding ``coef_.T`` / ``intercept_`` (sklearn's multinomial ``predict_proba``
+is exactly ``softmax(X @ coef_.T + intercept_)``), the MLP stacker two. The file therefore loads
+with ``keras.saving.load_model(path, safe_mode=True)`` after ``import zoo``, and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import atomic
+from benchmark.errors import ZoobenchError
+from benchmark.store import Entry, RunStore
+
+log = logging.getLogger(__name__)
+
+BEST_DIR = "best"
+
+
+def load_member_model(entry: Entry):
+    """A member's saved model, loaded in safe mode (only Keras's and the zoo's registered layers)."""
+    import keras
+
+    import zoo  # noqa: F401  (registers the zoo's serializable layers)
+
+    if not entry.model_path.is_file():
+        raise ZoobenchError(f"member {entry.id} has no saved model at {entry.model_path}")
+    return keras.saving.load_model(entry.model_path, safe_mode=True, compile=False)
+
+
+def ensemble_members(store: RunStore, entry: Entry) -> list[Entry]:
+    """The member entries an ensemble (or a member itself) is made of, in the stored order."""
+    if entry.path.parent == store.members_dir:
+        return [entry]
+    return [store.member(mid) for mid in entry.config["members"]]
+
+
+def load_stacker(entry: Entry):
+    """The stored stacker (npz arrays + JSON settings) of a stacking ensemble."""
+    from ensembles.methods import StackingEnsemble
+
+    settings = entry.config["stacker"]
+    with np.load(entry.path / settings.get("file", "stacker.npz"), allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return StackingEnsemble.from_arrays(settings, arrays)
+
+
+def common_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
+    """The preprocessing list all members share, or None when they differ (no single input then)."""
+    lists = [list(m.config.get("preprocess") or []) for m in members]
+    return lists[0] if all(p == lists[0] for p in lists) else None
+
+
+def input_shape_of(store: RunStore, members_models) -> tuple[int, int, int]:
+    """The fused model's input: the run's image shape (sample_x), else the first member's."""
+    sample = store.data_dir / "sample_x.npy"
+    if sample.is_file():
+        shape = np.load(sample, mmap_mode="r", allow_pickle=False).shape[1:]
+        if len(shape) == 3:
+            return tuple(int(s) for s in shape)
+    return tuple(int(s) for s in members_models[0].input_shape[1:])
+
+
+def build_fused_model(store: RunStore, entry: Entry):
+    """One Keras model computing ``entry``'s probabilities from raw uint8-range images."""
+    import keras
+
+    members = ensemble_members(store, entry)
+    models = [load_member_model(m) for m in members]
+    if len(members) == 1 and entry.path.parent == store.members_dir:
+        return models[0]
+    shape = input_shape_of(store, models)
+    image = keras.Input(shape=shape, name="image")
+    outputs = []
+    for i, (member, model) in enumerate(zip(members, models, strict=True)):
+        model.name = f"member{i}_{member.id}"  # unique sub-model names: no clashes between members
+        x = image
+        want = tuple(model.input_shape[1:3])
+        if None not in want and want != tuple(shape[:2]):
+            x = keras.layers.Resizing(*want, name=f"resize{i}")(x)
+        outputs.append(model(x))
+    num_classes = int(outputs[0].shape[-1])
+    x = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate(name="member_probs")(outputs)
+    if entry.config.get("method") == "stacking":
+        stacker = load_stacker(entry)
+        if stacker.stacker == "logistic":
+            kernels = [(stacker.coef_.T, stacker.intercept_, "softmax")]
+        else:
+            kernels = [
+                (w, b, "relu")
+                for w, b in zip(stacker.coefs_[:-1], stacker.intercepts_[:-1], strict=True)
+            ]
+            kernels.append((stacker.coefs_[-1], stacker.intercepts_[-1], "softmax"))
+        for j, (w, b, act) in enumerate(kernels):
+            layer = keras.layers.Dense(
+                w.shape[1], activation=act, trainable=False, name=f"stacker{j}"
+            )
+            x = layer(x)
+            layer.set_weights([w.astype(np.float32), b.astype(np.float32)])
+    else:
+        weights = np.asarray(entry.config["weights"], dtype=np.float64)
+        kernel = np.concatenate([w * np.eye(num_classes) for w in weights], axis=0)
+        layer = keras.layers.Dense(
+            num_classes, use_bias=False, trainable=False, name="weighted_average"
+        )
+        x = layer(x)
+        layer.set_weights([kernel.astype(np.float32)])
+    fused = keras.Model(image, x, name=f"zoobench_{entry.name}".replace(" ", "_")[:60])
+    fused.trainable = False
+    return fused
+
+
+def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict[str, Any]:
+    """Record which entry is best in ``ensembles/best/config.json`` and export its fused model.
+
+    ``best/`` has no metrics.json on purpose: it is a pointer, not another leaderboard row. The
+    model is exported only when every member has a saved model and all share one preprocessing
+    list; otherwise ``model`` is null with the reason, and the predictor runs members one by one.
+    """
+    folder = store.ensemble_dir(BEST_DIR)
+    if folder.exists():
+        shutil.rmtree(folder)
+    if best is None:
+        log.warning("ensembles: no successful member or ensemble; nothing to export")
+        return {}
+    is_member = best.path.parent == store.members_dir
+    members = ensemble_members(store, best)
+    info: dict[str, Any] = {
+        "name": BEST_DIR,
+        "kind": "member" if is_member else "ensemble",
+        "id": best.id,
+        "display_name": best.name,
+        "method": None if is_member else best.config.get("method"),
+        "members": [m.id for m in members],
+        "val_accuracy": best.metrics.get("val_accuracy"),
+        "val_loss": best.metrics.get("val_loss"),
+        "preprocess": common_preprocess(members),
+        "model": None,
+        "reason": "",
+    }
+    missing = [m.id for m in members if not m.model_path.is_file()]
+    if not export:
+        info["reason"] = "export_best is false"
+    elif missing:
+        info["reason"] = f"members without model.keras: {', '.join(missing)}"
+    elif info["preprocess"] is None:
+        info["reason"] = "members use different preprocessing; predict runs them one by one"
+    else:
+        from benchmark.store import save_model
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(build_fused_model(store, best), folder / "model.keras")
+        info["model"] = "model.keras"
+    if info["reason"]:
+        log.info("ensembles: best (%s) not exported as one model: %s", best.name, info["reason"])
+    info["exported_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    atomic.write_json(folder / "config.json", info)
+    return info
+
+
+def best_model_path(run_dir: str | Path) -> Path:
+    return RunStore(run_dir).ensemble_dir(BEST_DIR) / "model.keras"

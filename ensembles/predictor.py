@@ -1,0 +1,210 @@
+"""Predict with a stored run's best model, one member or one ensemble: the Python API behind predict.
+
+    from ensembles import load_predictor
+    p = load_predictor("runs/cpu-quick")            # the exported best (member or ensemble)
+    labels = p.predict(images)                       # uint8 RGB, (N, H, W, 3) or a list of arrays
+    probs = p.predict_proba(images, tta=True)        # with a horizontal-flip average
+
+Images of any size are resized to the model's input with INTER_AREA, then each member's recorded
+preprocessing (``config["preprocess"]``) is applied before the model sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import atomic
+from benchmark.errors import ZoobenchError
+from benchmark.store import Entry, RunStore
+from ensembles.export import (
+    BEST_DIR,
+    ensemble_members,
+    load_member_model,
+    load_stacker,
+)
+from ensembles.images import resize_batch
+from ensembles.methods import WeightedAverage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    """One Keras model and the preprocessing its inputs need."""
+
+    model: Any
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _apply_preprocess(images: np.ndarray, steps: list[dict[str, Any]]) -> np.ndarray:
+    if not steps:
+        return images
+    from benchmark.preprocess import apply_steps
+
+    return apply_steps(images, steps)
+
+
+class Predictor:
+    """Class probabilities for raw images from one or more models and a combination of them."""
+
+    def __init__(
+        self,
+        units: list[Unit],
+        class_names: Sequence[str],
+        description: str,
+        combine: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+        batch_size: int = 256,
+    ):
+        if not units:
+            raise ValueError("units must hold at least one model")
+        if combine is None and len(units) != 1:
+            raise ValueError(f"combine is required with {len(units)} units")
+        self.units = units
+        self.class_names = list(class_names)
+        self.description = description
+        self.combine = combine
+        self.batch_size = batch_size
+        shape = units[0].model.input_shape
+        self.input_size: tuple[int, int] = (
+            (int(shape[1]), int(shape[2])) if None not in shape[1:3] else (32, 32)
+        )
+
+    def _batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = images[None]
+        if not len(images):
+            raise ValueError("images is empty")
+        for i, img in enumerate(images):
+            img = np.asarray(img)
+            if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
+                raise ValueError(
+                    f"images[{i}] must be uint8 RGB (H, W, 3), got {img.dtype} {img.shape}"
+                )
+        return resize_batch(images, self.input_size)
+
+    def _once(self, batch: np.ndarray) -> np.ndarray:
+        outs = []
+        for unit in self.units:
+            x = _apply_preprocess(batch, unit.preprocess)
+            outs.append(np.asarray(unit.model.predict(x, batch_size=self.batch_size, verbose=0)))
+        return outs[0] if self.combine is None else self.combine(outs)
+
+    def predict_proba(
+        self, images: np.ndarray | Sequence[np.ndarray], tta: bool = False
+    ) -> np.ndarray:
+        """(N, classes) probabilities; ``tta`` averages them with those of the mirrored images."""
+        batch = self._batch(images)
+        probs = self._once(batch)
+        if tta:
+            probs = (probs + self._once(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
+        return probs
+
+    def predict(self, images: np.ndarray | Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
+        """Integer class labels (``class_names[label]`` names them)."""
+        return self.predict_proba(images, tta=tta).argmax(axis=1)
+
+
+def _run_store(run_dir: str | os.PathLike) -> RunStore:
+    store = RunStore(run_dir)
+    if not store.exists():
+        raise ZoobenchError(f"unknown run {run_dir}: no run.json there (see `zoobench run`)")
+    return store
+
+
+def _class_names(store: RunStore, num_classes: int) -> list[str]:
+    names = store.read_run().get("data", {}).get("class_names") or []
+    return list(names) if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def _choices(store: RunStore) -> str:
+    members = [m.id for m in store.members() if m.ok]
+    ensembles = [e.name for e in store.ensembles() if e.ok]
+    return f"best, a member ID ({', '.join(members) or 'none'}) or an ensemble ({', '.join(ensembles) or 'none'})"
+
+
+def _resolve(store: RunStore, model: str) -> Entry:
+    """The member or ensemble entry that ``model`` names."""
+    for folder in (store.member_dir(model), store.ensemble_dir(model)):
+        if model != BEST_DIR and folder.is_dir() and store.is_complete(folder):
+            entry = store._entry(folder)
+            if not entry.ok:
+                raise ZoobenchError(
+                    f"model {model!r} in run {store.root} is {entry.status}: "
+                    f"{entry.metrics.get('reason') or 'no reason recorded'}"
+                )
+            return entry
+    raise ZoobenchError(f"unknown model {model!r} in run {store.root}; choose {_choices(store)}")
+
+
+def _entry_predictor(store: RunStore, entry: Entry) -> Predictor:
+    members = ensemble_members(store, entry)
+    for m in members:
+        if not m.model_path.is_file():
+            raise ZoobenchError(f"member {m.id} of {entry.name!r} has no model.keras in {m.path}")
+    units = [Unit(load_member_model(m), list(m.config.get("preprocess") or [])) for m in members]
+    num_classes = int(units[0].model.output_shape[-1])
+    combine = None
+    if entry.path.parent != store.members_dir:
+        if entry.config.get("method") == "stacking":
+            stacker = load_stacker(entry)
+            combine = stacker.predict_proba
+        else:
+            combine = WeightedAverage.from_weights(
+                entry.config["weights"], num_classes
+            ).predict_proba
+    return Predictor(units, _class_names(store, num_classes), entry.name, combine)
+
+
+def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, Any]:
+    """Validate the run and model name without loading any model (no TensorFlow import).
+
+    Returns best/config.json for "best", else ``{"id": ..., "kind": "member"|"ensemble"}``.
+    """
+    store = _run_store(run_dir)
+    if model != BEST_DIR:
+        entry = _resolve(store, model)
+        kind = "member" if entry.path.parent == store.members_dir else "ensemble"
+        return {"id": entry.id, "kind": kind, "display_name": entry.name}
+    config_path = store.ensemble_dir(BEST_DIR) / "config.json"
+    if not config_path.is_file():
+        raise ZoobenchError(
+            f"run {store.root} has no best model yet (no {config_path}); finish the run or pick "
+            f"{_choices(store)}"
+        )
+    return atomic.read_json(config_path)
+
+
+def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor:
+    """A :class:`Predictor` for ``model``: "best", a member ID or an ensemble name of the run."""
+    info = check_target(run_dir, model)
+    store = RunStore(run_dir)
+    if model != BEST_DIR:
+        return _entry_predictor(store, _resolve(store, model))
+    folder = store.ensemble_dir(BEST_DIR)
+    if info.get("model") and (folder / info["model"]).is_file():
+        import keras
+
+        import zoo  # noqa: F401  (the zoo's registered layers)
+
+        fused = keras.saving.load_model(folder / info["model"], safe_mode=True, compile=False)
+        num_classes = int(fused.output_shape[-1])
+        return Predictor(
+            [Unit(fused, list(info.get("preprocess") or []))],
+            _class_names(store, num_classes),
+            f"best ({info.get('display_name', info.get('id'))})",
+        )
+    entry = store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
+    return _entry_predictor(store, entry)
+
+
+def best_entry_name(run_dir: str | os.PathLike) -> str | None:
+    """The ID / name of the run's best entry, or None before ensembles were built."""
+    path = Path(run_dir) / "ensembles" / BEST_DIR / "config.json"
+    return atomic.read_json(path).get("id") if path.is_file() else None
