@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES = (
+    "benchmark.cli_zoo",
     "benchmark.cli_data",
     "reports.cli",
     "ensembles.cli_predict",

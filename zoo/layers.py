@@ -34,3 +34,49 @@ def classifier_head(x, num_classes: int, dropout: float = 0.0, regularizer=None)
     return keras.layers.Dense(
         num_classes, activation="softmax", kernel_regularizer=regularizer, name="probs"
     )(x)
+
+
+def conv_bn_act(
+    x,
+    filters: int,
+    kernel_size: int = 3,
+    *,
+    name: str,
+    strides: int = 1,
+    padding: str = "same",
+    batch_norm: bool = True,
+    activation: str | None = "relu",
+    regularizer=None,
+):
+    """Conv2D, then BatchNormalization (when on) and the activation (when given).
+
+    Without batch norm the convolution keeps its bias, so switching BN off in a search does not
+    also silently remove the per-channel offset.
+    """
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        name=f"{name}_conv",
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    if activation:
+        x = keras.layers.Activation(activation, name=f"{name}_act")(x)
+    return x
+
+
+def bn_act(x, *, name: str, batch_norm: bool = True, activation: str = "relu"):
+    """BatchNormalization (when on) then the activation: the pre-activation half of a block."""
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.Activation(activation, name=f"{name}_act")(x)
+
+
+def scaled(channels: float, width: float, minimum: int = 8) -> int:
+    """``channels * width`` rounded to a multiple of 8 (at least ``minimum``): CPU-friendly widths."""
+    return max(minimum, int(round(channels * width / 8.0)) * 8)

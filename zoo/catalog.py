@@ -1,0 +1,178 @@
+"""What the zoo holds, as data: list rows (params, FLOPs) and per-model details for people and the CLI.
+
+Numbers come from building each model (nothing is typed in, nothing is cached between calls), so
+they always match the code. A pretrained entry that cannot be built here (its weights are missing
+offline) is still listed, with its numbers marked unavailable and the reason. Such an entry may
+offer ``extra["build_without_weights"]``, a callable with the builder's signature
+``(hp, input_shape, num_classes) -> keras.Model`` that builds the same graph with random weights;
+the catalog uses it when present, so counting never needs a download.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import Counter
+from typing import Any
+
+from zoo.registry import ModelEntry, ZooError, get, list_models
+
+log = logging.getLogger(__name__)
+
+
+def _build_for_counting(entry: ModelEntry, input_size: int | None, num_classes: int):
+    """(model, hp) built with defaults at the entry's own input size, weights not needed."""
+    import keras_tuner
+
+    size = int(input_size or entry.input_size)
+    hp = keras_tuner.HyperParameters()
+    without_weights = entry.extra.get("build_without_weights")
+    if callable(without_weights):
+        model = without_weights(hp, (size, size, 3), num_classes)
+    else:
+        model = entry.build(hp, input_shape=(size, size, 3), num_classes=num_classes)
+    return model, hp
+
+
+def _unavailable(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def summary_row(
+    name: str, *, input_size: int | None = None, num_classes: int = 10
+) -> dict[str, Any]:
+    """One ``zoo list`` row: name, kind, family, params, FLOPs per image, input size, note."""
+    from zoo.flops import count_flops
+
+    entry = get(name)
+    size = int(input_size or entry.input_size)
+    row: dict[str, Any] = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "family": entry.family,
+        "params": None,
+        "flops": None,
+        "input_size": size,
+        "note": "",
+    }
+    try:
+        model, _ = _build_for_counting(entry, size, num_classes)
+    except Exception as exc:  # one entry that cannot be built must not hide the rest of the zoo
+        log.info("could not build %s to count it: %s", name, exc)
+        row["note"] = f"unavailable ({_unavailable(exc)})"
+        return row
+    try:
+        row["params"] = int(model.count_params())
+        row["flops"] = int(count_flops(model))
+    except ValueError as exc:  # e.g. a backbone built with an unknown spatial size
+        row["note"] = f"FLOPs unavailable ({exc})"
+    finally:
+        del model
+        gc.collect()
+    return row
+
+
+def catalog(
+    pattern: str | None = None,
+    *,
+    kind: str | None = None,
+    family: str | None = None,
+    num_classes: int = 10,
+) -> list[dict[str, Any]]:
+    """Rows for every architecture matching the filters (see ``zoo.list_models``)."""
+    names = list_models(pattern, kind=kind, family=family)
+    if not names and family:
+        families = sorted({get(n).family for n in list_models()})
+        raise ZooError(f"no architecture in family {family!r}; families: {', '.join(families)}")
+    return [summary_row(name, num_classes=num_classes) for name in names]
+
+
+def search_space(hp) -> list[dict[str, Any]]:
+    """The hyperparameters a build declared, with their defaults and ranges (from ``hp.space``)."""
+    rows = []
+    for p in hp.space:
+        config = p.get_config()
+        kind = type(p).__name__
+        if "values" in config:
+            domain = ", ".join(map(str, config["values"]))
+        elif "min_value" in config:
+            domain = f"{config['min_value']} .. {config['max_value']}"
+            if config.get("step"):
+                domain += f" step {config['step']}"
+            if config.get("sampling") not in (None, "linear"):
+                domain += f" ({config['sampling']})"
+        elif kind == "Boolean":
+            domain = "True, False"
+        else:
+            domain = str(config.get("value", ""))
+        rows.append(
+            {"name": p.name, "type": kind, "default": hp.values.get(p.name), "domain": domain}
+        )
+    return rows
+
+
+def layer_table(model) -> list[dict[str, Any]]:
+    """Every top-level layer: name, class, output shape, parameter count."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError):
+            shape = None
+        rows.append({
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": list(shape) if shape is not None else None,
+            "params": int(layer.count_params()),
+        })  # fmt: skip
+    return rows
+
+
+def details(name: str, *, num_classes: int = 10) -> dict[str, Any]:
+    """Everything ``zoo show`` prints: description, paper, search space with defaults, layers."""
+    from zoo.flops import count_flops
+
+    entry = get(name)
+    info: dict[str, Any] = {
+        "name": entry.name,
+        "kind": entry.kind,
+        "family": entry.family,
+        "description": entry.description,
+        "paper": entry.paper,
+        "module": entry.module,
+        "input_size": entry.input_size,
+        "extra": {k: v for k, v in entry.extra.items() if not callable(v)},
+        "params": None,
+        "flops": None,
+        "search_space": [],
+        "layer_types": {},
+        "layers": [],
+        "note": "",
+    }
+    try:
+        model, hp = _build_for_counting(entry, None, num_classes)
+    except Exception as exc:
+        info["note"] = f"could not build here ({_unavailable(exc)})"
+        return info
+    info["params"] = int(model.count_params())
+    try:
+        info["flops"] = int(count_flops(model))
+    except ValueError as exc:
+        info["note"] = f"FLOPs unavailable ({exc})"
+    info["search_space"] = search_space(hp)
+    info["layers"] = layer_table(model)
+    info["layer_types"] = dict(Counter(row["type"] for row in info["layers"]).most_common())
+    del model
+    gc.collect()
+    return info
+
+
+def human(n: int | float | None) -> str:
+    """1234567 -> '1.23M': counts for tables."""
+    if n is None:
+        return "n/a"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
