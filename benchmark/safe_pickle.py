@@ -20,6 +20,8 @@ NUMPY_ARRAY_GLOBALS = frozenset(
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        # Protocol-2 pickles written by Python 3 encode bytes as _codecs.encode(str, "latin1"): pure.
+        ("_codecs", "encode"),
     }
 )
 
@@ -39,7 +41,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_restricted(path: str | Path, allowed: Iterable[tuple[str, str]] = NUMPY_ARRAY_GLOBALS) -> Any:
+def load_restricted(
+    path: str | Path, allowed: Iterable[tuple[str, str]] = NUMPY_ARRAY_GLOBALS
+) -> Any:
     """Unpickle ``path`` with ``encoding='bytes'`` (the CIFAR batches were written by Python 2)."""
     with open(path, "rb") as f:
         return RestrictedUnpickler(f, allowed, encoding="bytes").load()

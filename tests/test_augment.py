@@ -1,0 +1,159 @@
+"""Augmentation steps as batched tf ops: each checked for what it must do, on real pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from benchmark.augment import available_steps, build_policy, make_dataset, validate_policy  # noqa: E402
+from benchmark.errors import ZoobenchError  # noqa: E402
+
+
+def _run(policy, images, labels=None, num_classes=10):
+    tf.random.set_seed(0)
+    labels = np.zeros(len(images), np.int64) if labels is None else labels
+    x = tf.constant(images, tf.float32)
+    y = tf.one_hot(labels, num_classes)
+    xo, yo = build_policy(policy)(x, y)
+    return xo.numpy(), yo.numpy()
+
+
+def test_cutout_zeroes_exactly_one_square_of_the_given_size():
+    images = np.full((64, 32, 32, 3), 200.0, np.float32)
+    out, labels = _run([{"name": "cutout", "size": 8}], images)
+    for img in out:
+        zero = np.all(img == 0, axis=-1)
+        assert zero.sum() == 64
+        rows, cols = np.flatnonzero(zero.any(1)), np.flatnonzero(zero.any(0))
+        assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (8, 8)
+    assert np.all(labels.sum(1) == 1)
+
+
+def test_mixup_mixes_images_and_labels_with_the_same_weights():
+    num = 32
+    labels = np.arange(num) % 10
+    images = np.broadcast_to((labels * 20.0)[:, None, None, None], (num, 32, 32, 3)).astype(
+        np.float32
+    )
+    out, soft = _run([{"name": "mixup", "alpha": 0.4}], images, labels)
+    np.testing.assert_allclose(soft.sum(1), 1.0, atol=1e-6)
+    assert (soft.max(1) < 0.999).any()  # some rows really are mixed
+    expected_pixel = soft @ (np.arange(10) * 20.0)  # each class's constant image value, weighted
+    np.testing.assert_allclose(out[:, 5, 5, 0], expected_pixel, atol=1e-3)
+
+
+def test_cutmix_label_weights_equal_pasted_area():
+    num = 32
+    labels = np.arange(num) % 10
+    images = np.broadcast_to((labels * 20.0 + 1)[:, None, None, None], (num, 32, 32, 3)).astype(
+        np.float32
+    )
+    out, soft = _run([{"name": "cutmix", "alpha": 1.0}], images, labels)
+    np.testing.assert_allclose(soft.sum(1), 1.0, atol=1e-6)
+    own_share = (out[..., 0] == images[:, :1, :1, 0]).mean(axis=(1, 2))
+    # The own label keeps exactly the share of pixels that were not pasted over (a partner of the
+    # same class pastes identical pixels, and then both sides are 1).
+    np.testing.assert_allclose(soft[np.arange(num), labels], own_share, atol=1e-6)
+    assert (own_share < 1).any()
+
+
+def test_random_erasing_fills_a_rectangle_within_area_bounds(real_images):
+    x = real_images[0][:50].astype(np.float32)
+    out, _ = _run(
+        [{"name": "random_erasing", "probability": 1.0, "min_area": 0.1, "max_area": 0.2}], x
+    )
+    changed = np.any(out != x, axis=-1)
+    for mask in changed:
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box_area = (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+        assert 0.07 * 1024 <= box_area <= 0.25 * 1024
+
+
+def test_flip_returns_each_image_or_its_mirror(real_images):
+    x = real_images[0][:40].astype(np.float32)
+    out, _ = _run([{"name": "flip"}], x)
+    same = np.all(out == x, axis=(1, 2, 3))
+    mirrored = np.all(out == x[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored) and same.any() and mirrored.any()
+
+
+def test_pad_crop_is_a_window_of_the_reflect_padded_image(real_images):
+    x = real_images[0][:10].astype(np.float32)
+    out, _ = _run([{"name": "pad_crop", "padding": 4}], x)
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    for i in range(len(x)):
+        assert any(
+            np.array_equal(out[i], padded[i, dy : dy + 32, dx : dx + 32])
+            for dy in range(9)
+            for dx in range(9)
+        )
+
+
+@pytest.mark.parametrize("name", ["translate", "rotate", "zoom"])
+def test_geometric_steps_move_pixels_but_keep_range(real_images, name):
+    x = real_images[0][:16].astype(np.float32)
+    out, _ = _run([{"name": name}], x)
+    assert out.shape == x.shape
+    assert out.min() >= -1e-3 and out.max() <= 255.0 + 1e-3
+    assert np.abs(out - x).mean() > 1.0
+
+
+def test_make_dataset_batches_one_hot_and_sparse(real_images):
+    x, y = real_images
+    ds = make_dataset(
+        x, y, num_classes=10, batch_size=64, policy=[{"name": "flip"}, {"name": "mixup"}], seed=1
+    )
+    batches = list(ds)
+    assert [len(b[0]) for b in batches] == [64, 64, 64, 8]
+    assert batches[0][0].dtype == tf.float32 and batches[0][1].shape == (64, 10)
+    sparse_ds = make_dataset(x, y, num_classes=10, batch_size=50, shuffle=False, sparse=True)
+    xb, yb = next(iter(sparse_ds))
+    np.testing.assert_array_equal(yb.numpy(), y[:50])
+    np.testing.assert_array_equal(xb.numpy(), x[:50].astype(np.float32))
+    with pytest.raises(ZoobenchError, match="sparse labels cannot carry mixup"):
+        make_dataset(x, y, num_classes=10, policy=[{"name": "mixup"}], sparse=True)
+
+
+def test_policy_validation_and_defaults():
+    assert validate_policy([{"name": "cutout"}]) == [
+        {"name": "cutout", **available_steps()["cutout"]}
+    ]
+    with pytest.raises(ZoobenchError, match="unknown augment step 'autoaugment'"):
+        validate_policy([{"name": "autoaugment"}])
+    with pytest.raises(ZoobenchError, match="augment step 'cutout' has no parameter side"):
+        validate_policy([{"name": "cutout", "side": 4}])
+
+
+def test_fgsm_examples_step_by_epsilon_and_raise_the_loss(real_images):
+    import keras
+
+    from benchmark.adversarial import FGSMTrainer, fgsm_examples
+    from zoo.layers import classifier_head, raw_image_input
+
+    keras.utils.set_random_seed(0)
+    inputs, h = raw_image_input((32, 32, 3))
+    h = keras.layers.Conv2D(8, 3, activation="relu")(h)
+    model = keras.Model(inputs, classifier_head(h, 10))
+    x, y = real_images
+    x = x[:64].astype(np.float32)
+    y1 = keras.ops.one_hot(y[:64], 10)
+    loss = keras.losses.CategoricalCrossentropy()
+    adv = fgsm_examples(model, loss, x, y1, epsilon=4.0).numpy()
+    step = np.abs(adv - x)
+    interior = (x >= 4) & (x <= 251)
+    np.testing.assert_allclose(step[interior & (step > 0)], 4.0, atol=1e-4)
+    assert adv.min() >= 0 and adv.max() <= 255
+    assert float(loss(y1, model(adv))) > float(loss(y1, model(x)))
+
+    trainer = FGSMTrainer(model, epsilon=2.0, ratio=0.5)
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
+    before = float(loss(y1, model(x)))
+    history = trainer.fit(x, y1, epochs=5, batch_size=32, verbose=0)
+    assert set(history.history) >= {"loss", "accuracy"}
+    assert float(loss(y1, model(x))) < before
+    with pytest.raises(ValueError, match="ratio must be in"):
+        FGSMTrainer(model, ratio=1.5)
