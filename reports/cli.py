@@ -1,0 +1,50 @@
+"""``zoobench report RUN``: rebuild a run's leaderboard and report from its store, at any time."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(sub) -> None:
+    report = sub.add_parser(
+        "report",
+        help="rebuild a run's leaderboard.csv, report/index.html and report/README.md",
+        description="Rebuild the leaderboard and the HTML / Markdown report from a run folder; "
+        "works on an unfinished run too (it shows what is done).",
+    )
+    report.add_argument("run", metavar="RUN", help="run folder (or a run name under ./runs)")
+    report.set_defaults(func=cmd_report)
+
+
+def resolve_run(run: str) -> Path:
+    """A path as given, else ``runs/RUN`` when that exists (the runner's default location)."""
+    path = Path(run)
+    if not path.exists() and not path.is_absolute() and (Path("runs") / run).is_dir():
+        return Path("runs") / run
+    return path
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from benchmark.store import RunStore
+    from reports.build import build_report
+    from reports.leaderboard import display_table, leaderboard
+
+    store = RunStore(resolve_run(args.run))
+    index = build_report(store)
+    board = leaderboard(store)  # recomputed from the store: cheap, and keeps the column types
+    if len(board):
+        top = display_table(board.head(10))
+        print(
+            tabulate(top, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
+        )
+        if len(board) > 10:
+            print(f"... {len(board) - 10} more rows in {store.leaderboard_csv}")
+    else:
+        print(f"{store.root}: no members or ensembles stored yet")
+    print(f"leaderboard: {store.leaderboard_csv}")
+    print(f"report:      {index}")
+    print(f"markdown:    {index.with_name('README.md')}")
+    return 0

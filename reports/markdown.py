@@ -1,0 +1,62 @@
+"""The report as Markdown (report/README.md): the same tables as the HTML page, figures linked."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from reports.build import Report
+from reports.leaderboard import display_table
+from reports.stats import format_pvalue
+
+
+def leaderboard_markdown(board) -> str:
+    """The leaderboard as a GitHub Markdown table (tabulate)."""
+    if board.empty:
+        return "_No members or ensembles stored yet._"
+    table = display_table(board)
+    return tabulate(
+        table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True
+    )
+
+
+def render(report: Report) -> str:
+    """The whole report; figures are linked as ``figures/NAME.png`` beside README.md."""
+    lines = [f"# {report.title}", ""]
+    state = "finished" if report.finished else "not finished: this report shows what is done so far"
+    lines += [f"Built {report.built_at}; run {state}.", ""]
+    lines += ["## Leaderboard", "",
+              "Ordered by validation accuracy (what selection used); test scores are reported, "
+              "never used to choose. Test accuracy carries a 95% bootstrap interval (1000 "
+              "resamples); ECE uses 15 confidence bins.", "",
+              leaderboard_markdown(report.board), ""]  # fmt: skip
+    lines += ["## Is the winner better?", ""]
+    if not report.comparisons:
+        lines += ["_Needs at least two rows with test predictions._", ""]
+    for c in report.comparisons:
+        t = c.test
+        lines += [
+            f"### {c.title}",
+            "",
+            f"A = **{c.a}** ({c.a_accuracy:.2%}), B = **{c.b}** ({c.b_accuracy:.2%}). "
+            f"McNemar ({t.method}): A right & B wrong on {t.a_only} images, B right & A wrong "
+            f"on {t.b_only}; statistic {t.statistic:.3f}, p = {format_pvalue(t.pvalue)}.",
+            "",
+        ]
+        per_class = c.per_class.assign(
+            **{"A": c.per_class["a"].map("{:.1%}".format), "B": c.per_class["b"].map("{:.1%}".format),
+               "A - B": c.per_class["difference"].map("{:+.1%}".format)}
+        )[["class", "A", "B", "A - B", "support"]]  # fmt: skip
+        lines += [tabulate(per_class, headers="keys", tablefmt="github", showindex=False,
+                           disable_numparse=True), ""]  # fmt: skip
+    lines += ["## Figures", ""]
+    for fig in report.figures:
+        lines += [f"### {fig.title}", ""]
+        if fig.path is None:
+            lines += [f"_Skipped: {fig.note}._", ""]
+        else:
+            lines += [f"![{fig.title}](figures/{fig.path.name})", "", fig.caption, ""]
+    lines += ["## Data and settings", "",
+              tabulate(report.about, headers=["", ""], tablefmt="github", disable_numparse=True), ""]  # fmt: skip
+    if report.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
+    return "\n".join(lines)
