@@ -1,0 +1,84 @@
+"""``zoobench run``: train, tune, ensemble and report a profile into a run folder (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_commands(sub) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run a benchmark profile (default cpu-quick): train, tune, ensemble, report",
+        description="Run a benchmark profile into runs/NAME. Rerunning the same command resumes it.",
+    )
+    run.add_argument("profile", nargs="?", default=None,
+                     help="a shipped profile (smoke, cpu-quick, standard, full) or a .toml path "
+                          "(default cpu-quick)")  # fmt: skip
+    run.add_argument("--out", help="run folder (default runs/<profile name>)")
+    run.add_argument(
+        "--data-dir", help="dataset folder (default: the profile's, $ZOOBENCH_DATA, Keras's cache)"
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the split, the members and the search (default: profile's)",
+    )
+    run.add_argument(
+        "--budget", help="wall-time budget, e.g. 90s, 30m, 1h30m (default: the profile's)"
+    )
+    run.add_argument(
+        "--plan", action="store_true", help="print the plan and its estimated cost; train nothing"
+    )
+    run.add_argument("--fresh", action="store_true", help="delete the run folder and start over")
+    run.add_argument(
+        "--tensorboard", action="store_true", help="TensorBoard logs under runs/NAME/tensorboard/ID"
+    )
+    run.add_argument("--strategy", choices=("none", "mirrored", "multi-worker"), default="none",
+                     help="tf.distribute strategy for training each member (default none)")  # fmt: skip
+    dist = run.add_mutually_exclusive_group()
+    dist.add_argument(
+        "--chief",
+        metavar="[HOST:]PORT",
+        help="serve distributed Keras Tuner searches (binds 127.0.0.1 unless HOST is given)",
+    )
+    dist.add_argument("--worker", metavar="HOST:PORT", help="run the trials of a chief's searches")
+    run.add_argument("--tuner-id", help="this worker's id (default worker-<pid>)")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark import distributed
+    from benchmark.budget import format_duration, parse_duration
+    from benchmark.profiles import load_profile
+
+    budget = parse_duration(args.budget)
+    role = distributed.configure_tuning(args.chief, args.worker, args.tuner_id)
+    profile = load_profile(args.profile)
+
+    from benchmark.runner import Runner
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    out = args.out or f"runs/{profile.name}"
+    runner = Runner(profile, out, data_dir=args.data_dir, seed=args.seed, budget_seconds=budget,
+                    fresh=args.fresh, tensorboard=args.tensorboard, strategy=args.strategy,
+                    progress=say, verbose=2)  # fmt: skip
+    if args.plan:
+        print(f"profile {profile.name}: {profile.description} ({profile.source})")
+        d = runner.data
+        print(
+            f"data: {d.source}, train {len(d.y_train):,} / val {len(d.y_val):,} / test {len(d.y_test):,}"
+        )
+        tasks = runner.plan(estimate=True)
+        for line in runner.describe_plan(tasks):
+            print(line)
+        if runner.budget_seconds is None:
+            print("no budget: everything runs (set one with --budget)")
+        print(f"(planning took {format_duration(runner.clock.elapsed)}; nothing was trained)")
+        return 0
+    if role:
+        print(f"distributed tuning: this process is the {role}", file=sys.stderr)
+    runner.run()
+    return 0

@@ -1,0 +1,431 @@
+"""Training one model: losses, optimizers, learning-rate schedules, callbacks and the fit loop.
+
+Every member of a benchmark (and every tuner trial) is trained through :func:`fit`, so the settings
+that a profile's ``[training]`` table names mean the same thing everywhere. A training config is a
+plain dict (it is stored in each member's ``config.json``); :func:`resolve_training` fills in the
+defaults and rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from benchmark.errors import ZoobenchError
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "one-cycle")
+LOSSES = ("auto", "categorical", "sparse")
+
+DEFAULT_TRAINING: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 128,
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "weight_decay": 0.0,
+    "momentum": 0.9,  # SGD and RMSprop
+    "nesterov": False,  # SGD
+    "schedule": "constant",
+    "warmup_epochs": 0.0,  # cosine
+    "step_epochs": 10,  # step: multiply by step_factor every step_epochs epochs
+    "step_factor": 0.1,
+    "loss": "auto",  # categorical unless labels are plain and no label smoothing is asked for
+    "label_smoothing": 0.0,
+    "early_stopping_patience": 5,  # 0 turns early stopping off
+    "clipnorm": None,
+    "adversarial": None,  # {"epsilon": 2.0, "ratio": 0.5}: FGSM adversarial training
+}
+
+
+def resolve_training(
+    overrides: dict[str, Any] | None = None, where: str = "training"
+) -> dict[str, Any]:
+    """Defaults plus ``overrides``, checked: unknown keys and bad values name ``where`` and the key."""
+    training = dict(DEFAULT_TRAINING)
+    for key, value in (overrides or {}).items():
+        if key not in DEFAULT_TRAINING:
+            known = ", ".join(sorted(DEFAULT_TRAINING))
+            raise ZoobenchError(f"{where}: unknown training option {key!r} (known: {known})")
+        training[key] = value
+    checks = {
+        "optimizer": training["optimizer"] in OPTIMIZERS,
+        "schedule": training["schedule"] in SCHEDULES,
+        "loss": training["loss"] in LOSSES,
+        "epochs": isinstance(training["epochs"], int) and training["epochs"] >= 1,
+        "batch_size": isinstance(training["batch_size"], int) and training["batch_size"] >= 1,
+        "learning_rate": _number(training["learning_rate"]) and training["learning_rate"] > 0,
+        "weight_decay": _number(training["weight_decay"]) and training["weight_decay"] >= 0,
+        "label_smoothing": _number(training["label_smoothing"])
+        and 0 <= training["label_smoothing"] < 1,
+        "early_stopping_patience": isinstance(training["early_stopping_patience"], int)
+        and training["early_stopping_patience"] >= 0,
+        "warmup_epochs": _number(training["warmup_epochs"]) and training["warmup_epochs"] >= 0,
+        "adversarial": training["adversarial"] is None or isinstance(training["adversarial"], dict),
+    }
+    for key, ok in checks.items():
+        if not ok:
+            allowed = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}.get(key)
+            hint = f" (one of {', '.join(allowed)})" if allowed else ""
+            raise ZoobenchError(f"{where}.{key}: bad value {training[key]!r}{hint}")
+    return training
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---- learning-rate schedules -----------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="zoobench")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Smith's one-cycle policy: linear ramp to ``max_lr`` then cosine annealing to a tiny rate.
+
+    Starts at ``max_lr / div_factor``, peaks at ``pct_start`` of ``total_steps``, ends at
+    ``max_lr / (div_factor * final_div_factor)``.
+    """
+
+    def __init__(
+        self,
+        max_lr: float,
+        total_steps: int,
+        pct_start: float = 0.25,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+    ):
+        self.max_lr = float(max_lr)
+        self.total_steps = int(total_steps)
+        self.pct_start = float(pct_start)
+        self.div_factor = float(div_factor)
+        self.final_div_factor = float(final_div_factor)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        start = self.max_lr / self.div_factor
+        end = start / self.final_div_factor
+        up_steps = max(1.0, self.pct_start * self.total_steps)
+        down_steps = max(1.0, self.total_steps - up_steps)
+        ramp = start + (self.max_lr - start) * ops.minimum(step / up_steps, 1.0)
+        progress = ops.clip((step - up_steps) / down_steps, 0.0, 1.0)
+        anneal = end + (self.max_lr - end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < up_steps, ramp, anneal)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "max_lr": self.max_lr,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+        }
+
+
+def make_schedule(training: dict[str, Any], steps_per_epoch: int):
+    """The learning rate (a float or a LearningRateSchedule) that ``training`` asks for."""
+    lr = float(training["learning_rate"])
+    steps_per_epoch = max(1, int(steps_per_epoch))
+    total = steps_per_epoch * int(training["epochs"])
+    kind = training["schedule"]
+    if kind == "constant":
+        return lr
+    if kind == "step":
+        return keras.optimizers.schedules.ExponentialDecay(
+            lr,
+            decay_steps=max(1, int(training["step_epochs"]) * steps_per_epoch),
+            decay_rate=float(training["step_factor"]),
+            staircase=True,
+        )
+    if kind == "cosine":
+        warmup = int(round(float(training["warmup_epochs"]) * steps_per_epoch))
+        if warmup:
+            return keras.optimizers.schedules.CosineDecay(
+                0.0, decay_steps=max(1, total - warmup), warmup_target=lr, warmup_steps=warmup
+            )
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total))
+    if kind == "one-cycle":
+        return OneCycle(lr, total_steps=total)
+    raise ZoobenchError(f"training.schedule: unknown schedule {kind!r}")
+
+
+def make_optimizer(training: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam, AdamW, RMSprop or SGD (momentum, Nesterov) with the schedule and decoupled weight decay."""
+    lr = make_schedule(training, steps_per_epoch)
+    kwargs: dict[str, Any] = {"learning_rate": lr}
+    if training["weight_decay"]:
+        kwargs["weight_decay"] = float(training["weight_decay"])
+    if training.get("clipnorm"):
+        kwargs["clipnorm"] = float(training["clipnorm"])
+    name = training["optimizer"]
+    if name == "adam":
+        return keras.optimizers.Adam(**kwargs)
+    if name == "adamw":
+        kwargs.setdefault(
+            "weight_decay", 0.004
+        )  # Keras's AdamW default; 0 would make it plain Adam
+        return keras.optimizers.AdamW(**kwargs)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=float(training["momentum"]), **kwargs)
+    return keras.optimizers.SGD(
+        momentum=float(training["momentum"]), nesterov=bool(training["nesterov"]), **kwargs
+    )
+
+
+def uses_sparse_labels(training: dict[str, Any], augment: Sequence[dict]) -> bool:
+    """Integer labels when nothing needs distributions (no label smoothing, no mixing policy)."""
+    mixing = any(step.get("name") in ("mixup", "cutmix") for step in augment)
+    if training["loss"] == "sparse":
+        if mixing or training["label_smoothing"]:
+            raise ZoobenchError(
+                "training.loss = 'sparse' cannot be combined with label smoothing or mixup/cutmix"
+            )
+        return True
+    if training["loss"] == "categorical":
+        return False
+    return not mixing and not training["label_smoothing"]
+
+
+def make_loss(training: dict[str, Any], sparse: bool) -> keras.losses.Loss:
+    if sparse:
+        return keras.losses.SparseCategoricalCrossentropy()
+    return keras.losses.CategoricalCrossentropy(label_smoothing=float(training["label_smoothing"]))
+
+
+def compile_model(
+    model: keras.Model,
+    training: dict[str, Any],
+    steps_per_epoch: int,
+    *,
+    sparse: bool,
+    jit_compile: bool = False,
+) -> keras.Model:
+    """Compile ``model`` for ``training``; an FGSM wrapper is returned when adversarial training is on."""
+    metric = (
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        if sparse
+        else keras.metrics.CategoricalAccuracy(name="accuracy")
+    )
+    target = model
+    if training.get("adversarial"):
+        from benchmark.adversarial import FGSMTrainer
+
+        target = FGSMTrainer(model, **training["adversarial"])
+    target.compile(
+        optimizer=make_optimizer(training, steps_per_epoch),
+        loss=make_loss(training, sparse),
+        metrics=[metric],
+        jit_compile=bool(jit_compile),
+    )
+    return target
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int,
+    batch_size: int,
+    policy: Sequence[dict] = (),
+    shuffle: bool = True,
+    seed: int = 0,
+    sparse: bool = False,
+):
+    """A tf.data pipeline of (float32 pixels 0..255, labels), through benchmark.augment when present."""
+    if importlib.util.find_spec("benchmark.augment") is not None:
+        from benchmark import augment
+
+        return augment.make_dataset(
+            x,
+            y,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            policy=tuple(policy),
+            shuffle=shuffle,
+            seed=seed,
+            sparse=sparse,
+        )
+    if policy:
+        raise ZoobenchError("augmentation policies need benchmark.augment, which is not installed")
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, dtype=np.int64)))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+
+    def cast(images, labels):
+        images = tf.cast(images, tf.float32)
+        if sparse:
+            return images, labels
+        return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
+
+    return ds.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+# ---- callbacks --------------------------------------------------------------------------------------
+
+
+class DeadlineStop(keras.callbacks.Callback):
+    """Stop training at the end of the epoch that crosses ``deadline`` (a ``time.monotonic`` value)."""
+
+    def __init__(self, deadline: float | None):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped = False
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.stopped = True
+            self.model.stop_training = True
+            log.info("budget reached: training stops after epoch %d", epoch + 1)
+
+
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that remembers it fired, so the member can be recorded as failed."""
+
+    def __init__(self):
+        super().__init__()
+        self.fired_at: int | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._epoch = epoch
+
+    def on_batch_end(self, batch: int, logs=None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.fired_at = self._epoch + 1
+        super().on_batch_end(batch, logs)
+
+
+@dataclass
+class FitResult:
+    """A trained model and what happened while training it."""
+
+    model: keras.Model
+    history: Any  # pandas DataFrame, one row per epoch
+    epochs: int
+    train_seconds: float
+    images_per_second: float
+    stopped_by_budget: bool = False
+    failed_reason: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_reason
+
+
+def fit(
+    model: keras.Model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    training: dict[str, Any],
+    *,
+    num_classes: int,
+    augment: Sequence[dict] = (),
+    seed: int = 0,
+    epochs: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    deadline: float | None = None,
+    jit_compile: bool = False,
+    tensorboard_dir: str | None = None,
+    verbose: int = 0,
+) -> FitResult:
+    """Compile and fit ``model``; early stopping, NaN and budget guards are always on.
+
+    The validation set drives early stopping (best weights restored); the test set never enters.
+    """
+    import pandas as pd
+
+    epochs = int(epochs or training["epochs"])
+    sparse = uses_sparse_labels(training, augment)
+    batch_size = int(training["batch_size"])
+    steps = max(1, math.ceil(len(x_train) / batch_size))
+    train_ds = make_dataset(
+        x_train, y_train, num_classes=num_classes, batch_size=batch_size, policy=augment,
+        shuffle=True, seed=seed, sparse=sparse,
+    )  # fmt: skip
+    val_ds = make_dataset(
+        x_val, y_val, num_classes=num_classes, batch_size=max(batch_size, 256), shuffle=False,
+        sparse=sparse,
+    )  # fmt: skip
+    trainer = compile_model(
+        model, dict(training, epochs=epochs), steps, sparse=sparse, jit_compile=jit_compile
+    )
+    nan_guard, deadline_stop = NaNGuard(), DeadlineStop(deadline)
+    all_callbacks: list[keras.callbacks.Callback] = [nan_guard, deadline_stop, *callbacks]
+    if training["early_stopping_patience"]:
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                mode="max",
+                patience=int(training["early_stopping_patience"]),
+                restore_best_weights=True,
+            )
+        )
+    if tensorboard_dir:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+    start = time.perf_counter()
+    history = trainer.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose
+    )
+    seconds = time.perf_counter() - start
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    done = len(frame)
+    reason = ""
+    if nan_guard.fired_at is not None or _has_nan(frame):
+        reason = f"loss became NaN/inf in epoch {nan_guard.fired_at or done} (TerminateOnNaN)"
+    return FitResult(
+        model=getattr(trainer, "model", model) if trainer is not model else model,
+        history=frame,
+        epochs=done,
+        train_seconds=seconds,
+        images_per_second=done * len(x_train) / seconds if seconds > 0 else 0.0,
+        stopped_by_budget=deadline_stop.stopped,
+        failed_reason=reason,
+    )
+
+
+def _has_nan(frame) -> bool:
+    if "loss" not in frame:
+        return False
+    values = frame["loss"].to_numpy(dtype=float)
+    return bool(len(values) and not np.all(np.isfinite(values)))
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Class probabilities and the measured inference throughput (images/second, after warm-up)."""
+    if len(x) == 0:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32), 0.0
+    model.predict(x[: min(len(x), batch_size)].astype(np.float32), verbose=0)  # trace once
+    start = time.perf_counter()
+    probs = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
+    seconds = time.perf_counter() - start
+    return np.asarray(probs, dtype=np.float32), (len(x) / seconds if seconds > 0 else 0.0)
+
+
+def evaluate_probs(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy and cross-entropy of stored probabilities (what the leaderboard compares)."""
+    if len(y) == 0:
+        return {"accuracy": float("nan"), "loss": float("nan")}
+    p = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return {
+        "accuracy": float(np.mean(np.argmax(probs, axis=1) == y)),
+        "loss": float(-np.mean(np.log(p))),
+    }

@@ -1,0 +1,263 @@
+"""Keras Tuner searches over a member's architecture hp and the profile's common training hp.
+
+The search space is the architecture's own (its builder's ``hp.Int`` / ``hp.Choice`` calls, with the
+profile's fixed values pinned) plus the training settings the profile lets vary (``[tuner.search]``:
+learning rate, optimizer, label smoothing, an augmentation policy by name...). The objective is
+``val_accuracy``: the test split never enters a search. Projects live in ``runs/NAME/tuner/<key>``,
+so a rerun reloads finished trials and retries the one that was interrupted.
+
+Memory stays flat across trials because every trial starts with ``keras.backend.clear_session()``.
+Distributed tuning is Keras Tuner's own chief/worker mode (``KERASTUNER_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+from benchmark.errors import ZoobenchError
+
+log = logging.getLogger(__name__)
+
+TRAIN_PREFIX = "train_"  # training hyperparameters in a trial's hp carry this prefix
+AUGMENT_HP = TRAIN_PREFIX + "augment"
+OBJECTIVE = "val_accuracy"
+TRIAL_MODEL = "model.keras"
+TRIAL_HISTORY = "history.csv"
+TRIAL_COSTS = "costs.json"
+
+
+class BudgetReached(Exception):
+    """Raised between trials when the run's deadline has passed: the search ends cleanly."""
+
+
+def declare_training_hps(
+    hp: keras_tuner.HyperParameters,
+    search: dict[str, Any],
+    training: dict[str, Any],
+    augment: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Register the searchable training settings in ``hp``; return the training and policy to use."""
+    training = dict(training)
+    for key, space in search.items():
+        name = TRAIN_PREFIX + key
+        if key == "augment":
+            choice = hp.Choice(name, list(space))
+            augment = list(space[choice])
+        elif isinstance(space, list):
+            training[key] = hp.Choice(name, space)
+        else:
+            lo, hi = space["min"], space["max"]
+            sampling = space.get("sampling", "linear")
+            if (
+                isinstance(lo, int)
+                and isinstance(hi, int)
+                and not isinstance(space.get("step", 1), float)
+            ):
+                training[key] = hp.Int(name, lo, hi, step=space.get("step", 1), sampling=sampling)
+            else:
+                training[key] = hp.Float(
+                    name, float(lo), float(hi), step=space.get("step"), sampling=sampling
+                )
+    return training, augment
+
+
+def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's hp values split into (architecture hp, training hp without the prefix)."""
+    arch = {k: v for k, v in values.items() if not k.startswith(("tuner/", TRAIN_PREFIX))}
+    train = {k[len(TRAIN_PREFIX) :]: v for k, v in values.items() if k.startswith(TRAIN_PREFIX)}
+    return arch, train
+
+
+class SpaceModel(keras_tuner.HyperModel):
+    """Declares the search space for the oracle: ``declare(hp)`` registers every hp (and may build)."""
+
+    def __init__(self, declare: Callable[[keras_tuner.HyperParameters], Any]):
+        super().__init__()
+        self._declare = declare
+
+    def build(self, hp: keras_tuner.HyperParameters):
+        keras.backend.clear_session()
+        model = self._declare(hp)
+        return model if model is not None else keras.Sequential()
+
+
+def make_oracle(settings: dict[str, Any], fixed: keras_tuner.HyperParameters, seed: int):
+    """The oracle named by ``settings['algorithm']``; ``fixed`` pins the profile's own hp values."""
+    objective = keras_tuner.Objective(OBJECTIVE, direction="max")
+    common = {
+        "objective": objective,
+        "hyperparameters": fixed,
+        "tune_new_entries": True,
+        "allow_new_entries": True,
+        "seed": seed,
+    }
+    algorithm = settings["algorithm"]
+    if algorithm == "random":
+        return keras_tuner.oracles.RandomSearchOracle(max_trials=settings["max_trials"], **common)
+    if algorithm == "grid":
+        return keras_tuner.oracles.GridSearchOracle(max_trials=settings["max_trials"], **common)
+    if algorithm == "bayesian":
+        return keras_tuner.oracles.BayesianOptimizationOracle(
+            max_trials=settings["max_trials"],
+            num_initial_points=min(2, settings["max_trials"]),
+            **common,
+        )
+    if algorithm == "hyperband":
+        return keras_tuner.oracles.HyperbandOracle(
+            max_epochs=max(2, settings["epochs"]),
+            factor=settings.get("hyperband_factor", 3),
+            hyperband_iterations=1,
+            **common,
+        )
+    raise ZoobenchError(f"tuner.algorithm: unknown algorithm {algorithm!r}")
+
+
+TrainFn = Callable[..., Any]  # (hp, epochs=, seed=) -> benchmark.training.FitResult
+
+
+class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
+    """A Keras Tuner whose trials are trained by the benchmark's own training function.
+
+    ``train_fn(hp, epochs=, seed=)`` returns a :class:`benchmark.training.FitResult`. The trial's
+    model (best epoch) and history are kept in its folder so the best trial can become a member
+    without retraining; :meth:`prune` removes the ones no member uses.
+    """
+
+    def __init__(
+        self,
+        oracle,
+        space: SpaceModel,
+        train_fn: TrainFn,
+        *,
+        directory: str | os.PathLike,
+        project_name: str,
+        epochs: int,
+        seed: int = 0,
+        deadline: float | None = None,
+        overwrite: bool = False,
+    ):
+        self.train_fn = train_fn
+        self.epochs = int(epochs)
+        self.seed = int(seed)
+        self.deadline = deadline
+        super().__init__(
+            oracle, hypermodel=space, directory=str(directory), project_name=project_name,
+            overwrite=overwrite,
+        )  # fmt: skip
+
+    # ---- one trial ------------------------------------------------------------------------------
+    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
+        hp = trial.hyperparameters
+        epochs = int(hp.values.get("tuner/epochs", self.epochs))
+        seed = self.seed + _trial_number(trial.trial_id)
+        log.info("trial %s started by %s: %s", trial.trial_id, self.tuner_id, hp.values)
+        keras.backend.clear_session()
+        result = self.train_fn(hp, epochs=epochs, seed=seed)
+        if not result.ok:
+            raise keras_tuner.errors.FailedTrialError(result.failed_reason)
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        from benchmark import atomic
+        from benchmark.store import save_model
+
+        save_model(result.model, trial_dir / TRIAL_MODEL)
+        with atomic.atomic_path(trial_dir / TRIAL_HISTORY) as tmp:
+            result.history.to_csv(tmp, index=False)
+        costs = {
+            "train_seconds": result.train_seconds,
+            "images_per_second": result.images_per_second,
+        }
+        atomic.write_json(trial_dir / TRIAL_COSTS, costs)
+        history = result.history
+        best = int(np.nanargmax(history[OBJECTIVE].to_numpy())) if OBJECTIVE in history else 0
+        metrics = {OBJECTIVE: float(history[OBJECTIVE].iloc[best])}
+        if "val_loss" in history:
+            metrics["val_loss"] = float(history["val_loss"].iloc[best])
+        log.info(
+            "trial %s (%s) val_accuracy %.4f", trial.trial_id, self.tuner_id, metrics[OBJECTIVE]
+        )
+        del result
+        keras.backend.clear_session()
+        return metrics
+
+    def pre_create_trial(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise BudgetReached()
+
+    # ---- the search -----------------------------------------------------------------------------
+    def search(self, *fit_args, **fit_kwargs) -> None:
+        """Run trials until the oracle stops or the budget ends; a chief serves the oracle instead."""
+        from keras_tuner.src.distribute import utils as dist_utils
+
+        if dist_utils.is_chief_oracle():
+            self.save()
+            serve_oracle(self.oracle)
+            return
+        try:
+            super().search(*fit_args, **fit_kwargs)
+        except BudgetReached:
+            log.info("budget reached: the search of %s stops", self.project_name)
+
+    def best_trials(self, k: int) -> list:
+        trials = self.oracle.get_best_trials(k)
+        return [t for t in trials if t.status == "COMPLETED"]
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id))
+
+    def prune(self, keep: set[str]) -> int:
+        """Delete the saved models of trials that no member uses; returns how many went."""
+        removed = 0
+        project = Path(self.project_dir)
+        for model in project.glob(f"trial_*/{TRIAL_MODEL}"):
+            if model.parent.name.removeprefix("trial_") not in keep:
+                model.unlink(missing_ok=True)
+                removed += 1
+        for checkpoint in project.glob("trial_*/checkpoint*"):
+            if checkpoint.is_dir():
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            else:
+                checkpoint.unlink(missing_ok=True)
+        return removed
+
+
+def _trial_number(trial_id: str) -> int:
+    digits = "".join(ch for ch in str(trial_id) if ch.isdigit())
+    return int(digits) if digits else abs(hash(trial_id)) % 10_000
+
+
+def serve_oracle(oracle, poll_seconds: float = 0.5) -> None:
+    """The chief's side of distributed tuning: serve ``oracle`` until every worker has finished.
+
+    Keras Tuner's own ``start_server`` never stops its gRPC server and waits in 20-second steps;
+    this one polls quickly and releases the port, so the chief can serve the next member's search.
+    """
+    from concurrent import futures
+
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
+
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    if not server.add_insecure_port(address):
+        raise ZoobenchError(f"distributed tuning: cannot listen on {address} (port in use?)")
+    server.start()
+    log.info("chief: serving the oracle of %s on %s", oracle._project_dir, address)
+    try:
+        while not (servicer.stop_triggered and exit_chief(oracle)):
+            time.sleep(poll_seconds)
+    finally:
+        server.stop(grace=2).wait()
