@@ -43,6 +43,20 @@ class Report:
     def finished(self) -> bool:
         return bool(self.run.meta.get("finished_at"))
 
+    @property
+    def state(self) -> str:
+        """One sentence: when the report was built and how far the run had got."""
+        done = int((self.board["status"] == "done").sum()) if len(self.board) else 0
+        rows = f"{done} of {len(self.board)} leaderboard rows done"
+        if self.finished:
+            return (
+                f"Built {self.built_at}; the run finished {self.run.meta['finished_at']}; {rows}."
+            )
+        return (
+            f"Built {self.built_at}; run.json records no finish yet, so this shows what was stored "
+            f"by then; {rows}."
+        )
+
 
 def collect(store: RunStore, figures_dir: Path, *, resamples: int = 1000, seed: int = 0) -> Report:
     """Read the store, score the leaderboard, draw the figures and run the statistics."""

@@ -448,7 +448,8 @@ def diversity(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> N
 
 Draw = Callable[[RunData, pd.DataFrame, Picks, Path], None]
 _FIGURES: list[tuple[str, str, str, Draw]] = [
-    ("samples", "Sample images", "25 test pictures with their class names.", sample_grid),
+    ("samples", "Sample images", "Pictures from the run's data with their class names.",
+     sample_grid),
     ("confusion_best_member", "Confusion matrix: best single member",
      "Normalised per true class (each row sums to 100%).", confusion_best_member),
     ("confusion_best_ensemble", "Confusion matrix: best ensemble",

@@ -16,7 +16,7 @@ import pandas as pd
 
 from reports.build import Report
 from reports.leaderboard import DISPLAY, display_table
-from reports.stats import format_pvalue
+from reports.stats import summary_sentence
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
@@ -150,10 +150,7 @@ def _sort_value(value) -> str:
 
 
 def _status_line(report: Report) -> str:
-    state = "finished" if report.finished else "not finished: this report shows what is done so far"
-    done = int((report.board["status"] == "done").sum()) if len(report.board) else 0
-    return (f'<p class="muted">Built {escape(report.built_at)}; run {escape(state)}; '
-            f"{done} of {len(report.board)} rows done.</p>")  # fmt: skip
+    return f'<p class="muted">{escape(report.state)}</p>'
 
 
 def _comparisons(report: Report) -> list[str]:
@@ -161,14 +158,7 @@ def _comparisons(report: Report) -> list[str]:
         return ["<p><em>Needs at least two rows with test predictions.</em></p>"]
     out = []
     for c in report.comparisons:
-        t = c.test
-        out += [
-            f"<h3>{escape(c.title)}</h3>",
-            f"<p>A = <strong>{escape(c.a)}</strong> ({c.a_accuracy:.2%}), B = "
-            f"<strong>{escape(c.b)}</strong> ({c.b_accuracy:.2%}). McNemar ({escape(t.method)}): "
-            f"A right &amp; B wrong on {t.a_only} images, B right &amp; A wrong on {t.b_only}; "
-            f"statistic {t.statistic:.3f}, <em>p</em> = {escape(format_pvalue(t.pvalue))}.</p>",
-        ]
+        out += [f"<h3>{escape(c.title)}</h3>", f"<p>{escape(summary_sentence(c))}</p>"]
         rows = "".join(
             f'<tr><td class="text">{escape(r["class"])}</td><td>{r["a"]:.1%}</td>'
             f"<td>{r['b']:.1%}</td><td>{r['difference']:+.1%}</td><td>{r['support']}</td></tr>"

@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from reports.build import Report
 from reports.leaderboard import display_table
-from reports.stats import format_pvalue
+from reports.stats import summary_sentence
 
 
 def leaderboard_markdown(board) -> str:
@@ -22,8 +22,7 @@ def leaderboard_markdown(board) -> str:
 def render(report: Report) -> str:
     """The whole report; figures are linked as ``figures/NAME.png`` beside README.md."""
     lines = [f"# {report.title}", ""]
-    state = "finished" if report.finished else "not finished: this report shows what is done so far"
-    lines += [f"Built {report.built_at}; run {state}.", ""]
+    lines += [report.state, ""]
     lines += ["## Leaderboard", "",
               "Ordered by validation accuracy (what selection used); test scores are reported, "
               "never used to choose. Test accuracy carries a 95% bootstrap interval (1000 "
@@ -33,15 +32,7 @@ def render(report: Report) -> str:
     if not report.comparisons:
         lines += ["_Needs at least two rows with test predictions._", ""]
     for c in report.comparisons:
-        t = c.test
-        lines += [
-            f"### {c.title}",
-            "",
-            f"A = **{c.a}** ({c.a_accuracy:.2%}), B = **{c.b}** ({c.b_accuracy:.2%}). "
-            f"McNemar ({t.method}): A right & B wrong on {t.a_only} images, B right & A wrong "
-            f"on {t.b_only}; statistic {t.statistic:.3f}, p = {format_pvalue(t.pvalue)}.",
-            "",
-        ]
+        lines += [f"### {c.title}", "", summary_sentence(c), ""]
         per_class = c.per_class.assign(
             **{"A": c.per_class["a"].map("{:.1%}".format), "B": c.per_class["b"].map("{:.1%}".format),
                "A - B": c.per_class["difference"].map("{:+.1%}".format)}

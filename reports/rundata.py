@@ -105,8 +105,10 @@ def load_run(store: RunStore) -> RunData:
         notes.append("run.json is missing: the run's settings are unknown")
     y_val = _labels(store, "val", notes)
     y_test = _labels(store, "test", notes)
-    members = _entries(store, store.members_dir, notes)
-    ensembles = _entries(store, store.ensembles_dir, notes)
+    members = _entries(store, store.members_dir, notes, include_incomplete=True)
+    # Ensembles are recomputed in seconds, and ensembles/best/ is a pointer with no metrics.json:
+    # only complete ensembles are rows.
+    ensembles = _entries(store, store.ensembles_dir, notes, include_incomplete=False)
     class_names = [str(c) for c in (meta.get("data") or {}).get("class_names") or []]
     if not class_names:
         num = _guess_num_classes(store, [*members, *ensembles], y_val, y_test)
@@ -124,12 +126,16 @@ def _labels(store: RunStore, split: str, notes: list[str]) -> np.ndarray | None:
     return np.load(path, allow_pickle=False).astype(np.int64).ravel()
 
 
-def _entries(store: RunStore, folder: Path, notes: list[str]) -> list[Entry]:
-    """Complete and incomplete entries; an incomplete one reads as status 'incomplete'."""
+def _entries(
+    store: RunStore, folder: Path, notes: list[str], include_incomplete: bool
+) -> list[Entry]:
+    """Stored entries; with ``include_incomplete`` also those without metrics.json ('incomplete')."""
     if not folder.is_dir():
         return []
     entries = []
     for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not include_incomplete and not (path / "metrics.json").is_file():
+            continue
         if not (path / "config.json").is_file():
             notes.append(f"{_rel(store, path)} has no config.json yet and is left out")
             continue

@@ -27,7 +27,9 @@ class McNemar:
     b_only: int  # images B gets right and A wrong
     statistic: float  # chi-square statistic, or the smaller discordant count for the exact test
     pvalue: float
-    method: str  # "exact binomial" | "chi-square (continuity-corrected)" | "no discordant pairs"
+    method: (
+        str  # "exact binomial" | "chi-square with continuity correction" | "no discordant pairs"
+    )
 
 
 def mcnemar(
@@ -53,7 +55,7 @@ def mcnemar(
     statistic = (abs(a_only - b_only) - 1.0) ** 2 / discordant
     return McNemar(
         a_only, b_only, float(statistic), float(chi2.sf(statistic, df=1)),
-        "chi-square (continuity-corrected)",
+        "chi-square with continuity correction",
     )  # fmt: skip
 
 
@@ -173,4 +175,20 @@ def _seconds(value: Any) -> str:
 
 
 def format_pvalue(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    """'p < 0.0001' or 'p = 0.1094'."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+def summary_sentence(c: Comparison, level: float = 0.05) -> str:
+    """The comparison in one plain-text sentence, verdict included, for both renderers."""
+    t = c.test
+    verdict = (
+        f"the difference is significant at the {level:.0%} level"
+        if t.pvalue < level
+        else f"the difference is not significant at the {level:.0%} level"
+    )
+    return (
+        f"A = {c.a} ({c.a_accuracy:.2%}), B = {c.b} ({c.b_accuracy:.2%}). McNemar's test "
+        f"({t.method}): A right and B wrong on {t.a_only} images, B right and A wrong on "
+        f"{t.b_only}; statistic {t.statistic:.3f}, {format_pvalue(t.pvalue)}: {verdict}."
+    )

@@ -43,6 +43,7 @@ def test_build_report_writes_leaderboard_markdown_html_and_every_figure(built):
     assert "Skipped" not in readme
     assert "| average of 3 " in readme and "broken" in readme and "loss became NaN" in readme
     assert "McNemar" in readme and "Best ensemble vs best single member" in readme
+    assert "the run finished 2026-01-01T00:03:00Z; 5 of 6 leaderboard rows done" in readme
     assert "synthetic probabilities" in readme and "1,000 / 300 / 400" in readme
     assert not list(store.report_dir.rglob("*.tmp"))  # atomic writes leave no temp files
 
@@ -84,7 +85,7 @@ def test_report_of_an_unfinished_run_shows_what_is_done(tmp_path):
     board = leaderboard(store)
     assert list(board["status"]) == ["done", "done", "incomplete", "incomplete"]
     readme = (store.report_dir / "README.md").read_text()
-    assert "not finished" in readme
+    assert "run.json records no finish yet" in readme
     assert "Skipped: no ensemble has test predictions yet" in readme
     assert "Skipped: ensembles/diversity.json is missing" in readme
     assert "Skipped: data/x_test.npy is missing" in readme
@@ -118,6 +119,21 @@ def test_cli_report_rebuilds_from_the_store(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "net0" in out and "index.html" in out
     assert (store.report_dir / "index.html").is_file() and store.leaderboard_csv.is_file()
+
+
+def test_report_reads_what_the_ensembles_package_stores(tmp_path):
+    ensembles = pytest.importorskip("ensembles")
+    store = make_fake_run(tmp_path / "ens")
+    built = ensembles.build_ensembles(store, {"methods": ["average-all", "greedy"]}, 0)
+    assert built and (store.ensembles_dir / "best").is_dir()  # a pointer folder, not a row
+    build_report(store)
+    board = leaderboard(store)
+    rows = board[board["kind"] == "ensemble"]
+    assert sorted(rows["method"]) == ["average", "greedy"] and set(rows["status"]) == {"done"}
+    assert not board["id"].str.endswith("/best").any()
+    assert rows["test_accuracy"].notna().all() and rows["params"].notna().all()
+    readme = (store.report_dir / "README.md").read_text()
+    assert "Skipped" not in readme and "Best ensemble vs best single member" in readme
 
 
 def _chromium() -> str | None:
