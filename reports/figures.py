@@ -434,7 +434,7 @@ def diversity(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> N
         raise Skip(f"ensembles/diversity.json cannot be read ({exc})") from exc
     if matrix.ndim != 2 or matrix.shape != (len(names), len(names)) or len(names) < 2:
         raise Skip(f"ensembles/diversity.json has a {matrix.shape} matrix for {len(names)} members")
-    size = max(4.5, 0.5 * len(names) + 2.5)
+    size = min(11.0, max(4.5, 0.45 * len(names) + 2.5))
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     sns.heatmap(matrix, ax=ax, cmap="mako_r", vmin=0.0, square=True, annot=len(names) <= 12,
                 fmt=".2f", annot_kws={"fontsize": 7}, xticklabels=[_short(n, 20) for n in names],

@@ -25,7 +25,7 @@ h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bo
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
 th,td{padding:.3rem .55rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
 th{background:#f3f5f8;position:sticky;top:0}
-td.text,th.text{text-align:left;white-space:normal}
+td.text,th.text{text-align:left}td.wrap{white-space:normal;min-width:12rem}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
@@ -126,6 +126,7 @@ def leaderboard_html(board: pd.DataFrame) -> str:
         cells = []
         for col, header in DISPLAY.items():
             cls = "text" if col in text_cols else "num"
+            cls += " wrap" if col == "status" else ""
             value = _sort_value(raw[col])
             title = (
                 f' title="{escape(str(raw["reason"]))}"'
