@@ -253,7 +253,11 @@ def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path
     order = [k for k in board["id"] if k.startswith("members/")]
     histories = []
     for key in order:
-        history = run.entry(key).history()
+        try:
+            history = run.entry(key).history()
+        except (OSError, ValueError) as exc:  # pandas' EmptyDataError / ParserError are ValueErrors
+            log.warning("%s/history.csv cannot be read (%s); its curves are left out", key, exc)
+            continue
         if len(history) and ("loss" in history or any(k in history for k in _ACCURACY_KEYS)):
             histories.append((key, history))
     if not histories:

@@ -13,7 +13,7 @@ def leaderboard_markdown(board) -> str:
     """The leaderboard as a GitHub Markdown table (tabulate)."""
     if board.empty:
         return "_No members or ensembles stored yet._"
-    table = display_table(board)
+    table = _escape(display_table(board))
     return tabulate(
         table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True
     )
@@ -37,6 +37,7 @@ def render(report: Report) -> str:
             **{"A": c.per_class["a"].map("{:.1%}".format), "B": c.per_class["b"].map("{:.1%}".format),
                "A - B": c.per_class["difference"].map("{:+.1%}".format)}
         )[["class", "A", "B", "A - B", "support"]]  # fmt: skip
+        per_class = _escape(per_class.astype(str))
         lines += [tabulate(per_class, headers="keys", tablefmt="github", showindex=False,
                            disable_numparse=True), ""]  # fmt: skip
     lines += ["## Figures", ""]
@@ -47,7 +48,17 @@ def render(report: Report) -> str:
         else:
             lines += [f"![{fig.title}](figures/{fig.path.name})", "", fig.caption, ""]
     lines += ["## Data and settings", "",
-              tabulate(report.about, headers=["", ""], tablefmt="github", disable_numparse=True), ""]  # fmt: skip
+              tabulate([(k, _cell(v)) for k, v in report.about], headers=["", ""], tablefmt="github",
+                       disable_numparse=True), ""]  # fmt: skip
     if report.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A table cell that cannot break the Markdown table: pipes escaped, no line breaks."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _escape(frame):
+    return frame.map(_cell)

@@ -73,7 +73,8 @@ def test_report_of_an_unfinished_run_shows_what_is_done(tmp_path):
     store = make_fake_run(tmp_path / "running", accuracies=(0.8, 0.7), failed=False)
     # A member still training: config.json only; another with probabilities but no metrics yet.
     store.member_dir("member50").mkdir()
-    (store.member_dir("member50") / "config.json").write_text(json.dumps({"name": "training-net"}))
+    (store.member_dir("member50") / "config.json").write_text(json.dumps({"name": "training|net"}))
+    (store.member_dir("member01") / "history.csv").write_text("")  # cut short by a kill
     half = store.member_dir("member51")
     half.mkdir()
     (half / "config.json").write_text(json.dumps({"name": "scoring-net", "kind": "pretrained"}))
@@ -84,6 +85,8 @@ def test_report_of_an_unfinished_run_shows_what_is_done(tmp_path):
     index = build_report(store)
     board = leaderboard(store)
     assert list(board["status"]) == ["done", "done", "incomplete", "incomplete"]
+    assert "training\\|net" in (store.report_dir / "README.md").read_text()  # the table holds
+    assert (store.report_dir / "figures" / "curves.png").is_file()  # member00's curves still drawn
     readme = (store.report_dir / "README.md").read_text()
     assert "run.json records no finish yet" in readme
     assert "Skipped: no ensemble has test predictions yet" in readme
