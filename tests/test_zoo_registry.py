@@ -1,0 +1,233 @@
+"""The registry's contract: register / look up / filter, plugins (a module or an entry point), CLI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+import zoo.registry
+from zoo import ZooError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_example() -> str:
+    """The worked example under README's "### Add an architecture": the test runs the docs."""
+    text = README.read_text()
+    section = text.split("### Add an architecture", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert match, "README's 'Add an architecture' section lost its python example"
+    return match.group(1)
+
+
+@pytest.fixture
+def clean_registry():
+    """Names a test registers are removed again, so tests do not leak into each other."""
+    zoo.list_models()  # load the built-in zoo first: what is there before the test stays
+    before = set(zoo.registry._REGISTRY)
+    modules_before = set(sys.modules)
+    yield
+    for name in set(zoo.registry._REGISTRY) - before:
+        zoo.unregister(name)
+    for module in set(sys.modules) - modules_before:
+        if module.startswith("zoobench_example"):
+            del sys.modules[module]
+
+
+def _train_one_step(model) -> float:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(8, 32, 32, 3)).astype("uint8")
+    y = rng.integers(0, 10, size=8)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    loss = float(model.train_on_batch(x, y))
+    assert np.isfinite(loss)
+    return loss
+
+
+def test_register_get_and_duplicate(clean_registry):
+    @zoo.register("test_tmp_net", family="tmp", paper="nobody 2026")
+    def test_tmp_net(hp, input_shape, num_classes):
+        """First docstring line becomes the description.
+
+        Not this one."""
+        raise AssertionError("not built here")
+
+    entry = zoo.get("test_tmp_net")
+    assert (entry.family, entry.kind, entry.paper, entry.input_size) == (
+        "tmp",
+        "scratch",
+        "nobody 2026",
+        32,
+    )
+    assert entry.description == "First docstring line becomes the description."
+    assert entry.module == __name__
+    with pytest.raises(ZooError, match="already registered"):
+        zoo.register("test_tmp_net", family="tmp")(test_tmp_net)
+
+
+def test_kind_is_validated():
+    with pytest.raises(ZooError, match="kind must be one of scratch, pretrained"):
+        zoo.register("bad_kind_net", family="tmp", kind="pretrainde")
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ZooError, match=r"unknown architecture 'resnet2'.*resnet20") as info:
+        zoo.get("resnet2")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ZooError, match="zoobench zoo list"):
+        zoo.get("qqqqqqqq")
+
+
+def test_list_filters():
+    scratch = zoo.list_models(kind="scratch")
+    expected = {"resnet20", "resnet56", "resnet20_v2", "resnet56_v2", "wrn_16_4", "vgg11_bn",
+                "vgg16_bn", "densenet_bc_40", "densenet_bc_100", "inception_small", "mobilenetv2",
+                "fastnet"}  # fmt: skip
+    assert expected <= set(scratch)
+    assert all(zoo.get(n).kind == "scratch" for n in scratch)
+    assert scratch == sorted(scratch)
+    resnets = zoo.list_models(family="resnet", kind="scratch")
+    assert set(resnets) == {"resnet20", "resnet56", "resnet20_v2", "resnet56_v2"}
+    assert zoo.list_models("resnet5*", kind="scratch") == ["resnet56", "resnet56_v2"]
+    assert zoo.list_models(family="no-such-family") == []
+    for name in scratch:  # metadata every scratch entry must carry
+        entry = zoo.get(name)
+        assert entry.paper and entry.description and entry.input_size == 32, name
+
+
+def test_readme_example_as_a_module(tmp_path, monkeypatch, clean_registry):
+    (tmp_path / "zoobench_example_models.py").write_text(_readme_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("zoobench_example_models")
+    assert "tiny_cnn" in zoo.list_models(kind="scratch")
+    model = zoo.build("tiny_cnn")
+    assert model.output_shape == (None, 10)
+    _train_one_step(model)
+
+
+def test_readme_example_as_an_entry_point(tmp_path, monkeypatch, clean_registry):
+    """A third-party package: its dist-info names a module in the ``zoobench.models`` group."""
+    (tmp_path / "zoobench_example_plugin.py").write_text(_readme_example())
+    dist = tmp_path / "zoobench_example_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: zoobench-example-plugin\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        textwrap.dedent("""\
+            [zoobench.models]
+            tiny = zoobench_example_plugin
+        """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    monkeypatch.setattr(zoo.registry, "_loaded", False)  # plugins are discovered on next use
+    assert "tiny_cnn" in zoo.list_models(family="tiny")
+    assert zoo.get("tiny_cnn").module == "zoobench_example_plugin"
+    model = zoo.build("tiny_cnn", num_classes=10)
+    _train_one_step(model)
+
+
+def test_broken_plugin_does_not_break_the_zoo(tmp_path, monkeypatch, clean_registry, caplog):
+    (tmp_path / "zoobench_example_broken.py").write_text("raise ImportError('missing dep')\n")
+    dist = tmp_path / "zoobench_example_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: zoobench-example-broken\nVersion: 0.1\n"
+    )
+    (dist / "entry_points.txt").write_text("[zoobench.models]\nbroken = zoobench_example_broken\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    monkeypatch.setattr(zoo.registry, "_loaded", False)
+    assert "resnet20" in zoo.list_models()
+    assert "missing dep" in caplog.text
+
+
+# ---- the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_zoo_list_json(capsys, clean_registry):
+    from benchmark.cli import main
+
+    @zoo.register("test_offline_backbone", family="tmp", kind="pretrained", input_size=224)
+    def offline(hp, input_shape, num_classes):
+        """A pretrained entry whose weights are missing here."""
+        raise ZooError("ImageNet weights for test_offline_backbone are not available offline")
+
+    # every entry shows up, whatever its state; counting all of them is `zoo list` without a
+    # pattern (same code path), which takes a minute on a loaded 2-core machine
+    assert main(["zoo", "list", "--json", "resnet20*"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"resnet20", "resnet20_v2"}
+    r20 = rows["resnet20"]
+    assert (r20["kind"], r20["family"], r20["input_size"]) == ("scratch", "resnet", 32)
+    assert 0.9 * 270_000 < r20["params"] < 1.1 * 270_000
+    assert 0.9 * 82e6 < r20["flops"] < 1.1 * 82e6  # 41M multiply-adds, He et al.
+    assert not r20["note"]
+
+    assert main(["zoo", "list", "--json", "--kind", "pretrained", "test_*"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["name"], row["params"], row["flops"]) == ("test_offline_backbone", None, None)
+    assert "not available offline" in row["note"]
+    assert main(["zoo", "show", "test_offline_backbone"]) == 0
+    assert "could not build here" in capsys.readouterr().out
+
+
+def test_build_without_weights_is_used_for_counting(capsys, clean_registry):
+    """A pretrained entry may offer extra["build_without_weights"]: the catalog counts with it."""
+    from zoo.catalog import summary_row
+
+    def without_weights(hp, input_shape, num_classes):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(2, 1)(inputs)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+
+    def builder(hp, input_shape, num_classes):
+        raise ZooError("weights missing")
+
+    zoo.register(
+        "test_counted_backbone", family="tmp", kind="pretrained", input_size=64,
+        build_without_weights=without_weights,
+    )(builder)  # fmt: skip
+    row = summary_row("test_counted_backbone")
+    assert (row["params"], row["flops"], row["input_size"]) == (8, 2 * 64 * 64 * 6, 64)
+
+
+def test_cli_zoo_list_table_filters(capsys):
+    from benchmark.cli import main
+
+    assert main(["zoo", "list", "--kind", "scratch", "--family", "fastnet"]) == 0
+    out = capsys.readouterr().out
+    assert "| fastnet" in out and "| resnet9" in out and "resnet20" not in out
+    assert "FLOPs = 2 x multiply-adds" in out
+    assert main(["zoo", "list", "--family", "nosuchfamily"]) == 2
+    assert "families:" in capsys.readouterr().err
+
+
+def test_cli_zoo_show_prints_search_space(capsys):
+    from benchmark.cli import main
+
+    assert main(["zoo", "show", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "He et al. 2016" in out and "search space" in out
+    for hp_name, default in (("depth", "20"), ("width", "1.0"), ("batch_norm", "True"),
+                             ("activation", "relu"), ("l2", "0.0001")):  # fmt: skip
+        assert re.search(rf"\|\s*{hp_name}\s*\|[^|]*\|\s*{re.escape(default)}\s*\|", out), hp_name
+
+
+def test_cli_zoo_show_unknown_name_exits_2(capsys):
+    from benchmark.cli import main
+
+    assert main(["zoo", "show", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("zoobench: error: unknown architecture 'nosuch'")
