@@ -273,7 +273,9 @@ def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path
             axes[i // per_row, 2 * (i % per_row)],
             axes[i // per_row, 2 * (i % per_row) + 1],
         )
-        epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
+        epochs = np.arange(1, len(history) + 1)
+        if "epoch" in history:  # Keras's CSVLogger counts from 0, the runner from 1: show 1-based
+            epochs = history["epoch"] + (1 if history["epoch"].min() == 0 else 0)
         acc_key = next((k for k in _ACCURACY_KEYS if k in history), None)
         for ax, key_train, label in ((ax_loss, "loss", "loss"), (ax_acc, acc_key, "accuracy")):
             if key_train is None or key_train not in history:

@@ -159,6 +159,11 @@ def _machine(machine: dict[str, Any]) -> str:
         return "-"
     parts = []
     for key, value in machine.items():
+        if key in ("gpus", "gpu"):  # an empty GPU list is worth saying: the numbers are CPU numbers
+            names = value if isinstance(value, list) else [value] if value else []
+            names = [str(n) for n in names if n and str(n).lower() != "none"]
+            parts.append(f"GPU: {', '.join(names)}" if names else "GPU: none (CPU only)")
+            continue
         if value in (None, "", [], {}):
             continue
         parts.append(f"{key.replace('_', ' ')}: {value}")

@@ -190,7 +190,7 @@ def test_describe_run_names_the_data_source_sizes_and_machine(fake_store):
     about = dict(stats.describe_run(load_run(fake_store)))
     assert about["Source"] == "synthetic probabilities"
     assert about["Images (train / val / test)"] == "1,000 / 300 / 400"
-    assert "cpu count: 2" in about["Machine"]
+    assert about["Machine"] == "cpu count: 2; GPU: none (CPU only)"
     assert about["Started / finished"].endswith("not finished")
 
 
