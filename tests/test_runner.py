@@ -1,0 +1,226 @@
+"""The runner end to end on the smoke profile (shrunk): store layout, failures, resume, budget, API."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import SHARED_JPG
+
+pytest.importorskip("keras")
+
+from benchmark.api import Benchmark, minimal_leaderboard  # noqa: E402
+from benchmark.profiles import load_profile, parse_profile  # noqa: E402
+from benchmark.runner import Runner  # noqa: E402
+
+TINY_DATA = {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50}
+
+
+def tiny_smoke(nan_member: bool = True):
+    """The shipped smoke profile on fewer images, plus a member whose loss explodes."""
+    profile = load_profile("smoke")
+    raw = copy.deepcopy(profile.raw)
+    raw["data"] = dict(TINY_DATA)
+    raw["training"]["batch_size"] = 50
+    raw["report"] = {"enabled": importlib.util.find_spec("reports") is not None}
+    if nan_member:
+        raw["members"].append({"architecture": "seed_cnn", "name": "exploding",
+                               "hp": {"width": 0.5},
+                               "training": {"learning_rate": 1e12, "epochs": 3}})  # fmt: skip
+    return parse_profile(raw, "smoke (shrunk for tests)")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, shared_jpg):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    lines: list[str] = []
+    runner = Runner(tiny_smoke(), out, data_dir=str(shared_jpg), progress=lines.append)
+    runner.run()
+    return runner, lines
+
+
+def test_smoke_run_fills_the_store(smoke_run):
+    runner, lines = smoke_run
+    store = runner.store
+    meta = store.read_run()
+    assert meta["profile"]["name"] == "smoke" and meta["seed"] == 0
+    assert meta["data"]["source"] and meta["data"]["fingerprint"]
+    assert meta["data"]["sizes"] == {"train": 100, "val": 50, "test": 50}
+    assert meta["machine"]["cpu_count"] and "tensorflow" in " ".join(meta["versions"])
+    assert meta["finished_at"] and meta["wall_seconds"] > 0
+    assert store.load_array("sample_x").shape == (25, 32, 32, 3)
+    assert store.load_array("x_test").dtype == np.uint8 and len(store.labels("test")) == 50
+    members = {m.name: m for m in store.members()}
+    assert set(members) == {
+        "seed_cnn tiny",
+        "seed_cnn tiny swish",
+        "seed_cnn tiny (tuned)",
+        "exploding",
+    }
+    for name in ("seed_cnn tiny", "seed_cnn tiny swish", "seed_cnn tiny (tuned)"):
+        m = members[name]
+        assert m.ok, m.metrics
+        for f in ("config.json", "model.keras", "history.csv", "val_probs.npy", "test_probs.npy"):
+            assert (m.path / f).is_file(), f
+        assert m.probs("val").shape == (50, 10) and m.probs("test").shape == (50, 10)
+        expected = float(np.mean(m.probs("val").argmax(1) == store.labels("val")))
+        assert m.metrics["val_accuracy"] == pytest.approx(expected)
+        for key in (
+            "params",
+            "train_seconds",
+            "epochs",
+            "inference_images_per_second",
+            "finished_at",
+        ):
+            assert m.metrics[key], key
+        assert m.config["kind"] == "scratch" and m.config["id"] == m.id
+    tuned = members["seed_cnn tiny (tuned)"].config
+    assert tuned["tuner"]["algorithm"] == "random" and tuned["hp"]["width"] == 0.5
+    assert tuned["training"]["learning_rate"] in (0.001, 0.003)
+    projects = list(store.tuner_dir.iterdir())
+    assert len(projects) == 1 and len(list(projects[0].glob("trial_*/trial.json"))) == 2
+    assert len(list(projects[0].glob("trial_*/model.keras"))) == 1  # the unused trial was pruned
+    assert store.leaderboard_csv.is_file()
+    assert any("leaderboard" in line for line in lines) and any("[1/4]" in line for line in lines)
+
+
+def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
+    runner, lines = smoke_run
+    bad = next(m for m in runner.store.members() if m.name == "exploding")
+    assert bad.status == "failed" and "NaN" in bad.metrics["reason"]
+    assert not (bad.path / "model.keras").exists()
+    assert any("FAILED" in line and "exploding" in line for line in lines)
+    if importlib.util.find_spec("ensembles") is not None:
+        for ens in runner.store.ensembles():
+            assert bad.id not in ens.config["members"]
+
+
+def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, shared_jpg):
+    runner, _ = smoke_run
+    store = runner.store
+    before = {m.id: (m.metrics["val_accuracy"], (m.path / "metrics.json").stat().st_mtime_ns)
+              for m in store.members() if m.ok}  # fmt: skip
+    victim = next(m for m in store.members() if m.name == "seed_cnn tiny")
+    (victim.path / "metrics.json").unlink()  # as if killed while writing it
+    lines: list[str] = []
+    again = Runner(tiny_smoke(), store.root, data_dir=str(shared_jpg), progress=lines.append)
+    again.run()
+    kept = [o for o in again.outcomes if o.kept]
+    redone = [o for o in again.outcomes if not o.kept]
+    assert [o.name for o in redone] == ["seed_cnn tiny"] and redone[0].id == victim.id
+    assert len(kept) == 3
+    after = {m.id: m for m in store.members() if m.ok}
+    assert set(after) == set(before)
+    for mid, (acc, mtime) in before.items():
+        if mid != victim.id:
+            assert after[mid].metrics["val_accuracy"] == acc
+            assert (after[mid].path / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_the_api_reads_a_finished_run(smoke_run):
+    bench = Benchmark.load(smoke_run[0].store.root)
+    board = bench.leaderboard()
+    assert len(board) >= 4
+    done = board[board["status"] == "done"]
+    assert list(done["val_accuracy"]) == sorted(done["val_accuracy"], reverse=True)
+    minimal = minimal_leaderboard(bench.store)
+    assert {"model", "val_accuracy", "test_accuracy", "params"} <= set(minimal.columns)
+
+
+def test_another_profile_in_the_same_folder_is_refused(smoke_run, shared_jpg):
+    from benchmark.errors import ZoobenchError
+
+    with pytest.raises(ZoobenchError, match="--fresh"):
+        Runner(tiny_smoke(), smoke_run[0].store.root, data_dir=str(shared_jpg), seed=5).run()
+
+
+def test_the_budget_is_honoured(tmp_path, shared_jpg):
+    raw = {"name": "budget", "data": dict(TINY_DATA), "training": {"epochs": 40, "batch_size": 50},
+           "members": [{"architecture": "seed_cnn", "name": "long", "hp": {"width": 0.5, "dense_units": 0}},
+                       {"architecture": "seed_cnn", "name": "longer", "hp": {"width": 1.0},
+                        "training": {"epochs": 400}}],
+           "ensembles": {"enabled": False}, "report": {"enabled": False}}  # fmt: skip
+    lines: list[str] = []
+    runner = Runner(parse_profile(raw, "test"), tmp_path / "run", data_dir=str(shared_jpg),
+                    budget_seconds=12, progress=lines.append)  # fmt: skip
+    start = time.monotonic()
+    runner.run()
+    elapsed = time.monotonic() - start
+    decisions = {t.label: t.decision for t in runner.tasks}
+    assert decisions["longer"].action == "dropped" or decisions["longer"].action == "shortened"
+    assert any("dropped" in line or "shortened" in line for line in lines)
+    done = [m for m in runner.store.members() if m.ok]
+    epoch = max((m.metrics["train_seconds"] / m.metrics["epochs"] for m in done), default=0.0)
+    assert elapsed <= 12 + epoch + 8, (elapsed, lines)  # + one epoch, + saving and predicting
+    assert runner.store.read_run()["finished_at"]
+    for m in done:
+        assert m.metrics["epochs"] < 40
+
+
+def test_plan_prints_without_training(tmp_path, shared_jpg, capsys):
+    from benchmark.cli import main
+
+    profile = tmp_path / "p.toml"
+    profile.write_text('name = "p"\n[data]\ntrain_size = 100\nval_size = 50\ntest_size = 50\n'
+                       '[[members]]\narchitecture = "seed_cnn"\nhp = {width = 0.5}\nseeds = 2\n')  # fmt: skip
+    out = tmp_path / "run"
+    assert main(["run", str(profile), "--plan", "--budget", "10m", "--out", str(out),
+                 "--data-dir", str(shared_jpg)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "seed_cnn [seed 0]" in text and "seed_cnn [seed 1]" in text and "estimated total" in text
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
+    """Kill a run at a random moment, rerun it: same members, same val and test accuracies."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    if not (SHARED_JPG / "train").is_dir():
+        pytest.skip("no shared CIFAR-10 copy")
+    from importlib import resources
+
+    profile = tmp_path / "smoke.toml"
+    text = (resources.files("benchmark") / "profiles" / "smoke.toml").read_text()
+    text = text.replace("train_size = 300", "train_size = 100").replace(
+        "val_size = 100", "val_size = 50"
+    )
+    text = text.replace("test_size = 200", "test_size = 50").replace(
+        "batch_size = 32", "batch_size = 50"
+    )
+    text = text.replace("[report]\nenabled = true", "[report]\nenabled = false")
+    profile.write_text(text)
+    env = dict(os.environ, ZOOBENCH_CACHE=str(tmp_path / "cache"))
+
+    def cmd(out):
+        return [sys.executable, "-m", "benchmark.cli", "run", str(profile), "--out", str(out),
+                "--data-dir", str(SHARED_JPG)]  # fmt: skip
+
+    start = time.monotonic()
+    subprocess.run(cmd(tmp_path / "a"), check=True, env=env, capture_output=True)
+    full = time.monotonic() - start
+    proc = subprocess.Popen(
+        cmd(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(random.Random().uniform(0.3, 0.9) * full)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd(tmp_path / "b"), check=True, env=env, capture_output=True)
+
+    def board(out):
+        b = minimal_leaderboard(Benchmark.load(out).store)
+        b = b[b["kind"] == "member"]
+        return sorted(
+            zip(b["id"], b["val_accuracy"].round(6), b["test_accuracy"].astype(float).round(6))
+        )
+
+    assert board(tmp_path / "a") == board(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["finished_at"]
