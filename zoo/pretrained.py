@@ -138,16 +138,18 @@ def backbone_blocks(backbone) -> list[list]:
     blocks: list[list] = []
     keys: list[str] = []
     pending: list = []
-    for layer in layers:
+    for layer in backbone.layers:  # weightless layers (InceptionV3's "mixedN") still name blocks
         key = next((m.group(1) for p in _BLOCK_PATTERNS if (m := p.match(layer.name))), None)
         if key is None:
-            pending.append(layer)
+            if layer.weights:
+                pending.append(layer)
             continue
         if not keys or keys[-1] != key:
             keys.append(key)
             blocks.append([])
         blocks[-1].extend(pending)
-        blocks[-1].append(layer)
+        if layer.weights:
+            blocks[-1].append(layer)
         pending = []
     if pending:
         if blocks:

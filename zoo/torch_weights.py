@@ -191,9 +191,13 @@ def _fill(storage: _Storage, raw: bytes, path: Path) -> None:
 
 def _load_legacy(path: Path) -> Any:
     with open(path, "rb") as f:
-        header = [pickle.load(f) for _ in range(3)]  # plain ints / dict: no globals possible
-        if header[0] != LEGACY_MAGIC or header[1] != LEGACY_PROTOCOL:
+        # The header is plain ints and a dict; the restricted unpickler still reads it.
+        magic = _Unpickler(f, path, {}).load()
+        if magic != LEGACY_MAGIC:
             raise TorchWeightsError(f"{path} is not a PyTorch weights file (bad magic number)")
+        if _Unpickler(f, path, {}).load() != LEGACY_PROTOCOL:
+            raise TorchWeightsError(f"{path}: unsupported PyTorch legacy protocol version")
+        _Unpickler(f, path, {}).load()  # system info
         storages: dict[str, _Storage] = {}
         obj = _Unpickler(f, path, storages).load()
         keys = _Unpickler(f, path, {}).load()

@@ -1,0 +1,177 @@
+"""Transfer strategies end to end on a few hundred real CIFAR-10 pictures with ImageNet Lite0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CIFAR10_CLASSES, real_cifar
+
+from benchmark.datasets import Dataset
+from benchmark.errors import ZoobenchError
+from benchmark.transfer import HISTORY_COLUMNS, STRATEGIES, run_strategy, unfreeze_schedule
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Dataset:
+    """200 train / 100 val / 50 test real pictures (the shared JPEG copy)."""
+    x_train, y_train = real_cifar("train", 20)
+    x_val, y_val = real_cifar("train", 10, offset=100)
+    x_test, y_test = real_cifar("test", 5)
+    return Dataset(
+        name="cifar10", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+        x_test=x_test, y_test=y_test, class_names=CIFAR10_CLASSES, source="CIFAR-10 (JPEG copy)",
+        location="tests", fingerprint="tiny-real", seed=0, split={"train_size": 200},
+    )  # fmt: skip
+
+
+def small_hp(size: int = 64):
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("input_size", size)
+    hp.Fixed("dropout", 0.0)
+    return hp
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOOBENCH_CACHE", str(tmp_path / "zoobench-cache"))
+
+
+def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tmp_path):
+    import keras
+
+    from benchmark.transfer import extract_features, load_backbone
+
+    cache = tmp_path / "features"
+    kwargs = dict(cache_dir=cache, epochs=10, batch_size=32, tuner={"max_trials": 2})
+    first = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny, **kwargs)
+    assert first.info["feature_cache"] == {"train": "miss", "val": "miss", "test": "miss"}
+    assert len(list(cache.glob("features-*.npy"))) == 3
+    assert first.info["name"] == "efficientnet_lite0 / feature-extraction @64px"
+    assert first.info["speedup"] > 1
+    assert set(first.info["head_hp"]) == {"units", "dropout", "learning_rate", "l2"}
+    assert list(first.history.columns) == list(HISTORY_COLUMNS)
+    assert (first.history["stage"] == "head").all()
+    assert first.history["val_accuracy"].max() > 0.3  # ImageNet features on 10 classes, 200 images
+
+    # Second call: the same backbone, weights and pixels read the cached features.
+    backbone = load_backbone("efficientnet_lite0", small_hp(), tiny.input_shape, 10)
+    for split in ("train", "val"):
+        feats, info = extract_features(backbone, getattr(tiny, f"x_{split}"), cache_dir=cache,
+                                       data_fingerprint=tiny.fingerprint, split=split)  # fmt: skip
+        assert info["cache"] == "hit" and feats.shape == (len(getattr(tiny, f"y_{split}")), 1280)
+
+    # The joined model takes raw pixels and reproduces the head's predictions on cached features.
+    probs = first.model.predict(tiny.x_test, verbose=0)
+    np.testing.assert_allclose(probs, first.test_probs, atol=1e-4)
+    path = tmp_path / "fe.keras"
+    first.model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(tiny.x_test, verbose=0), probs, atol=1e-5)
+    assert loaded.layers[-1].name == "probs"
+
+
+def test_feature_cache_misses_when_the_split_changes(tiny, tmp_path):
+    from benchmark.transfer import feature_cache_key, load_backbone
+
+    backbone = load_backbone("efficientnet_lite0", small_hp(), (32, 32, 3), 10)
+    key = feature_cache_key(backbone, tiny.x_val, "fp")
+    assert key == feature_cache_key(backbone, tiny.x_val.copy(), "fp")
+    assert key != feature_cache_key(backbone, tiny.x_val[::-1], "fp")  # other order / indices
+    assert key != feature_cache_key(backbone, tiny.x_val, "other-data")
+    other = load_backbone("efficientnet_lite0", small_hp(96), (32, 32, 3), 10)
+    assert key != feature_cache_key(other, tiny.x_val, "fp")
+
+
+def test_fine_tuning_improves_validation_accuracy_with_frozen_batch_norm(tiny, tmp_path):
+    result = run_strategy("fine-tuning", "efficientnet_lite0", small_hp(), tiny,
+                          cache_dir=tmp_path, epochs=3, batch_size=32, learning_rate=3e-3)  # fmt: skip
+    info, history = result.info, result.history
+    assert [s["stage"] for s in info["stages"]] == ["head", "fine-tune"]
+    assert info["stages"][0]["trainable_weights"] == 0
+    assert info["stages"][1]["trainable_weights"] > 3_000_000
+    assert history["lr"].tolist() == pytest.approx([3e-3, 3e-4, 3e-4])
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert info["best_val_accuracy"] > info["initial_val_accuracy"] + 0.1
+    # Batch norm ran in inference mode: fine-tuning left its moving statistics untouched.
+    import keras
+
+    from zoo.efficientnet_lite_net import build_network, load_imagenet_weights
+
+    ref = build_network("efficientnet_lite0", (64, 64, 3))
+    load_imagenet_weights(ref, "efficientnet_lite0")
+    tuned = result.model.get_layer("backbone")
+    bn = tuned.get_layer("block6a_bn")
+    assert isinstance(bn, keras.layers.BatchNormalization)
+    np.testing.assert_array_equal(
+        bn.moving_mean.numpy(), ref.get_layer("block6a_bn").moving_mean.numpy()
+    )
+    assert not np.allclose(
+        tuned.get_layer("block6a_dwconv").get_weights()[0],
+        ref.get_layer("block6a_dwconv").get_weights()[0],
+    )
+
+
+def test_progressive_unfreezing_records_its_schedule_and_improves(tiny, tmp_path):
+    result = run_strategy(
+        "progressive-unfreezing", "efficientnet_lite0", small_hp(), tiny, cache_dir=tmp_path,
+        epochs=3, batch_size=32, learning_rate=3e-3, options={"stages": 2, "stage_lr_decay": 0.5},
+    )  # fmt: skip
+    info, history = result.info, result.history
+    stages = info["stages"]
+    assert [s["stage"][:11] for s in stages] == ["head", "unfreeze-1 ", "unfreeze-2 "]
+    assert stages[1]["stage"].endswith("..top_bn)")  # the top half first
+    assert stages[2]["stage"].startswith("unfreeze-2 (stem_conv..")  # then the bottom half
+    trainable = [s["trainable_weights"] for s in stages]
+    assert trainable[0] == 0 and 0 < trainable[1] < trainable[2]  # top down, growing
+    assert history["stage"].tolist() == [s["stage"] for s in stages]
+    assert history["lr"].tolist() == pytest.approx([3e-3, 1.5e-3, 7.5e-4])
+    assert info["best_val_accuracy"] > info["initial_val_accuracy"] + 0.1
+
+
+def test_a_trained_member_serves_as_backbone_for_another_dataset(tiny, tmp_path):
+    import keras_tuner
+
+    import zoo
+
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("width", 0.5)
+    member = tmp_path / "runs" / "a" / "members" / "abc123"
+    member.mkdir(parents=True)
+    zoo.build("seed_cnn", hp=hp, input_shape=(32, 32, 3), num_classes=10).save(
+        member / "model.keras"
+    )
+    (member / "config.json").write_text('{"name": "seed_cnn", "architecture": "seed_cnn"}')
+    five = Dataset(
+        name="b", x_train=tiny.x_train[tiny.y_train < 5], y_train=tiny.y_train[tiny.y_train < 5],
+        x_val=tiny.x_val[tiny.y_val < 5], y_val=tiny.y_val[tiny.y_val < 5],
+        x_test=tiny.x_test[tiny.y_test < 5], y_test=tiny.y_test[tiny.y_test < 5],
+        class_names=CIFAR10_CLASSES[:5], source="t", location="t", fingerprint="b", seed=0,
+    )  # fmt: skip
+    result = run_strategy("feature-extraction", f"member:{member}", None, five,
+                          cache_dir=tmp_path / "f", epochs=2, tuner={"max_trials": 1})  # fmt: skip
+    assert result.info["name"] == "member:seed_cnn / feature-extraction @32px"
+    assert result.model.output_shape == (None, 5)
+    assert result.model.get_layer("backbone").output_shape == (None, 128)  # the dense before probs
+    ft = run_strategy("progressive-unfreezing", f"member:{member}", None, five, cache_dir=tmp_path,
+                      epochs=2, options={"stages": 1})  # fmt: skip
+    assert isinstance(ft.history, pd.DataFrame) and len(ft.history) == 2
+
+
+def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
+    with pytest.raises(ZoobenchError, match="unknown transfer strategy 'linear-probe'"):
+        run_strategy("linear-probe", "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1)
+    with pytest.raises(ZoobenchError, match="seed_cnn' is scratch"):
+        run_strategy("fine-tuning", "seed_cnn", None, tiny, cache_dir=tmp_path, epochs=1)
+    with pytest.raises(ZoobenchError, match="no model.keras"):
+        run_strategy(STRATEGIES[0], f"member:{tmp_path}", None, tiny, cache_dir=tmp_path, epochs=1)
+
+
+def test_unfreeze_schedule_goes_top_down():
+    groups = unfreeze_schedule([[1], [2], [3], [4], [5]], 2)
+    assert groups == [[[3], [4], [5]], [[1], [2]]]
+    assert unfreeze_schedule([[1]], 3) == [[[1]]]
