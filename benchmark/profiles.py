@@ -38,7 +38,7 @@ TUNER_DEFAULTS: dict[str, Any] = {
 SEARCHABLE = {"learning_rate", "optimizer", "label_smoothing", "weight_decay", "schedule",
               "batch_size", "momentum", "augment"}  # fmt: skip
 MEMBER_KEYS = {"architecture", "name", "hp", "training", "preprocess", "augment", "strategy",
-               "input_size", "tune", "seeds", "bagging"}  # fmt: skip
+               "input_size", "tune", "seeds", "bagging", "transfer"}  # fmt: skip
 
 
 @dataclass
@@ -56,6 +56,7 @@ class MemberSpec:
     tune: dict[str, Any] | None = None  # resolved tuner settings when the member is tuned
     seeds: int = 1
     bagging: int = 0
+    transfer: dict[str, Any] = field(default_factory=dict)  # options of benchmark.transfer
 
 
 @dataclass
@@ -228,6 +229,11 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         input_size = m.get("input_size")
         if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
             raise fail(f"{where}.input_size", f"must be an integer >= 8, got {input_size!r}")
+        transfer = m.get("transfer", {})
+        if not isinstance(transfer, dict) or (transfer and strategy is None):
+            raise fail(
+                f"{where}.transfer", "is a table of transfer options, for pretrained members only"
+            )
         name = m.get("name") or _default_name(arch, strategy, input_size)
         members.append(
             MemberSpec(

@@ -385,6 +385,7 @@ class Runner:
             "preprocess": spec.preprocess,
             "augment": augment,
             "bootstrap": task.bootstrap,
+            **({"transfer": spec.transfer} if spec.transfer else {}),
         }
 
     def _config(self, mid: str, name: str, task: Task, hp: dict, training: dict, augment: list,
@@ -425,8 +426,9 @@ class Runner:
         config = self._config(mid, task.label, task, hp, training, augment)
         start = time.perf_counter()
         try:
-            result = self.train(task, _fixed_hp(hp), training, augment, seed=task.seed,
-                                tensorboard_id=mid)  # fmt: skip
+            result = self.train(
+                task, _fixed_hp(hp), training, augment, seed=task.seed, member_key=mid
+            )
         except ZoobenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - one broken member must not end the run
@@ -507,7 +509,7 @@ class Runner:
         self.progress(f"    {head} {outcome.name} [{outcome.id}] {acc}{took}{why}")
 
     def train(self, task: Task, hp, training: dict, augment: list, *, seed: int,
-              epochs: int | None = None, tensorboard_id: str | None = None):  # fmt: skip
+              epochs: int | None = None, member_key: str | None = None):  # fmt: skip
         """Build and train ``task``'s model with ``hp`` (a HyperParameters); a FitResult."""
         import keras
 
@@ -527,13 +529,13 @@ class Runner:
             x_train, y_train = x_train[idx], y_train[idx]
         epochs = int(epochs or training["epochs"])
         tb = (
-            str(self.store.root / "tensorboard" / tensorboard_id)
-            if self.tensorboard and tensorboard_id
+            str(self.store.root / "tensorboard" / member_key)
+            if self.tensorboard and member_key
             else None
         )
         if spec.strategy is not None:
             return self._train_transfer(
-                task, hp, training, x_train, y_train, x_val, seed, epochs, tb
+                task, hp, training, x_train, y_train, x_val, seed, epochs, tb, member_key
             )
         entry = zoo.get(spec.architecture)
         with distributed.scope(self._strategy):
@@ -546,7 +548,7 @@ class Runner:
                 verbose=self.verbose,
             )  # fmt: skip
 
-    def _train_transfer(self, task, hp, training, x_train, y_train, x_val, seed, epochs, tb):
+    def _train_transfer(self, task, hp, training, x_train, y_train, x_val, seed, epochs, tb, key):
         """Pretrained members: benchmark.transfer.run_strategy trains them; wrapped as a FitResult."""
         import keras
 
@@ -569,6 +571,13 @@ class Runner:
         kwargs = {"cache_dir": str(self.store.root / "cache" / "transfer"), "epochs": epochs,
                   "batch_size": int(training["batch_size"]), "seed": seed,
                   "learning_rate": float(training["learning_rate"]), "callbacks": callbacks}  # fmt: skip
+        options = dict(spec.transfer)
+        head = {"max_trials": options.pop("head_trials")} if "head_trials" in options else {}
+        if key:  # the head search of feature extraction lives in the run's tuner folder: resumable
+            head.update(
+                directory=str(self.store.tuner_dir), project_name=f"head-{_slug(spec.name)}-{key}"
+            )
+        kwargs.update(tuner=head, options=options)
         if spec.input_size and "input_size" not in hp.values:
             hp.values["input_size"] = spec.input_size  # the backbone reads its input side from hp
         start = time.perf_counter()
@@ -695,7 +704,7 @@ class Runner:
                                    images_per_second=costs["images_per_second"])  # fmt: skip
             else:
                 result = self.train(
-                    task, _fixed_hp(arch_hp), training, augment, seed=task.seed, tensorboard_id=mid
+                    task, _fixed_hp(arch_hp), training, augment, seed=task.seed, member_key=mid
                 )
         except ZoobenchError:
             raise

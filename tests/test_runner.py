@@ -219,7 +219,12 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
         b = minimal_leaderboard(Benchmark.load(out).store)
         b = b[b["kind"] == "member"]
         return sorted(
-            zip(b["id"], b["val_accuracy"].round(6), b["test_accuracy"].astype(float).round(6))
+            zip(
+                b["id"],
+                b["val_accuracy"].round(6),
+                b["test_accuracy"].astype(float).round(6),
+                strict=True,
+            )
         )
 
     assert board(tmp_path / "a") == board(tmp_path / "b")
