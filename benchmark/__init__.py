@@ -9,7 +9,7 @@ import os as _os
 # for it by setting TF_CPP_MIN_LOG_LEVEL themselves (or passing `zoobench --verbose`).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__all__ = ["load"]
+__all__ = ["Benchmark", "load"]
 
 
 def load(name: str, **kwargs):
@@ -17,3 +17,12 @@ def load(name: str, **kwargs):
     from benchmark.datasets import load as _load
 
     return _load(name, **kwargs)
+
+
+def __getattr__(name: str):
+    """``benchmark.Benchmark`` without importing the runner (and TensorFlow) on ``import benchmark``."""
+    if name == "Benchmark":
+        from benchmark.api import Benchmark
+
+        return Benchmark
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")

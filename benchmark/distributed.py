@@ -29,6 +29,10 @@ def make_strategy(name: str | None):
     import tensorflow as tf
 
     if name == "mirrored":
+        if not tf.config.list_logical_devices("GPU"):  # CPU only: mirror over the logical CPUs
+            cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+            if len(cpus) > 1:
+                return tf.distribute.MirroredStrategy(devices=cpus)
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
