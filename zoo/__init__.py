@@ -14,5 +14,7 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from zoo.registry import ModelEntry, ZooError, build, get, list_models, register, unregister  # noqa: E402
+from zoo.weights import WeightsUnavailable, no_pretrained_weights  # noqa: E402
 
 __all__ = ["ModelEntry", "ZooError", "build", "get", "list_models", "register", "unregister"]
+__all__ += ["WeightsUnavailable", "no_pretrained_weights"]

@@ -19,7 +19,7 @@ import contextvars
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from zoo.registry import ZooError
@@ -45,6 +45,18 @@ def no_pretrained_weights() -> Iterator[None]:
         yield
     finally:
         _pretrained.reset(token)
+
+
+def without_weights(builder: Callable) -> Callable:
+    """``builder`` run inside :func:`no_pretrained_weights`: registered as
+    ``extra["build_without_weights"]`` so the catalog counts params / FLOPs with no weight file."""
+
+    def build(hp, input_shape, num_classes):
+        with no_pretrained_weights():
+            return builder(hp, input_shape, num_classes)
+
+    build.__name__ = f"{getattr(builder, '__name__', 'builder')}_without_weights"
+    return build
 
 
 def pretrained_enabled() -> bool:

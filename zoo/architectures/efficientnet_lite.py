@@ -11,7 +11,7 @@ import keras
 from zoo.efficientnet_lite_net import VARIANTS, build_network, load_imagenet_weights
 from zoo.pretrained import pretrained_classifier
 from zoo.registry import register
-from zoo.weights import pretrained_enabled
+from zoo.weights import pretrained_enabled, without_weights
 
 
 def lite_backbone(variant: str, input_shape: tuple[int, int, int]) -> keras.Model:
@@ -43,4 +43,5 @@ for _name, _variant in VARIANTS.items():
     register(
         _name, family="efficientnet_lite", kind="pretrained", paper="Tan & Le 2019 (Lite: TF 2020)",
         input_size=_variant.resolution, weights="imagenet", weights_file=_variant.file_name,
+        build_without_weights=without_weights(_fn),
     )(_fn)  # fmt: skip

@@ -14,7 +14,7 @@ import keras
 
 from zoo.pretrained import pretrained_classifier, swap_first_conv_channels
 from zoo.registry import register
-from zoo.weights import keras_weights_file, pretrained_enabled
+from zoo.weights import keras_weights_file, pretrained_enabled, without_weights
 
 _GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -112,4 +112,5 @@ for _name, (_family, _paper, _native, _default, _min) in _PAPERS.items():
     register(
         _name, family=_family, kind="pretrained", paper=_paper, input_size=_native,
         weights="imagenet", weights_file=BACKBONES[_name].weights_file_name(_native),
+        build_without_weights=without_weights(_fn),
     )(_fn)  # fmt: skip
