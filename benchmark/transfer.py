@@ -353,7 +353,7 @@ def extract_features(
 
 
 def _head_hypermodel(
-    num_classes: int, feature_dim: int, mean: np.ndarray, var: np.ndarray, epochs_hint: int
+    num_classes: int, feature_dim: int, mean: np.ndarray, var: np.ndarray, default_lr: float = 1e-3
 ):
     """Keras Tuner hypermodel: standardise features -> [dense] -> softmax over a small space."""
     import keras
@@ -361,7 +361,7 @@ def _head_hypermodel(
     def build(hp) -> keras.Model:
         units = hp.Choice("units", [0, 256, 512], default=0)
         dropout = hp.Choice("dropout", [0.0, 0.2, 0.4], default=0.2)
-        lr = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+        lr = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=default_lr)
         l2 = hp.Choice("l2", [0.0, 1e-5, 1e-4, 1e-3], default=1e-4)
         inputs = keras.Input(shape=(feature_dim,), name="features")
         x = keras.layers.Normalization(axis=-1, mean=mean, variance=var, name="feature_norm")(
@@ -397,7 +397,8 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
     feature_seconds = sum(c["seconds"] for c in cache.values())
     f_train, f_val = feats["train"], feats["val"]
     mean, var = f_train.mean(axis=0), f_train.var(axis=0) + 1e-6
-    build = _head_hypermodel(data.num_classes, f_train.shape[1], mean, var, epochs)
+    default_lr = float(np.clip(learning_rate, 1e-4, 1e-2))  # the first trial's learning rate
+    build = _head_hypermodel(data.num_classes, f_train.shape[1], mean, var, default_lr)
     head_bs = int(opts["head_batch_size"])
     stop = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=int(opts["patience"]), restore_best_weights=True
