@@ -552,8 +552,9 @@ def _run_stages(model, backbone, data, stages: list[dict], *, batch_size, callba
             "seconds": round(time.perf_counter() - t0, 3),
         })  # fmt: skip
         epoch += ran
-        if ran < stage["epochs"]:  # a callback stopped training (budget, early stopping)
-            break
+        if any(getattr(cb, "stopped", False) is True for cb in callbacks):
+            break  # a budget callback (``.stopped``) ended training: no further stages
+        # an early stop inside a stage only ends that stage: the next one unfreezes more
     best.restore()
     history = pd.concat(frames, ignore_index=True) if frames else _history_frame({}, "", 0.0)
     return history, records, initial, best.best
