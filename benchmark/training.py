@@ -310,6 +310,21 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of each epoch (training plus its validation pass), for history.csv."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 @dataclass
 class FitResult:
     """A trained model and what happened while training it."""
@@ -367,8 +382,8 @@ def fit(
     trainer = compile_model(
         model, dict(training, epochs=epochs), steps, sparse=sparse, jit_compile=jit_compile
     )
-    nan_guard, deadline_stop = NaNGuard(), DeadlineStop(deadline)
-    all_callbacks: list[keras.callbacks.Callback] = [nan_guard, deadline_stop, *callbacks]
+    nan_guard, deadline_stop, timer = NaNGuard(), DeadlineStop(deadline), EpochTimer()
+    all_callbacks: list[keras.callbacks.Callback] = [timer, nan_guard, deadline_stop, *callbacks]
     if training["early_stopping_patience"]:
         all_callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -387,6 +402,8 @@ def fit(
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    if len(timer.seconds) == len(frame):
+        frame["epoch_seconds"] = np.round(timer.seconds, 3)
     done = len(frame)
     reason = ""
     if nan_guard.fired_at is not None or _has_nan(frame):
