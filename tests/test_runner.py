@@ -127,6 +127,10 @@ def test_the_api_reads_a_finished_run(smoke_run):
     assert len(board) >= 4
     done = board[board["status"] == "done"]
     assert list(done["val_accuracy"]) == sorted(done["val_accuracy"], reverse=True)
+    if importlib.util.find_spec("ensembles.predictor") is not None:
+        images = bench.store.load_array("x_test")[:4]
+        probs = bench.best().predict_proba(images)
+        assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     minimal = minimal_leaderboard(bench.store)
     assert {"model", "val_accuracy", "test_accuracy", "params"} <= set(minimal.columns)
 
