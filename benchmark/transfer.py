@@ -153,7 +153,9 @@ def _member_backbone(folder: Path, input_shape) -> Backbone:
     """A zoobench member (``model.keras`` in a run store) without its ``probs`` layer."""
     import keras
 
-    import zoo  # noqa: F401 - registers zoobench layers so safe_mode loading knows them
+    import zoo
+
+    zoo.list_models()  # imports every architecture module: their custom layers become loadable
 
     path = folder / "model.keras"
     if not path.is_file():
@@ -161,7 +163,8 @@ def _member_backbone(folder: Path, input_shape) -> Backbone:
     try:
         trained = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
-        raise ZoobenchError(f"member:{folder}: cannot load model.keras ({exc})") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise ZoobenchError(f"member:{folder}: cannot load model.keras ({reason})") from None
     try:
         probs = trained.get_layer("probs")
     except ValueError:
