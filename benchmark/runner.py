@@ -329,6 +329,7 @@ class Runner:
                 raise ZoobenchError(
                     f"{self.store.root} was run on other data ({fingerprint}); use --fresh"
                 )
+        self._check_ensemble_config()
         if self.profile.deterministic:
             import tensorflow as tf
 
@@ -756,11 +757,32 @@ class Runner:
         try:
             from ensembles import build_ensembles
 
-            config = {k: v for k, v in self.profile.ensembles.items() if k != "enabled"}
-            built = build_ensembles(self.store, config, self.seed)
+            built = build_ensembles(self.store, self._ensemble_config(), self.seed)
             self.progress(f"ensembles: {len(built or [])} built")
         except ImportError as exc:
             self.progress(f"ensembles: unavailable ({exc}); skipped")
+        except Exception as exc:  # noqa: BLE001 - the members are stored; the report still comes
+            log.warning("building the ensembles failed", exc_info=exc)
+            self.progress(f"ensembles: FAILED ({_short(exc)}); the members are kept")
+
+    def _ensemble_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.profile.ensembles.items() if k != "enabled"}
+
+    def _check_ensemble_config(self) -> None:
+        """A typo in [ensembles] fails before the training, not after it."""
+        if (
+            not self.profile.ensembles_enabled
+            or importlib.util.find_spec("ensembles.build") is None
+        ):
+            return
+        from ensembles import build
+
+        resolve = getattr(build, "resolve_config", None)
+        if resolve is not None:
+            try:
+                resolve(self._ensemble_config())
+            except ZoobenchError as exc:
+                raise ZoobenchError(f"profile {self.profile.source}: {exc}") from None
 
     def _report(self) -> Path | None:
         if importlib.util.find_spec("reports") is None:
@@ -771,7 +793,14 @@ class Runner:
         except ImportError as exc:
             self.progress(f"report: unavailable ({exc}); skipped")
             return None
-        return Path(build_report(self.store))
+        try:
+            return Path(build_report(self.store))
+        except Exception as exc:  # noqa: BLE001 - `zoobench report RUN` can rebuild it later
+            log.warning("building the report failed", exc_info=exc)
+            self.progress(
+                f"report: FAILED ({_short(exc)}); rebuild it with `zoobench report {self.store.root}`"
+            )
+            return None
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
