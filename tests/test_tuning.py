@@ -52,7 +52,7 @@ def _tuner(tmp_path, max_trials, algorithm="random", deadline=None):
         h = keras.layers.Rescaling(1 / 255)(inputs)
         h = keras.layers.Conv2D(hp.Int("filters", 2, 4), 3, activation="relu")(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
-        h = keras.layers.Dense(2048)(keras.layers.Dense(1024)(h))  # 2M weights: ~24 MB with Adam's
+        h = keras.layers.Dense(1024)(keras.layers.Dense(512)(h))  # 0.5M weights: ~6 MB with Adam's
         return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
 
     def train_fn(hp, epochs, seed):
@@ -76,8 +76,28 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
+def _plain_fit_growth(tuner, fits: int = 6) -> float:
+    """MB of RSS each plain ``model.fit`` of the same model leaves behind in TensorFlow itself.
+
+    TensorFlow 2.x keeps part of every trained model's state after ``clear_session`` (upstream:
+    keras-team/keras#17458, tensorflow/tensorflow#61791); a search cannot do better than this.
+    """
+    x, y = _data()
+    hp = keras_tuner.HyperParameters()
+    rss = []
+    for _ in range(fits):
+        keras.backend.clear_session()
+        rss.append(_rss_mb())
+        model = tuner.hypermodel.build(hp)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        del model
+    return (rss[-1] - rss[1]) / (fits - 2)
+
+
 def test_twenty_trials_keep_memory_flat_and_prune_unused_models(tmp_path):
     tuner = _tuner(tmp_path, max_trials=20)
+    baseline = _plain_fit_growth(tuner)
     rss = []
     original = tuner.train_fn
 
@@ -89,10 +109,12 @@ def test_twenty_trials_keep_memory_flat_and_prune_unused_models(tmp_path):
     tuner.search(verbose=0)
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 20 and all(t.status == "COMPLETED" for t in trials)
-    # A trial that kept its model would add ~24 MB (weights and Adam's slots); what remains is
-    # TensorFlow's own per-fit residue (~4 MB per model.fit here, with or without a tuner).
+    # A trial that kept its model, data or tuner state alive would add its ~6 MB of weights and
+    # optimizer slots on top of TensorFlow's own per-fit residue (the baseline).
     growth = (rss[-1] - rss[4]) / 15  # after warm-up (tracing caches, allocator pools)
-    assert growth < 8, f"RSS grew {growth:.1f} MB a trial: {[round(r) for r in rss]}"
+    assert growth < 1.5 * baseline + 2, (
+        f"{growth:.1f} MB a trial vs {baseline:.1f} MB a plain fit: {rss}"
+    )
     best = tuner.best_trials(2)
     assert len(best) == 2 and best[0].score >= best[1].score
     costs = json.loads((tuner.trial_dir(best[0].trial_id) / tuning.TRIAL_COSTS).read_text())
