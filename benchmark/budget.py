@@ -114,6 +114,7 @@ class Throughput:
 
     train: float
     infer: float
+    build_seconds: float = 0.0  # building the model (pretrained: loading its weights too)
     measured: bool = True  # False: read from the calibration file
 
 
@@ -126,12 +127,15 @@ def probe(model_factory, input_shape, num_classes: int, batch_size: int, spec: d
     path, key = calibration_path(), calibration_key(spec)
     stored = _read_calibration(path)
     if key in stored:
-        return Throughput(stored[key]["train"], stored[key]["infer"], measured=False)
+        entry = stored[key]
+        return Throughput(entry["train"], entry["infer"], entry.get("build", 0.0), measured=False)
     import keras
     import numpy as np
 
     keras.backend.clear_session()
+    start = time.perf_counter()
     model = model_factory()
+    build = time.perf_counter() - start
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(batch_size, *input_shape)).astype("float32")
@@ -147,12 +151,18 @@ def probe(model_factory, input_shape, num_classes: int, batch_size: int, spec: d
     infer = batch_size / max(time.perf_counter() - start, 1e-6)
     keras.backend.clear_session()
     stored = _read_calibration(path)
-    stored[key] = {"train": train, "infer": infer, "spec": spec, "measured_at": time.time()}
+    stored[key] = {
+        "train": train,
+        "infer": infer,
+        "build": build,
+        "spec": spec,
+        "measured_at": time.time(),
+    }
     try:
         atomic.write_json(path, stored)
     except OSError as exc:  # a read-only cache only costs a re-probe next time
         log.warning("could not store calibration in %s: %s", path, exc)
-    return Throughput(train, infer)
+    return Throughput(train, infer, build)
 
 
 def _read_calibration(path: Path) -> dict[str, Any]:

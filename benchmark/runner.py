@@ -724,7 +724,7 @@ class Runner:
         from benchmark.api import leaderboard
 
         board = leaderboard(self.store)
-        if not self.store.leaderboard_csv.is_file() and len(board):
+        if (report is None or not self.store.leaderboard_csv.is_file()) and len(board):
             from benchmark import atomic
 
             with atomic.atomic_path(self.store.leaderboard_csv) as tmp:
