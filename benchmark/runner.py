@@ -206,14 +206,15 @@ class Runner:
         tp = budget_mod.probe(factory, shape, d.num_classes, min(batch, 64), probe_spec)
         n_train, n_val, n_test = len(d.y_train), len(d.y_val), len(d.y_test)
         predict = (n_val + n_test) / tp.infer
-        if (
-            spec.strategy == "feature-extraction"
-        ):  # one forward pass over everything, then a small head
+        fixed = budget_mod.STARTUP_SECONDS + tp.build_seconds + predict
+        if spec.strategy == "feature-extraction":  # one pass over everything, then head trials
             epoch = 0.05 * n_train / tp.infer
-            fixed = budget_mod.STARTUP_SECONDS + (n_train + n_val + n_test) / tp.infer + predict
+            head_trials = int(spec.transfer.get("head_trials", 6))
+            fixed += (
+                n_train + n_val + n_test
+            ) / tp.infer + head_trials * budget_mod.STARTUP_SECONDS
         else:
             epoch = n_train / tp.train + n_val / tp.infer
-            fixed = budget_mod.STARTUP_SECONDS + predict
         epochs = int(task.training["epochs"])
         if task.tuned:
             return budget_mod.Estimate(
