@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers import classifier_head, conv_bn_act, raw_image_input, scaled, weight_regularizer
+from zoo.layers import (
+    bn_layer,
+    classifier_head,
+    conv_bn_act,
+    raw_image_input,
+    scaled,
+    weight_regularizer,
+)
 from zoo.registry import register
 
 PAPER_AIRBENCH = "Jordan 2024, 94% on CIFAR-10 in 3.29 Seconds on a Single GPU (airbench94)"
@@ -24,7 +31,7 @@ def _conv_group(x, filters, *, name, batch_norm, activation, reg, residual):
     )(x)  # fmt: skip
     x = keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{name}_a_bn")(x)
+        x = bn_layer(f"{name}_a_bn")(x)
     x = keras.layers.Activation(activation, name=f"{name}_a_act")(x)
     y = conv_bn_act(
         x, filters, name=f"{name}_b", batch_norm=batch_norm, activation=activation, regularizer=reg

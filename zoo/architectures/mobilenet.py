@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers import classifier_head, conv_bn_act, raw_image_input, scaled, weight_regularizer
+from zoo.layers import (
+    bn_layer,
+    classifier_head,
+    conv_bn_act,
+    raw_image_input,
+    scaled,
+    weight_regularizer,
+)
 from zoo.registry import register
 
 PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
@@ -26,7 +33,7 @@ def _inverted_residual(x, expansion, filters, strides, *, name, batch_norm, acti
         3, strides=strides, padding="same", use_bias=not batch_norm, name=f"{name}_dw"
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+        x = bn_layer(f"{name}_dw_bn")(x)
     x = keras.layers.Activation(activation, name=f"{name}_dw_act")(x)
     x = conv_bn_act(  # linear bottleneck: no activation after the projection
         x, filters, 1, name=f"{name}_project", batch_norm=batch_norm, activation=None,
