@@ -48,10 +48,14 @@ def add_commands(sub) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
     from benchmark import distributed
     from benchmark.budget import format_duration, parse_duration
     from benchmark.profiles import load_profile
 
+    if not getattr(args, "verbose", False):  # TensorFlow's retracing notes are not for people
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     budget = parse_duration(args.budget)
     role = distributed.configure_tuning(args.chief, args.worker, args.tuner_id)
     profile = load_profile(args.profile)

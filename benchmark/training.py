@@ -316,6 +316,7 @@ class EpochTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
+        self.rates: list[float] = []
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -323,6 +324,11 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
+        try:  # the rate the schedule gave at the end of the epoch
+            rate = self.model.optimizer.learning_rate
+            self.rates.append(float(keras.ops.convert_to_numpy(rate)))
+        except (AttributeError, TypeError, ValueError):
+            self.rates.append(float("nan"))
 
 
 @dataclass
@@ -404,6 +410,8 @@ def fit(
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     if len(timer.seconds) == len(frame):
         frame["epoch_seconds"] = np.round(timer.seconds, 3)
+    if "learning_rate" not in frame and len(timer.rates) == len(frame):
+        frame["learning_rate"] = timer.rates
     done = len(frame)
     reason = ""
     if nan_guard.fired_at is not None or _has_nan(frame):

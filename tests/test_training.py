@@ -124,7 +124,10 @@ def test_fit_learns_and_records_history():
                           num_classes=3, augment=[{"name": "flip"}])  # fmt: skip
     assert result.ok and result.epochs == 3
     assert list(result.history["epoch"]) == [1, 2, 3]
-    assert {"loss", "accuracy", "val_accuracy", "val_loss"} <= set(result.history.columns)
+    assert {"loss", "accuracy", "val_accuracy", "val_loss", "epoch_seconds"} <= set(
+        result.history.columns
+    )
+    assert result.history["learning_rate"].iloc[-1] == pytest.approx(0.01)
     probs, ips = training.predict(result.model, x)
     assert probs.shape == (len(x), 3) and ips > 0
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
