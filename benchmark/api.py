@@ -9,13 +9,10 @@ bench.best().predict(images)    # the best member or ensemble
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from benchmark.store import RunStore
 
@@ -89,42 +86,7 @@ class Benchmark:
 
 
 def leaderboard(store: RunStore):
-    """The reports package's leaderboard when installed, else a minimal one read from the store."""
-    if importlib.util.find_spec("reports.leaderboard") is not None:
-        try:
-            from reports import leaderboard as lb
+    """The run's leaderboard (``reports.leaderboard``): a DataFrame sorted by validation accuracy."""
+    from reports.leaderboard import leaderboard as build
 
-            fn = getattr(lb, "leaderboard", None) or getattr(lb, "build_leaderboard", None)
-            if fn is not None:
-                return fn(store)
-        except Exception as exc:  # noqa: BLE001 - the minimal table still answers
-            log.warning("reports.leaderboard failed (%s); using the minimal leaderboard", exc)
-    return minimal_leaderboard(store)
-
-
-def minimal_leaderboard(store: RunStore):
-    """One row per member and ensemble: validation score (the sort key), test score, costs."""
-    import pandas as pd
-
-    try:
-        y_test = store.labels("test")
-    except FileNotFoundError:
-        y_test = None
-    rows = []
-    for kind, entries in (("member", store.members()), ("ensemble", store.ensembles())):
-        for e in entries:
-            row = {"model": e.name, "kind": kind, "id": e.id, "status": e.status,
-                   "val_accuracy": e.metrics.get("val_accuracy"), "test_accuracy": None}  # fmt: skip
-            if e.ok and y_test is not None and (e.path / "test_probs.npy").is_file():
-                row["test_accuracy"] = float(np.mean(np.argmax(e.probs("test"), axis=1) == y_test))
-            for key in ("val_loss", "params", "flops", "train_seconds", "epochs",
-                        "inference_images_per_second", "reason"):  # fmt: skip
-                row[key] = e.metrics.get(key)
-            rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["val_accuracy"] = pd.to_numeric(frame["val_accuracy"])
-    return frame.sort_values("val_accuracy", ascending=False, na_position="last").reset_index(
-        drop=True
-    )
+    return build(store)

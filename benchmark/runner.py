@@ -719,6 +719,8 @@ class Runner:
     def _finish(self) -> None:
         if self.profile.ensembles_enabled:
             self._ensembles()
+        # run.json records the finish first, so the report shows the wall time and a finished run.
+        self._write_run_json(finished=True)
         report = None
         if self.profile.report_enabled:
             report = self._report()
@@ -730,7 +732,6 @@ class Runner:
 
             with atomic.atomic_path(self.store.leaderboard_csv) as tmp:
                 board.to_csv(tmp, index=False)
-        self._write_run_json(finished=True)
         self.report_path = report
         if len(board):
             from tabulate import tabulate
@@ -752,8 +753,8 @@ class Runner:
             self.progress("ensembles: the ensembles package is not installed; skipped")
             return
         ok = [m for m in self.store.members() if m.ok]
-        if len(ok) < 2:
-            self.progress(f"ensembles: {len(ok)} finished member(s); need 2, skipped")
+        if not ok:  # with one member there is no ensemble, but it is still exported as the best
+            self.progress("ensembles: no finished member; skipped")
             return
         try:
             from ensembles import build_ensembles

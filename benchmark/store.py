@@ -30,6 +30,7 @@ import numpy as np
 from benchmark import atomic
 
 STATUSES = ("done", "failed", "skipped")
+BEST = "best"  # ensembles/best/: the exported winner, a pointer folder without metrics.json
 
 
 def member_id(definition: dict[str, Any]) -> str:
@@ -212,9 +213,14 @@ class RunStore:
             shutil.rmtree(folder)
 
     def iter_incomplete(self) -> Iterator[Path]:
+        """Member and ensemble folders without metrics.json (``ensembles/best`` is a pointer, not one)."""
         for folder in (self.members_dir, self.ensembles_dir):
             if folder.is_dir():
-                yield from (p for p in folder.iterdir() if p.is_dir() and not self.is_complete(p))
+                yield from (
+                    p
+                    for p in folder.iterdir()
+                    if p.is_dir() and not self.is_complete(p) and p != self.ensembles_dir / BEST
+                )
 
 
 def save_model(model, path: str | os.PathLike) -> None:

@@ -20,11 +20,10 @@ import numpy as np
 
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
+from benchmark.store import BEST as BEST_DIR
 from benchmark.store import Entry, RunStore
 
 log = logging.getLogger(__name__)
-
-BEST_DIR = "best"
 
 
 def load_member_model(entry: Entry):

@@ -13,7 +13,7 @@ from conftest import SHARED_JPG
 
 pytest.importorskip("keras")
 
-from benchmark.api import Benchmark, minimal_leaderboard  # noqa: E402
+from benchmark.api import Benchmark  # noqa: E402
 from benchmark.profiles import load_profile, parse_profile  # noqa: E402
 from benchmark.runner import Runner  # noqa: E402
 
@@ -133,8 +133,8 @@ def test_the_api_reads_a_finished_run(smoke_run):
         images = bench.store.load_array("x_test")[:4]
         probs = bench.best().predict_proba(images)
         assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
-    minimal = minimal_leaderboard(bench.store)
-    assert {"model", "val_accuracy", "test_accuracy", "params"} <= set(minimal.columns)
+    assert {"model", "kind", "val_accuracy", "test_accuracy", "params"} <= set(board.columns)
+    assert set(board["kind"]) <= {"scratch", "pretrained", "ensemble"}
 
 
 def test_another_profile_in_the_same_folder_is_refused(smoke_run, shared_jpg):
@@ -222,8 +222,8 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     subprocess.run(cmd(tmp_path / "b"), check=True, env=env, capture_output=True)
 
     def board(out):
-        b = minimal_leaderboard(Benchmark.load(out).store)
-        b = b[b["kind"] == "member"]
+        b = Benchmark.load(out).leaderboard()
+        b = b[b["kind"] != "ensemble"]
         return sorted(
             zip(
                 b["id"],
