@@ -47,7 +47,8 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
     from benchmark.transfer import extract_features, load_backbone
 
     cache = tmp_path / "features"
-    kwargs = dict(cache_dir=cache, epochs=10, batch_size=32, tuner={"max_trials": 2})
+    kwargs = dict(cache_dir=cache, epochs=8, tuner={"max_trials": 1},
+                  options={"head_batch_size": 32})  # fmt: skip
     first = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny, **kwargs)
     assert first.info["feature_cache"] == {"train": "miss", "val": "miss", "test": "miss"}
     assert len(list(cache.glob("features-*.npy"))) == 3
