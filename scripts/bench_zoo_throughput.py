@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both")
+    parser.add_argument(
+        "--xla-models", nargs="*", help="with --jit both: measure XLA only for these (default all)"
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument(
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         row["params"], row["flops"] = model.count_params(), count_flops(model)
         del model
         for jit in settings:
+            if jit and args.jit == "both" and args.xla_models and name not in args.xla_models:
+                continue
             key = "jit_on" if jit else "jit_off"
             try:
                 row[key] = measure(name, jit, args.batch, args.warmup, args.steps)
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         best = speeds.get(best_key)
         table.append([
             name, f"{row['params'] / 1e6:.2f}M", f"{row['flops'] / 1e6:.0f}M",
-            *(f"{row[k]:.0f}" if row.get(k) else "-" for k in (
+            *(f"{row[k]:.0f}" if row.get(k) else ("failed" if k in row else "-") for k in (
                 ["jit_off", "jit_on"] if args.jit == "both" else [f"jit_{args.jit}"])),
             "on" if best_key == "jit_on" else "off",
             f"{best / base_best:.2f}x" if best and base_best else "-",
