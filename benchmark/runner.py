@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.util
 import json
 import logging
 import os
@@ -554,11 +553,8 @@ class Runner:
         """Pretrained members: benchmark.transfer.run_strategy trains them; wrapped as a FitResult."""
         import keras
 
-        from benchmark.training import DeadlineStop, FitResult, NaNGuard, _has_nan
-
-        if importlib.util.find_spec("benchmark.transfer") is None:
-            raise RuntimeError("benchmark.transfer is not available: pretrained members cannot run")
         from benchmark import transfer
+        from benchmark.training import DeadlineStop, FitResult, NaNGuard, _has_nan
 
         spec, d = task.spec, self.data
         data = dataclasses.replace(d, x_train=x_train, y_train=y_train, x_val=x_val)
@@ -749,9 +745,6 @@ class Runner:
         )
 
     def _ensembles(self) -> None:
-        if importlib.util.find_spec("ensembles") is None:
-            self.progress("ensembles: the ensembles package is not installed; skipped")
-            return
         ok = [m for m in self.store.members() if m.ok]
         if not ok:  # with one member there is no ensemble, but it is still exported as the best
             self.progress("ensembles: no finished member; skipped")
@@ -772,29 +765,18 @@ class Runner:
 
     def _check_ensemble_config(self) -> None:
         """A typo in [ensembles] fails before the training, not after it."""
-        if (
-            not self.profile.ensembles_enabled
-            or importlib.util.find_spec("ensembles.build") is None
-        ):
+        if not self.profile.ensembles_enabled:
             return
-        from ensembles import build
+        from ensembles.build import resolve_config
 
-        resolve = getattr(build, "resolve_config", None)
-        if resolve is not None:
-            try:
-                resolve(self._ensemble_config())
-            except ZoobenchError as exc:
-                raise ZoobenchError(f"profile {self.profile.source}: {exc}") from None
+        try:
+            resolve_config(self._ensemble_config())
+        except ZoobenchError as exc:
+            raise ZoobenchError(f"profile {self.profile.source}: {exc}") from None
 
     def _report(self) -> Path | None:
-        if importlib.util.find_spec("reports") is None:
-            self.progress("report: the reports package is not installed; skipped")
-            return None
-        try:
-            from reports import build_report
-        except ImportError as exc:
-            self.progress(f"report: unavailable ({exc}); skipped")
-            return None
+        from reports import build_report
+
         try:
             return Path(build_report(self.store))
         except Exception as exc:  # noqa: BLE001 - `zoobench report RUN` can rebuild it later
@@ -851,13 +833,10 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _flops(model) -> int | None:
-    if importlib.util.find_spec("zoo.flops") is None:
-        return None
-    try:
-        from zoo import flops
+    from zoo.flops import count_flops
 
-        count = getattr(flops, "flops_per_image", None) or flops.count_flops
-        return int(count(model))
+    try:
+        return int(count_flops(model))
     except Exception as exc:  # noqa: BLE001 - a cost figure is never worth a failed member
         log.warning("could not count FLOPs of %s: %s", model.name, exc)
         return None

@@ -8,7 +8,6 @@ defaults and rejects unknown keys.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from benchmark.augment import make_dataset
 from benchmark.errors import ZoobenchError
 
 log = logging.getLogger(__name__)
@@ -227,51 +227,6 @@ def compile_model(
         jit_compile=bool(jit_compile),
     )
     return target
-
-
-# ---- data -------------------------------------------------------------------------------------------
-
-
-def make_dataset(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    num_classes: int,
-    batch_size: int,
-    policy: Sequence[dict] = (),
-    shuffle: bool = True,
-    seed: int = 0,
-    sparse: bool = False,
-):
-    """A tf.data pipeline of (float32 pixels 0..255, labels), through benchmark.augment when present."""
-    if importlib.util.find_spec("benchmark.augment") is not None:
-        from benchmark import augment
-
-        return augment.make_dataset(
-            x,
-            y,
-            num_classes=num_classes,
-            batch_size=batch_size,
-            policy=tuple(policy),
-            shuffle=shuffle,
-            seed=seed,
-            sparse=sparse,
-        )
-    if policy:
-        raise ZoobenchError("augmentation policies need benchmark.augment, which is not installed")
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, dtype=np.int64)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-
-    def cast(images, labels):
-        images = tf.cast(images, tf.float32)
-        if sparse:
-            return images, labels
-        return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
-
-    return ds.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
 # ---- callbacks --------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import time
 
@@ -26,7 +25,7 @@ def tiny_smoke(nan_member: bool = True):
     raw = copy.deepcopy(profile.raw)
     raw["data"] = dict(TINY_DATA)
     raw["training"]["batch_size"] = 50
-    raw["report"] = {"enabled": importlib.util.find_spec("reports") is not None}
+    raw["report"] = {"enabled": True}
     if nan_member:
         raw["members"].append({"architecture": "seed_cnn", "name": "exploding",
                                "hp": {"width": 0.5},
@@ -94,9 +93,9 @@ def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
     assert bad.status == "failed" and "NaN" in bad.metrics["reason"]
     assert not (bad.path / "model.keras").exists()
     assert any("FAILED" in line and "exploding" in line for line in lines)
-    if importlib.util.find_spec("ensembles") is not None:
-        for ens in runner.store.ensembles():
-            assert bad.id not in ens.config["members"]
+    assert runner.store.ensembles()
+    for ens in runner.store.ensembles():
+        assert bad.id not in ens.config["members"]
 
 
 def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, shared_jpg):
@@ -129,10 +128,9 @@ def test_the_api_reads_a_finished_run(smoke_run):
     assert len(board) >= 4
     done = board[board["status"] == "done"]
     assert list(done["val_accuracy"]) == sorted(done["val_accuracy"], reverse=True)
-    if importlib.util.find_spec("ensembles.predictor") is not None:
-        images = bench.store.load_array("x_test")[:4]
-        probs = bench.best().predict_proba(images)
-        assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    images = bench.store.load_array("x_test")[:4]
+    probs = bench.best().predict_proba(images)
+    assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert {"model", "kind", "val_accuracy", "test_accuracy", "params"} <= set(board.columns)
     assert set(board["kind"]) <= {"scratch", "pretrained", "ensemble"}
 
