@@ -84,7 +84,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     print(f"paper   : {info['paper'] or '-'}")
     print(f"source  : {info['module']}")
-    print(f"params  : {human(info['params'])}   FLOPs/image: {human(info['flops'])}")
+    at = info.get("default_input_size")
+    at = f" (default model computes at {at}px)" if at and at != info["input_size"] else ""
+    print(f"params  : {human(info['params'])}   FLOPs/image: {human(info['flops'])}{at}")
     for key, value in info["extra"].items():
         print(f"{key:8s}: {value}")
     if info["note"]:

@@ -187,8 +187,10 @@ def test_build_without_weights_is_used_for_counting(capsys, clean_registry):
     from zoo.catalog import summary_row
 
     def without_weights(hp, input_shape, num_classes):
+        size = hp.Choice("input_size", [16, 32], default=16)  # resizes inside, as backbones do
         inputs = keras.Input(input_shape)
-        x = keras.layers.Conv2D(2, 1)(inputs)
+        x = keras.layers.Resizing(size, size)(inputs)
+        x = keras.layers.Conv2D(2, 1)(x)
         return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
     def builder(hp, input_shape, num_classes):
@@ -199,7 +201,8 @@ def test_build_without_weights_is_used_for_counting(capsys, clean_registry):
         build_without_weights=without_weights,
     )(builder)  # fmt: skip
     row = summary_row("test_counted_backbone")
-    assert (row["params"], row["flops"], row["input_size"]) == (8, 2 * 64 * 64 * 6, 64)
+    # counted on the graph the default model runs: 16x16 after its Resizing, 1x1 conv 3 -> 2
+    assert (row["params"], row["flops"], row["input_size"]) == (8, 2 * 16 * 16 * 6, 16)
 
 
 def test_cli_zoo_list_table_filters(capsys):

@@ -39,10 +39,21 @@ def _unavailable(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
+def _processed_size(hp, size: int) -> int:
+    """The side the default model really works at: a backbone whose space has an ``input_size``
+    resizes its input inside the model, so its FLOPs are those of that size."""
+    chosen = hp.values.get("input_size")
+    return int(chosen) if isinstance(chosen, int) and chosen > 0 else size
+
+
 def summary_row(
     name: str, *, input_size: int | None = None, num_classes: int = 10
 ) -> dict[str, Any]:
-    """One ``zoo list`` row: name, kind, family, params, FLOPs per image, input size, note."""
+    """One ``zoo list`` row: name, kind, family, params, FLOPs per image, input size, note.
+
+    ``input_size`` is the side the default model computes at (what its FLOPs are for): the entry's
+    designed size, or its ``input_size`` hyperparameter's default where it resizes internally.
+    """
     from zoo.flops import count_flops
 
     entry = get(name)
@@ -57,11 +68,12 @@ def summary_row(
         "note": "",
     }
     try:
-        model, _ = _build_for_counting(entry, size, num_classes)
+        model, hp = _build_for_counting(entry, size, num_classes)
     except Exception as exc:  # one entry that cannot be built must not hide the rest of the zoo
         log.info("could not build %s to count it: %s", name, exc)
         row["note"] = f"unavailable ({_unavailable(exc)})"
         return row
+    row["input_size"] = _processed_size(hp, size)
     try:
         row["params"] = int(model.count_params())
         row["flops"] = int(count_flops(model))
@@ -156,6 +168,7 @@ def details(name: str, *, num_classes: int = 10) -> dict[str, Any]:
         info["note"] = f"could not build here ({_unavailable(exc)})"
         return info
     info["params"] = int(model.count_params())
+    info["default_input_size"] = _processed_size(hp, entry.input_size)
     try:
         info["flops"] = int(count_flops(model))
     except ValueError as exc:
