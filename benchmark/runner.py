@@ -466,8 +466,12 @@ class Runner:
                                        result.train_seconds, reason=result.failed_reason))  # fmt: skip
             return
         _, x_val, x_test = self._prepare(config["preprocess"], self._input_size(config))
-        val_probs, ips = predict(result.model, x_val)
-        test_probs, _ = predict(result.model, x_test)
+        if result.val_probs is not None and result.test_probs is not None:
+            val_probs, test_probs = result.val_probs, result.test_probs
+            _, ips = predict(result.model, x_val[:512])  # the inference speed, from a sample
+        else:
+            val_probs, ips = predict(result.model, x_val)
+            test_probs, _ = predict(result.model, x_test)
         val = evaluate_probs(val_probs, self.data.y_val)
         reason = ""
         if result.stopped_by_budget:
@@ -522,7 +526,7 @@ class Runner:
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
         size = spec.input_size if spec.strategy is None else None
-        x_train, x_val, _ = self._prepare(spec.preprocess, size)
+        x_train, x_val, x_test = self._prepare(spec.preprocess, size)
         y_train = d.y_train
         if task.bootstrap is not None:
             rng = np.random.default_rng(task.bootstrap["seed"] + 1000 * self.seed)
@@ -536,7 +540,7 @@ class Runner:
         )
         if spec.strategy is not None:
             return self._train_transfer(
-                task, hp, training, x_train, y_train, x_val, seed, epochs, tb, member_key
+                task, hp, training, (x_train, y_train, x_val, x_test), seed, epochs, tb, member_key
             )
         entry = zoo.get(spec.architecture)
         with distributed.scope(self._strategy):
@@ -549,15 +553,20 @@ class Runner:
                 verbose=self.verbose,
             )  # fmt: skip
 
-    def _train_transfer(self, task, hp, training, x_train, y_train, x_val, seed, epochs, tb, key):
-        """Pretrained members: benchmark.transfer.run_strategy trains them; wrapped as a FitResult."""
+    def _train_transfer(self, task, hp, training, arrays, seed, epochs, tb, key):
+        """Pretrained members: benchmark.transfer.run_strategy trains them; wrapped as a FitResult.
+
+        ``arrays`` are (x_train, y_train, x_val, x_test) after the member's preprocessing, so the
+        probabilities feature extraction computes from its cached features match ``model``'s.
+        """
         import keras
 
         from benchmark import transfer
         from benchmark.training import DeadlineStop, FitResult, NaNGuard, _has_nan
 
         spec, d = task.spec, self.data
-        data = dataclasses.replace(d, x_train=x_train, y_train=y_train, x_val=x_val)
+        x_train, y_train, x_val, x_test = arrays
+        data = dataclasses.replace(d, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test)
         deadline, nan_guard = DeadlineStop(self.clock.deadline), NaNGuard()
         callbacks = [nan_guard, deadline]
         if training["early_stopping_patience"]:
@@ -590,7 +599,8 @@ class Runner:
                 if isinstance(v, (int, float, str, bool)) or v is None}  # fmt: skip
         return FitResult(model=result.model, history=history, epochs=done, train_seconds=seconds,
                          images_per_second=done * len(x_train) / seconds if seconds > 0 else 0.0,
-                         stopped_by_budget=deadline.stopped, failed_reason=reason, extra=info)  # fmt: skip
+                         stopped_by_budget=deadline.stopped, failed_reason=reason, extra=info,
+                         val_probs=result.val_probs, test_probs=result.test_probs)  # fmt: skip
 
     # ---- a search -----------------------------------------------------------------------------------
     def _run_search(self, task: Task, role: str | None) -> None:

@@ -298,6 +298,9 @@ class FitResult:
     stopped_by_budget: bool = False
     failed_reason: str = ""
     extra: dict = field(default_factory=dict)
+    # Feature extraction already scored val and test through its cached features: no second pass.
+    val_probs: np.ndarray | None = None
+    test_probs: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:

@@ -233,3 +233,43 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
 
     assert board(tmp_path / "a") == board(tmp_path / "b")
     assert json.loads((tmp_path / "b" / "run.json").read_text())["finished_at"]
+
+
+def test_a_feature_extraction_member_stores_probabilities_its_model_reproduces(
+    tmp_path, shared_jpg
+):
+    """The stored val/test probabilities come from cached features; the saved raw-pixel model
+    (with the member's preprocessing replayed) must give the same answers."""
+    import keras
+
+    import zoo
+    from benchmark.preprocess import apply_steps
+
+    raw = {
+        "name": "transfer",
+        "data": dict(TINY_DATA),
+        "training": {"epochs": 2, "batch_size": 50, "optimizer": "adam", "learning_rate": 0.001},
+        "members": [
+            {
+                "architecture": "efficientnet_lite0",
+                "strategy": "feature-extraction",
+                "input_size": 64,
+                "preprocess": [{"name": "equalize"}],
+                "transfer": {"head_trials": 1},
+            },
+        ],  # fmt: skip
+        "ensembles": {"enabled": False},
+        "report": {"enabled": False},
+    }
+    runner = Runner(parse_profile(raw, "transfer test"), tmp_path / "t", data_dir=str(shared_jpg))
+    runner.run()
+    (member,) = runner.store.members()
+    assert member.ok, member.metrics
+    assert member.config["strategy"] == "feature-extraction" and member.config["preprocess"]
+    assert "efficientnet_lite0 / feature-extraction @64px" in member.name
+    assert zoo.get("efficientnet_lite0").kind == "pretrained"
+    model = keras.saving.load_model(member.model_path, safe_mode=True)
+    x_test = apply_steps(runner.store.load_array("x_test"), member.config["preprocess"])
+    probs = model.predict(x_test.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(probs, member.probs("test"), atol=1e-4)
+    assert member.metrics["inference_images_per_second"] > 0
