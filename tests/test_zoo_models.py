@@ -205,3 +205,14 @@ def test_building_a_model_leaves_other_models_alone():
     c(x, training=False)
     np.testing.assert_array_equal(np.asarray(a(x, training=False)), before)
     assert a.weights[0] is not c.weights[0]
+
+
+@pytest.mark.parametrize("name", ["fastnet", "mobilenetv2_050"])
+def test_saved_model_loads_in_safe_mode(name, tmp_path):
+    """Only built-in layers: a saved member loads with safe_mode=True and predicts the same."""
+    model = zoo.build(name)
+    x = _raw_batch()
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
