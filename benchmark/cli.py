@@ -17,7 +17,6 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "benchmark.cli_zoo",
     "benchmark.cli_data",
-    "ensembles.cli_predict",
     "benchmark.cli_run",
     "reports.cli",
     "ensembles.cli_predict",

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import keras
 
-from zoo.layers import classifier_head, raw_image_input, weight_regularizer
+from zoo.layers import bn_layer, classifier_head, raw_image_input, weight_regularizer
 from zoo.registry import register
 
 
-@register("seed_cnn", family="seed", kind="scratch", paper="the project's brief (classic Keras CIFAR-10 CNN)")
+@register(
+    "seed_cnn",
+    family="seed",
+    kind="scratch",
+    paper="the project's brief (classic Keras CIFAR-10 CNN)",
+)
 def seed_cnn(hp, input_shape, num_classes) -> keras.Model:
     """Three Conv-Conv-MaxPool blocks (32/64/128 filters x width) with optional batch norm and dropout."""
     width = hp.Choice("width", [0.5, 1.0, 2.0], default=1.0)
@@ -26,7 +31,7 @@ def seed_cnn(hp, input_shape, num_classes) -> keras.Model:
                 kernel_regularizer=reg, name=f"block{block}_conv{conv}",
             )(x)  # fmt: skip
             if batch_norm:
-                x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+                x = bn_layer(f"block{block}_bn{conv}")(x)
             x = keras.layers.Activation(activation, name=f"block{block}_act{conv}")(x)
         x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
         if dropout > 0:
