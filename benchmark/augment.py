@@ -8,7 +8,6 @@ cutmix) mix the labels too, so they produce soft labels that still sum to 1.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmark.errors import ZoobenchError
+from benchmark.named_steps import check_steps, parameters
 
 Batch = tuple[tf.Tensor, tf.Tensor]
 _STEPS: dict[str, Callable[..., Callable[[tf.Tensor, tf.Tensor], Batch]]] = {}
@@ -34,33 +34,12 @@ def step(name: str):
 
 def available_steps() -> dict[str, dict[str, Any]]:
     """Step names with their parameters and defaults."""
-    return {
-        name: {p.name: p.default for p in inspect.signature(f).parameters.values()}
-        for name, f in sorted(_STEPS.items())
-    }
+    return {name: parameters(factory) for name, factory in sorted(_STEPS.items())}
 
 
 def validate_policy(policy: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check names and parameters; return the steps with defaults filled in (as recorded in config)."""
-    known = available_steps()
-    out = []
-    for i, spec in enumerate(policy):
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise ZoobenchError(
-                f"augment step #{i + 1} must be a table with a 'name', got {spec!r}"
-            )
-        name = spec["name"]
-        if name not in known:
-            raise ZoobenchError(f"unknown augment step {name!r}; known steps: {', '.join(known)}")
-        params = {k: v for k, v in spec.items() if k != "name"}
-        unknown = sorted(set(params) - set(known[name]))
-        if unknown:
-            raise ZoobenchError(
-                f"augment step {name!r} has no parameter {', '.join(unknown)}; "
-                f"it takes {', '.join(known[name]) or 'none'}"
-            )
-        out.append({"name": name, **known[name], **params})
-    return out
+    return check_steps(policy, available_steps(), "augment")
 
 
 def mixes_labels(policy: Sequence[dict[str, Any]]) -> bool:

@@ -9,7 +9,6 @@ releases the GIL).
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from benchmark.errors import ZoobenchError
+from benchmark.named_steps import check_steps, parameters
 
 COLOR_SPACES = {
     "hsv": cv2.COLOR_RGB2HSV_FULL,  # FULL: hue spans 0..255 rather than 0..179
@@ -42,39 +42,12 @@ def step(name: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.nd
 
 def available_steps() -> dict[str, dict[str, Any]]:
     """Step names with their parameters and defaults (for docs, profiles and the tuner)."""
-    return {
-        name: {
-            p.name: p.default
-            for p in list(inspect.signature(fn).parameters.values())[1:]
-            if p.default is not inspect.Parameter.empty
-        }
-        for name, fn in sorted(_STEPS.items())
-    }
+    return {name: parameters(fn, skip=1) for name, fn in sorted(_STEPS.items())}
 
 
 def validate_steps(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check step names and parameter names; return the steps with every default filled in."""
-    known = available_steps()
-    out = []
-    for i, spec in enumerate(steps):
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise ZoobenchError(
-                f"preprocess step #{i + 1} must be a table with a 'name', got {spec!r}"
-            )
-        name = spec["name"]
-        if name not in known:
-            raise ZoobenchError(
-                f"unknown preprocess step {name!r}; known steps: {', '.join(sorted(known))}"
-            )
-        params = {k: v for k, v in spec.items() if k != "name"}
-        unknown = sorted(set(params) - set(known[name]))
-        if unknown:
-            raise ZoobenchError(
-                f"preprocess step {name!r} has no parameter {', '.join(unknown)}; "
-                f"it takes {', '.join(known[name]) or 'none'}"
-            )
-        out.append({"name": name, **known[name], **params})
-    return out
+    return check_steps(steps, available_steps(), "preprocess")
 
 
 def apply_steps(images: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarray:
