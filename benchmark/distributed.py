@@ -67,20 +67,19 @@ def configure_tuning(chief: str | None = None, worker: str | None = None,
     """
     if chief and worker:
         raise ZoobenchError("--chief and --worker exclude each other")
+    # Validate everything before touching the environment: a refused call changes nothing.
     if chief:
         host, port = _split_address(chief, "--chief", need_host=False)
-        os.environ[ENV_IP] = host or "127.0.0.1"
-        os.environ[ENV_PORT] = str(port)
-        os.environ[ENV_ID] = "chief"
+        settings = {ENV_IP: host or "127.0.0.1", ENV_PORT: str(port), ENV_ID: "chief"}
     elif worker:
         host, port = _split_address(worker, "--worker", need_host=True)
-        os.environ[ENV_IP] = host
-        os.environ[ENV_PORT] = str(port)
-        os.environ[ENV_ID] = tuner_id or os.environ.get(ENV_ID) or f"worker-{os.getpid()}"
-        if "chief" in os.environ[ENV_ID]:
-            raise ZoobenchError(
-                f"a worker's tuner id must not contain 'chief': {os.environ[ENV_ID]!r}"
-            )
+        tuner = tuner_id or os.environ.get(ENV_ID) or f"worker-{os.getpid()}"
+        if "chief" in tuner:
+            raise ZoobenchError(f"a worker's tuner id must not contain 'chief': {tuner!r}")
+        settings = {ENV_IP: host, ENV_PORT: str(port), ENV_ID: tuner}
+    else:
+        settings = {}
+    os.environ.update(settings)
     return role()
 
 

@@ -59,7 +59,8 @@ def test_roles_come_from_flags_and_environment(monkeypatch):
         distributed.ENV_PORT,
         "ZOOBENCH_BASE_ORACLE_PORT",
     ):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so teardown restores the variable's absence
+        monkeypatch.delenv(name)
     assert distributed.role() is None
     assert distributed.configure_tuning(chief="8000") == "chief"
     assert os.environ[distributed.ENV_IP] == "127.0.0.1"  # loopback unless told otherwise
@@ -70,8 +71,13 @@ def test_roles_come_from_flags_and_environment(monkeypatch):
     assert os.environ[distributed.ENV_ID] == "w1"
     for bad in ({"worker": "9000"}, {"chief": "x:abc"}, {"chief": "1", "worker": "h:1"},
                 {"worker": "h:1", "tuner_id": "chief2"}):  # fmt: skip
+        before = {
+            k: os.environ.get(k)
+            for k in (distributed.ENV_ID, distributed.ENV_IP, distributed.ENV_PORT)
+        }
         with pytest.raises(ZoobenchError):
             distributed.configure_tuning(**bad)
+        assert {k: os.environ.get(k) for k in before} == before  # a refused call changes nothing
     monkeypatch.delenv(distributed.ENV_ID)
     with pytest.raises(ZoobenchError, match="KERASTUNER_TUNER_ID"):
         distributed.role()
