@@ -361,8 +361,9 @@ def fit(
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     start = time.perf_counter()
     history = trainer.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose
-    )
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras would only warn about it
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
