@@ -15,12 +15,15 @@ from typing import Any
 
 import tomllib
 
+from benchmark.augment import validate_policy
 from benchmark.budget import parse_duration
 from benchmark.errors import ZoobenchError
+from benchmark.preprocess import validate_steps
 from benchmark.training import resolve_training
+from benchmark.transfer import DEFAULT_OPTIONS as TRANSFER_OPTIONS
+from benchmark.transfer import STRATEGIES
 
 DEFAULT_PROFILE = "cpu-quick"
-STRATEGIES = ("feature-extraction", "fine-tuning", "progressive-unfreezing")
 ALGORITHMS = ("random", "grid", "bayesian", "hyperband")
 TOP_KEYS = {"name", "description", "seed", "budget", "deterministic", "data", "training", "tuner",
             "members", "ensembles", "report"}  # fmt: skip
@@ -196,10 +199,13 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         except ZoobenchError as exc:
             raise ZoobenchError(f"profile {source}: {exc}") from None
         for key, steps in (("augment", augment), ("preprocess", preprocess)):
-            if not isinstance(steps, list) or not all(
-                isinstance(s, dict) and "name" in s for s in steps
-            ):
+            if not isinstance(steps, list):
                 raise fail(f"{where}.{key}", 'must be a list of tables like {name = "flip"}')
+        try:  # every step and parameter checked now, defaults filled in as the config records them
+            augment = validate_policy(augment)
+            preprocess = validate_steps(preprocess)
+        except ZoobenchError as exc:
+            raise fail(where, str(exc)) from None
         tune = m.get("tune", False)
         if tune is True:
             tune = copy.deepcopy(tuner)
@@ -234,6 +240,10 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
             raise fail(
                 f"{where}.transfer", "is a table of transfer options, for pretrained members only"
             )
+        unknown = sorted(set(transfer) - set(TRANSFER_OPTIONS) - {"head_trials"})
+        if unknown:
+            known = ", ".join(sorted({*TRANSFER_OPTIONS, "head_trials"}))
+            raise fail(f"{where}.transfer", f"unknown option {', '.join(unknown)} (known: {known})")
         name = m.get("name") or _default_name(arch, strategy, input_size)
         members.append(
             MemberSpec(
@@ -248,6 +258,7 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
                 tune=tune,
                 seeds=counts["seeds"],
                 bagging=counts["bagging"],
+                transfer=dict(transfer),
             )  # fmt: skip
         )
     names = [m.name for m in members]
@@ -320,6 +331,11 @@ def _check_tuner(tuner: dict[str, Any], where: str, fail) -> None:
                     f"{where}.search.augment",
                     'must be a table of named policies, e.g. {none = [], flip = [{name = "flip"}]}',
                 )
+            for policy_name, policy in space.items():
+                try:
+                    validate_policy(policy)
+                except ZoobenchError as exc:
+                    raise fail(f"{where}.search.augment.{policy_name}", str(exc)) from None
         elif isinstance(space, list):
             if not space:
                 raise fail(f"{where}.search.{key}", "an empty list of choices")

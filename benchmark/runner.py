@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark import atomic
 from benchmark import budget as budget_mod
 from benchmark.errors import ZoobenchError
 from benchmark.profiles import MemberSpec, Profile
@@ -418,18 +419,27 @@ class Runner:
     def _run_member(self, task: Task) -> None:
         hp, training, augment = dict(task.spec.hp), dict(task.training), list(task.spec.augment)
         mid = member_id(self._definition(task, hp, training, augment))
+        config = self._config(mid, task.label, task, hp, training, augment)
+        self._keep_or_train(
+            mid, config, training,
+            lambda: self.train(task, _fixed_hp(hp), training, augment, seed=task.seed, member_key=mid),
+        )  # fmt: skip
+
+    def _keep_or_train(self, mid: str, config: dict, training: dict, train) -> None:
+        """Keep a member the store already has; else ``train()`` it and store the result.
+
+        A member that raises is stored as failed with its reason and the run goes on; a
+        ZoobenchError (the user's input is wrong) ends the run.
+        """
         folder = self.store.member_dir(mid)
         if self.store.is_complete(folder):
             entry = self.store.member(mid)
-            self._record(MemberOutcome(mid, task.label, entry.status, entry.metrics.get("val_accuracy"),
+            self._record(MemberOutcome(mid, config["name"], entry.status, entry.metrics.get("val_accuracy"),
                                        0.0, kept=True, reason=entry.metrics.get("reason", "")))  # fmt: skip
             return
-        config = self._config(mid, task.label, task, hp, training, augment)
         start = time.perf_counter()
         try:
-            result = self.train(
-                task, _fixed_hp(hp), training, augment, seed=task.seed, member_key=mid
-            )
+            result = train()
         except ZoobenchError:
             raise
         except Exception as exc:  # noqa: BLE001 - one broken member must not end the run
@@ -636,21 +646,22 @@ class Runner:
             )
             return self.train(task, hp, training, augment, seed=seed, epochs=epochs)
 
+        start = time.perf_counter()
         try:
             tuner = tuning.ZooTuner(
                 tuning.make_oracle(settings, fixed, seed=self.seed), tuning.SpaceModel(declare), train_fn,
                 directory=self.store.tuner_dir, project_name=project, epochs=settings["epochs"],
                 seed=self.seed, deadline=self.clock.deadline,
             )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - e.g. pretrained weights unavailable
+            tuner.search(verbose=self.verbose)
+        except Exception as exc:  # noqa: BLE001 - weights unavailable, every trial NaN, ...
             if role == "worker" or isinstance(exc, ZoobenchError):
                 raise
             mid = member_id(key_def)
             self._store_failure(self.store.member_dir(mid),
                                 self._config(mid, task.label, task, spec.hp, task.training, spec.augment),
-                                exc, 0.0)  # fmt: skip
+                                exc, time.perf_counter() - start)  # fmt: skip
             return
-        tuner.search(verbose=self.verbose)
         if role == "worker":
             return
         trials = tuner.best_trials(settings["top_k"])
@@ -678,7 +689,9 @@ class Runner:
         if "augment" in train_hp:
             augment = list(settings["search"]["augment"][train_hp.pop("augment")])
         training = {**task.training, **train_hp}
-        if settings["restore"]:
+        # Past the deadline a best trial is restored, never retrained: the budget is not overrun.
+        restore = settings["restore"] or self.clock.expired
+        if restore:
             training["epochs"] = int(
                 trial.hyperparameters.values.get("tuner/epochs", settings["epochs"])
             )
@@ -686,40 +699,27 @@ class Runner:
         mid = member_id(
             {**self._definition(task, arch_hp, training, augment), "trial": trial.trial_id}
         )
-        folder = self.store.member_dir(mid)
-        if self.store.is_complete(folder):
-            entry = self.store.member(mid)
-            self._record(
-                MemberOutcome(
-                    mid, name, entry.status, entry.metrics.get("val_accuracy"), 0.0, kept=True
-                )
-            )
-            return
         config = self._config(mid, name, task, arch_hp, training, augment,
                               extra={"tuner": {"project": tuner.project_name, "trial": trial.trial_id,
                                                "algorithm": settings["algorithm"],
                                                "score": trial.score}})  # fmt: skip
-        start = time.perf_counter()
-        try:
-            if settings["restore"]:
-                trial_dir = tuner.trial_dir(trial.trial_id)
-                keras.backend.clear_session()
-                model = keras.saving.load_model(trial_dir / tuning.TRIAL_MODEL)
-                history = pd.read_csv(trial_dir / tuning.TRIAL_HISTORY)
-                costs = json.loads((trial_dir / tuning.TRIAL_COSTS).read_text())
-                result = FitResult(model=model, history=history, epochs=len(history),
-                                   train_seconds=costs["train_seconds"],
-                                   images_per_second=costs["images_per_second"])  # fmt: skip
-            else:
-                result = self.train(
-                    task, _fixed_hp(arch_hp), training, augment, seed=task.seed, member_key=mid
-                )
-        except ZoobenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._store_failure(folder, config, exc, time.perf_counter() - start)
-            return
-        self._store_result(folder, config, result, training)
+
+        def restore_trial():
+            trial_dir = tuner.trial_dir(trial.trial_id)
+            keras.backend.clear_session()
+            model = keras.saving.load_model(trial_dir / tuning.TRIAL_MODEL)
+            history = pd.read_csv(trial_dir / tuning.TRIAL_HISTORY)
+            costs = atomic.read_json(trial_dir / tuning.TRIAL_COSTS)
+            return FitResult(model=model, history=history, epochs=len(history),
+                             train_seconds=costs["train_seconds"],
+                             images_per_second=costs["images_per_second"])  # fmt: skip
+
+        def retrain():
+            return self.train(
+                task, _fixed_hp(arch_hp), training, augment, seed=task.seed, member_key=mid
+            )
+
+        self._keep_or_train(mid, config, training, restore_trial if restore else retrain)
 
     # ---- the end ------------------------------------------------------------------------------------
     def _finish(self) -> None:
@@ -734,8 +734,6 @@ class Runner:
 
         board = leaderboard(self.store)
         if (report is None or not self.store.leaderboard_csv.is_file()) and len(board):
-            from benchmark import atomic
-
             with atomic.atomic_path(self.store.leaderboard_csv) as tmp:
                 board.to_csv(tmp, index=False)
         self.report_path = report

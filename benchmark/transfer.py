@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark import atomic
 from benchmark.errors import ZoobenchError
 
 log = logging.getLogger(__name__)
@@ -340,15 +340,7 @@ def extract_features(
     t0 = time.perf_counter()
     feats = extractor.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
     seconds = time.perf_counter() - t0
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, feats, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic.save_npy(path, feats)
     info = {"cache": "miss", "seconds": round(seconds, 3), "path": str(path),
             "images_per_second": round(len(x) / max(seconds, 1e-9), 1)}  # fmt: skip
     log.info("features %s: %d images in %.1fs -> %s", split, len(x), seconds, path.name)
@@ -557,6 +549,8 @@ def _run_stages(model, backbone, data, stages: list[dict], *, batch_size, callba
         epoch += ran
         if any(getattr(cb, "stopped", False) is True for cb in callbacks):
             break  # a budget callback (``.stopped``) ended training: no further stages
+        if any(getattr(cb, "fired_at", None) is not None for cb in callbacks):
+            break  # the loss went NaN (the runner's NaNGuard): later stages would train NaN weights
         # an early stop inside a stage only ends that stage: the next one unfreezes more
     best.restore()
     history = pd.concat(frames, ignore_index=True) if frames else _history_frame({}, "", 0.0)
