@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import shutil
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,14 +157,14 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
         from benchmark.store import save_model
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(build_fused_model(store, best), folder / "model.keras")
-        info["model"] = "model.keras"
+        try:
+            save_model(build_fused_model(store, best), folder / "model.keras")
+            info["model"] = "model.keras"
+        except Exception as exc:  # noqa: BLE001 - the pointer (and the one-by-one predictor) stays
+            log.warning("ensembles: exporting %s as one model failed", best.name, exc_info=exc)
+            info["reason"] = f"export failed: {type(exc).__name__}: {exc}"
     if info["reason"]:
         log.info("ensembles: best (%s) not exported as one model: %s", best.name, info["reason"])
     info["exported_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     atomic.write_json(folder / "config.json", info)
     return info
-
-
-def best_model_path(run_dir: str | Path) -> Path:
-    return RunStore(run_dir).ensemble_dir(BEST_DIR) / "model.keras"

@@ -252,19 +252,18 @@ class StackingEnsemble:
         x = np.concatenate(mats, axis=1)
         smallest = int(np.bincount(y)[present].min())
         folds = min(int(self.cv), smallest)
+        if folds < 2:  # no honest out-of-fold score exists; the caller skips stacking
+            raise ValueError(
+                "stacking needs at least 2 validation rows of every class present for "
+                f"cross-validated scores; the smallest class has {smallest}"
+            )
         self.num_classes_ = num_classes
         self.n_members_ = len(mats)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            if folds >= 2:
-                splitter = StratifiedKFold(folds, shuffle=True, random_state=int(self.seed))
-                oof = cross_val_predict(
-                    self._estimator(), x, y, cv=splitter, method="predict_proba"
-                )
-                self.oof_probs_ = self._expand(oof, present)
-            else:  # a class with a single row: no honest folds; score the members' plain average
-                log.warning("stacking: a class has one validation row, scoring the plain average")
-                self.oof_probs_ = np.mean(mats, axis=0)
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=int(self.seed))
+            oof = cross_val_predict(self._estimator(), x, y, cv=splitter, method="predict_proba")
+            self.oof_probs_ = self._expand(oof, present)
             est = self._estimator().fit(x, y)
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             log.info("stacking: the %s stacker stopped at max_iter=%d", self.stacker, self.max_iter)

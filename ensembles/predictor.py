@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,9 +201,3 @@ def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor
         )
     entry = store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
     return _entry_predictor(store, entry)
-
-
-def best_entry_name(run_dir: str | os.PathLike) -> str | None:
-    """The ID / name of the run's best entry, or None before ensembles were built."""
-    path = Path(run_dir) / "ensembles" / BEST_DIR / "config.json"
-    return atomic.read_json(path).get("id") if path.is_file() else None

@@ -323,3 +323,12 @@ def test_too_few_members_gives_no_ensembles_but_a_best_member(tmp_path):
     shutil.rmtree(store.members_dir)
     assert build_ensembles(store, {}, seed=0) == []
     assert not store.ensemble_dir("best").exists()
+
+
+def test_stacking_refuses_a_class_with_one_validation_row():
+    """No honest out-of-fold score exists then: stacking must not borrow another model's score."""
+    rng = np.random.default_rng(0)
+    y = np.array([0, 0, 0, 1, 1, 1, 2])  # class 2 has a single row
+    probs = [rng.dirichlet(np.ones(3), size=len(y)) for _ in range(2)]
+    with pytest.raises(ValueError, match="smallest class has 1"):
+        StackingEnsemble(cv=3).fit(probs, y)
