@@ -66,6 +66,19 @@ def apply_steps(images: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarr
     return images[0] if single else images
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One uint8 image at ``size`` (H, W): area averaging when shrinking, bilinear when enlarging.
+
+    Training data and prediction inputs go through this same function, so a member sees the same
+    pixels at predict time as in training.
+    """
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    interp = cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
 def _per_image(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
     """Apply ``fn`` to each image on a thread pool, in chunks (OpenCV releases the GIL)."""
     out = np.empty_like(images)

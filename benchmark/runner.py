@@ -834,10 +834,9 @@ def _check_hp(spec: MemberSpec, hp) -> None:
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    import cv2
+    from benchmark.preprocess import resize_image
 
-    interp = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(img, (size, size), interpolation=interp) for img in images])
+    return np.stack([resize_image(img, (size, size)) for img in images])
 
 
 def _flops(model) -> int | None:

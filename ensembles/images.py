@@ -203,16 +203,12 @@ def to_rgb8(image: np.ndarray, path: str | os.PathLike = "image") -> np.ndarray:
 
 
 def resize_batch(images: list[np.ndarray] | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Stack RGB images into a uint8 (N, H, W, 3) batch at ``size`` (H, W), resized with INTER_AREA."""
-    import cv2
+    """Stack RGB images into a uint8 (N, H, W, 3) batch at ``size`` (H, W), resized as training data
+    is (``benchmark.preprocess.resize_image``: area averaging when shrinking)."""
+    from benchmark.preprocess import resize_image
 
     h, w = size
     out = np.empty((len(images), h, w, 3), dtype=np.uint8)
     for i, img in enumerate(images):
-        img = np.asarray(img)
-        out[i] = (
-            img
-            if img.shape[:2] == (h, w)
-            else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        )
+        out[i] = resize_image(np.asarray(img), (h, w))
     return out

@@ -60,6 +60,7 @@ class Predictor:
         description: str,
         combine: Callable[[list[np.ndarray]], np.ndarray] | None = None,
         batch_size: int = 256,
+        image_size: tuple[int, int] | None = None,
     ):
         if not units:
             raise ValueError("units must hold at least one model")
@@ -71,9 +72,10 @@ class Predictor:
         self.combine = combine
         self.batch_size = batch_size
         shape = units[0].model.input_shape
-        self.input_size: tuple[int, int] = (
-            (int(shape[1]), int(shape[2])) if None not in shape[1:3] else (32, 32)
-        )
+        fixed = None if None in shape[1:3] else (int(shape[1]), int(shape[2]))
+        # Inputs are brought to the run's image size first; each member's recorded preprocessing
+        # then runs at that size and the member's own input size comes last, as in training.
+        self.input_size: tuple[int, int] = image_size or fixed or (32, 32)
 
     def _batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -92,6 +94,9 @@ class Predictor:
         outs = []
         for unit in self.units:
             x = _apply_preprocess(batch, unit.preprocess)
+            want = unit.model.input_shape[1:3]
+            if None not in want and tuple(want) != x.shape[1:3]:
+                x = resize_batch(x, (int(want[0]), int(want[1])))
             outs.append(np.asarray(unit.model.predict(x, batch_size=self.batch_size, verbose=0)))
         return outs[0] if self.combine is None else self.combine(outs)
 
@@ -115,6 +120,12 @@ def _run_store(run_dir: str | os.PathLike) -> RunStore:
     if not store.exists():
         raise ZoobenchError(f"unknown run {run_dir}: no run.json there (see `zoobench run`)")
     return store
+
+
+def _image_size(store: RunStore) -> tuple[int, int] | None:
+    """(H, W) of the run's images, which members were trained from (None for an old run.json)."""
+    shape = store.read_run().get("data", {}).get("input_shape")
+    return (int(shape[0]), int(shape[1])) if shape else None
 
 
 def _class_names(store: RunStore, num_classes: int) -> list[str]:
@@ -158,7 +169,9 @@ def _entry_predictor(store: RunStore, entry: Entry) -> Predictor:
             combine = WeightedAverage.from_weights(
                 entry.config["weights"], num_classes
             ).predict_proba
-    return Predictor(units, _class_names(store, num_classes), entry.name, combine)
+    return Predictor(
+        units, _class_names(store, num_classes), entry.name, combine, image_size=_image_size(store)
+    )
 
 
 def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, Any]:
@@ -198,6 +211,7 @@ def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor
             [Unit(fused, list(info.get("preprocess") or []))],
             _class_names(store, num_classes),
             f"best ({info.get('display_name', info.get('id'))})",
+            image_size=_image_size(store),
         )
     entry = store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
     return _entry_predictor(store, entry)

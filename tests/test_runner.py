@@ -235,9 +235,7 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     assert json.loads((tmp_path / "b" / "run.json").read_text())["finished_at"]
 
 
-def test_a_feature_extraction_member_stores_probabilities_its_model_reproduces(
-    tmp_path, shared_jpg
-):
+def test_stored_probabilities_are_reproduced_from_raw_pixels(tmp_path, shared_jpg):
     """The stored val/test probabilities come from cached features; the saved raw-pixel model
     (with the member's preprocessing replayed) must give the same answers."""
     import keras
@@ -257,14 +255,21 @@ def test_a_feature_extraction_member_stores_probabilities_its_model_reproduces(
                 "preprocess": [{"name": "equalize"}],
                 "transfer": {"head_trials": 1},
             },
-        ],  # fmt: skip
+            {
+                "architecture": "seed_cnn",
+                "input_size": 40,
+                "preprocess": [{"name": "clahe"}],
+                "hp": {"width": 0.5, "dense_units": 0},
+                "training": {"epochs": 1},
+            },
+        ],
         "ensembles": {"enabled": False},
         "report": {"enabled": False},
     }
     runner = Runner(parse_profile(raw, "transfer test"), tmp_path / "t", data_dir=str(shared_jpg))
     runner.run()
-    (member,) = runner.store.members()
-    assert member.ok, member.metrics
+    member, scratch = sorted(runner.store.members(), key=lambda m: m.config["kind"])
+    assert member.ok and scratch.ok, (member.metrics, scratch.metrics)
     assert member.config["strategy"] == "feature-extraction" and member.config["preprocess"]
     assert "efficientnet_lite0 / feature-extraction @64px" in member.name
     assert zoo.get("efficientnet_lite0").kind == "pretrained"
@@ -273,3 +278,12 @@ def test_a_feature_extraction_member_stores_probabilities_its_model_reproduces(
     probs = model.predict(x_test.astype(np.float32), verbose=0)
     np.testing.assert_allclose(probs, member.probs("test"), atol=1e-4)
     assert member.metrics["inference_images_per_second"] > 0
+
+    # The predictor replays each member's recipe on raw 32x32 pictures: preprocessing at the run's
+    # image size, then the member's own input size (40 px for the scratch net), as in training.
+    from ensembles.predictor import load_predictor
+
+    raw_test = runner.store.load_array("x_test")
+    for entry in (member, scratch):
+        predicted = load_predictor(runner.store.root, entry.id).predict_proba(raw_test)
+        np.testing.assert_allclose(predicted, entry.probs("test"), atol=1e-4)
