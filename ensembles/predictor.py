@@ -5,8 +5,9 @@
     labels = p.predict(images)                       # uint8 RGB, (N, H, W, 3) or a list of arrays
     probs = p.predict_proba(images, tta=True)        # with a horizontal-flip average
 
-Images of any size are resized to the model's input with INTER_AREA, then each member's recorded
-preprocessing (``config["preprocess"]``) is applied before the model sees them.
+Images of any size are resized to the run's image size (area interpolation when shrinking), then
+each member's recorded preprocessing (``config["preprocess"]``) runs and the result is resized to
+that member's own input size: the order training used.
 """
 
 from __future__ import annotations
