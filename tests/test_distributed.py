@@ -133,7 +133,6 @@ def test_chief_and_one_worker(tmp_path):
     _run_distributed(tmp_path, workers=1, trials=2)
 
 
-@pytest.mark.slow
 def test_chief_and_two_workers_share_a_search(tmp_path):
     _run_distributed(tmp_path, workers=2, trials=4)
 

@@ -179,7 +179,6 @@ def test_plan_prints_without_training(tmp_path, shared_jpg, capsys):
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     """Kill a run at a random moment, rerun it: same members, same val and test accuracies."""
     import os
