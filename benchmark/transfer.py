@@ -381,6 +381,8 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
     import keras
     import keras_tuner
 
+    from benchmark import tuning
+
     feats: dict[str, np.ndarray] = {}
     cache: dict[str, dict] = {}
     for split in ("train", "val", "test"):
@@ -405,11 +407,14 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         directory = tmp_dir.name
     t0 = time.perf_counter()
     try:
-        search = keras_tuner.RandomSearch(
-            build,
-            objective="val_accuracy",
+        oracle = tuning.RandomSearchOracle(
+            objective=keras_tuner.Objective("val_accuracy", direction="max"),
             max_trials=int(tuner.get("max_trials", opts["max_trials"])),
             seed=seed,
+        )
+        search = tuning.ResumableTuner(
+            oracle,
+            build,
             directory=str(directory),
             project_name=tuner.get("project_name", _safe_model_name(name)),
             overwrite=bool(tuner.get("overwrite", tmp_dir is not None)),

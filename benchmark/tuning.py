@@ -12,6 +12,7 @@ Distributed tuning is Keras Tuner's own chief/worker mode (``KERASTUNER_*`` envi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -91,6 +92,61 @@ class SpaceModel(keras_tuner.HyperModel):
         return model if model is not None else keras.Sequential()
 
 
+class ResumableOracle:
+    """Oracle state that survives ``kill -9`` and reloads exactly as an unbroken search holds it.
+
+    Keras Tuner as shipped breaks a resumed search three ways, each fixed here: it writes
+    ``oracle.json`` and ``trial.json`` in place (a kill mid-write leaves half a file); it reloads
+    trials in the file system's listing order, and that order breaks ties between equal scores in
+    ``get_best_trials`` (a resumed search could pick another best trial); and a kill between a new
+    trial's ``trial.json`` and ``oracle.json`` leaves a trial the oracle never recorded, which it
+    would count against ``max_trials`` but never run. And it reads seed 0 as "no seed" (``seed or
+    random.randint(...)``), so two runs with ``--seed 0`` searched different trials: the seed is
+    shifted by one to make every seed a seed. Mixed in before a Keras Tuner oracle class.
+    """
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, seed=int(seed) + 1, **kwargs)
+
+    def save(self) -> None:
+        from benchmark import atomic
+
+        atomic.write_text(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial) -> None:
+        from benchmark import atomic
+
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        atomic.write_text(path, json.dumps(trial.get_state()))
+
+    def reload(self) -> None:
+        super().reload()
+        recorded = set(self.start_order)
+        for trial_id in [t for t in self.trials if t not in recorded]:
+            # Created, but the kill came before oracle.json recorded it: the oracle's saved state
+            # (seed, trial count) recreates the very same trial when the search goes on.
+            log.info("trial %s was never recorded by the oracle: it starts over", trial_id)
+            del self.trials[trial_id]
+            shutil.rmtree(self._get_trial_dir(trial_id), ignore_errors=True)
+        self.trials = {t: self.trials[t] for t in self.start_order if t in self.trials}
+
+
+class RandomSearchOracle(ResumableOracle, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class GridSearchOracle(ResumableOracle, keras_tuner.oracles.GridSearchOracle):
+    pass
+
+
+class BayesianOptimizationOracle(ResumableOracle, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(ResumableOracle, keras_tuner.oracles.HyperbandOracle):
+    pass
+
+
 def make_oracle(settings: dict[str, Any], fixed: keras_tuner.HyperParameters, seed: int):
     """The oracle named by ``settings['algorithm']``; ``fixed`` pins the profile's own hp values."""
     objective = keras_tuner.Objective(OBJECTIVE, direction="max")
@@ -103,17 +159,17 @@ def make_oracle(settings: dict[str, Any], fixed: keras_tuner.HyperParameters, se
     }
     algorithm = settings["algorithm"]
     if algorithm == "random":
-        return keras_tuner.oracles.RandomSearchOracle(max_trials=settings["max_trials"], **common)
+        return RandomSearchOracle(max_trials=settings["max_trials"], **common)
     if algorithm == "grid":
-        return keras_tuner.oracles.GridSearchOracle(max_trials=settings["max_trials"], **common)
+        return GridSearchOracle(max_trials=settings["max_trials"], **common)
     if algorithm == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(
+        return BayesianOptimizationOracle(
             max_trials=settings["max_trials"],
             num_initial_points=min(2, settings["max_trials"]),
             **common,
         )
     if algorithm == "hyperband":
-        return keras_tuner.oracles.HyperbandOracle(
+        return HyperbandOracle(
             max_epochs=max(2, settings["epochs"]),
             factor=settings.get("hyperband_factor", 3),
             hyperband_iterations=1,
@@ -122,10 +178,25 @@ def make_oracle(settings: dict[str, Any], fixed: keras_tuner.HyperParameters, se
     raise ZoobenchError(f"tuner.algorithm: unknown algorithm {algorithm!r}")
 
 
+class AtomicTunerState:
+    """Mixed in before a Keras Tuner tuner class: its state file is written atomically too."""
+
+    def save(self) -> None:
+        from benchmark import atomic
+
+        if not self._is_worker():
+            self.oracle.save()
+        atomic.write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
+
+
+class ResumableTuner(AtomicTunerState, keras_tuner.Tuner):
+    """``keras_tuner.Tuner`` with atomic state; pair it with a :class:`ResumableOracle`."""
+
+
 TrainFn = Callable[..., Any]  # (hp, epochs=, seed=) -> benchmark.training.FitResult
 
 
-class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
+class ZooTuner(AtomicTunerState, keras_tuner.engine.base_tuner.BaseTuner):
     """A Keras Tuner whose trials are trained by the benchmark's own training function.
 
     ``train_fn(hp, epochs=, seed=)`` returns a :class:`benchmark.training.FitResult`. The trial's
@@ -209,8 +280,10 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
             log.info("budget reached: the search of %s stops", self.project_name)
 
     def best_trials(self, k: int) -> list:
-        trials = self.oracle.get_best_trials(k)
-        return [t for t in trials if t.status == "COMPLETED"]
+        """The ``k`` best completed trials; equal scores go to the earlier trial, as when unbroken."""
+        completed = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
+        completed.sort(key=lambda t: (-t.score, _trial_number(t.trial_id)))
+        return completed[:k]
 
     def trial_dir(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id))

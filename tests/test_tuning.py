@@ -158,3 +158,70 @@ def test_a_search_resumes_and_respects_the_deadline(tmp_path):
     again.deadline = time.monotonic() - 1  # budget already spent: no new trial starts
     again.search(verbose=0)
     assert calls == [] and len(again.oracle.trials) == 3
+
+
+class _Killed(BaseException):
+    """Stands for ``kill -9``: nothing after the raise runs, as nothing runs after a SIGKILL."""
+
+
+def _tied(tuner):
+    """Every trial scores the same: the best trial is decided by the tie-break alone."""
+    original = tuner.train_fn
+
+    def train_fn(hp, epochs, seed):
+        result = original(hp, epochs, seed)
+        result.history["val_accuracy"] = 0.5
+        return result
+
+    tuner.train_fn = train_fn
+    return tuner
+
+
+def _trials(tuner):
+    return {
+        t.trial_id: (t.status, t.hyperparameters.values) for t in tuner.oracle.trials.values()
+    }
+
+
+@pytest.mark.parametrize("kill", ["inside trial 2", "between trial 1's file and oracle.json"])
+def test_a_killed_search_resumes_to_the_same_trials_and_best_trial(tmp_path, monkeypatch, kill):
+    unbroken = _tied(_tuner(tmp_path / "a", max_trials=3))
+    unbroken.search(verbose=0)
+
+    broken = _tied(_tuner(tmp_path / "b", max_trials=3))
+    if kill == "inside trial 2":
+        calls = []
+        original = broken.train_fn
+
+        def train_fn(hp, epochs, seed):
+            calls.append(1)
+            if len(calls) == 3:
+                raise _Killed
+            return original(hp, epochs, seed)
+
+        broken.train_fn = train_fn
+    else:
+        oracle, save = broken.oracle, broken.oracle.save
+
+        def save_unless_trial_1_was_just_created():
+            if len(oracle.start_order) == 2 and oracle.trials["1"].status == "RUNNING":
+                raise _Killed
+            save()
+
+        oracle.save = save_unless_trial_1_was_just_created
+    with pytest.raises(_Killed):
+        broken.search(verbose=0)
+
+    # Keras Tuner reloads trials in the file system's listing order; make it the worst one.
+    from keras_tuner.src.backend import io as kt_io
+
+    listing = kt_io.glob
+    monkeypatch.setattr(kt_io, "glob", lambda pattern: sorted(listing(pattern), reverse=True))
+    resumed = _tied(_tuner(tmp_path / "b", max_trials=3))
+    resumed.search(verbose=0)
+
+    assert _trials(resumed) == _trials(unbroken)
+    assert all(status == "COMPLETED" for status, _ in _trials(resumed).values())
+    assert [t.trial_id for t in resumed.best_trials(3)] == ["0", "1", "2"]
+    assert resumed.oracle.get_best_trials(1)[0].trial_id == "0"  # Keras Tuner's own answer too
+    assert not list((tmp_path / "b").rglob("*.tmp"))
