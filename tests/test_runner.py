@@ -179,9 +179,6 @@ def test_plan_prints_without_training(tmp_path, shared_jpg, capsys):
     assert not out.exists()
 
 
-# Slow, and not yet reliable: a kill that lands inside a Keras Tuner search can make the resumed
-# search pick another best trial, so the tuned member differs (seen in a CI check; issue 5 stays open).
-@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     """Kill a run at a random moment, rerun it: same members, same val and test accuracies."""
     import os

@@ -178,9 +178,7 @@ def _tied(tuner):
 
 
 def _trials(tuner):
-    return {
-        t.trial_id: (t.status, t.hyperparameters.values) for t in tuner.oracle.trials.values()
-    }
+    return {t.trial_id: (t.status, t.hyperparameters.values) for t in tuner.oracle.trials.values()}
 
 
 @pytest.mark.parametrize("kill", ["inside trial 2", "between trial 1's file and oracle.json"])
