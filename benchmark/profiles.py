@@ -22,6 +22,7 @@ from benchmark.preprocess import validate_steps
 from benchmark.training import resolve_training
 from benchmark.transfer import DEFAULT_OPTIONS as TRANSFER_OPTIONS
 from benchmark.transfer import STRATEGIES
+from benchmark.transfer import validate_options as validate_transfer
 
 DEFAULT_PROFILE = "cpu-quick"
 ALGORITHMS = ("random", "grid", "bayesian", "hyperband")
@@ -244,6 +245,10 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         if unknown:
             known = ", ".join(sorted({*TRANSFER_OPTIONS, "head_trials"}))
             raise fail(f"{where}.transfer", f"unknown option {', '.join(unknown)} (known: {known})")
+        try:
+            validate_transfer({k: v for k, v in transfer.items() if k != "head_trials"})
+        except ZoobenchError as exc:
+            raise fail(f"{where}.transfer", str(exc).removeprefix("transfer option ")) from None
         name = m.get("name") or _default_name(arch, strategy, input_size)
         members.append(
             MemberSpec(

@@ -22,6 +22,7 @@ probabilities, saves with ``model.save`` and loads with ``safe_mode=True`` after
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -54,6 +55,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "patience": 5,  # feature extraction: early-stopping patience (val_accuracy) per head trial
     "head_batch_size": 256,  # feature extraction: batch size on cached features
     "extract_batch_size": 128,  # feature extraction: batch size of the backbone pass
+    "feature_levels": 1,  # feature extraction: pooled ends of the top N stages (1: last layer only)
+    "flip_features": False,  # feature extraction: train on images and mirrors; average both to predict
 }
 
 
@@ -86,6 +89,7 @@ class Backbone:
     input_size: int  # the side the backbone sees
     preprocess: str  # description for the cache key and the leaderboard
     hp_head: dict  # dropout / dense_units for fine-tuning heads
+    features: str = "pooled"  # what ``model`` outputs, for the feature cache key
 
     def weights_digest(self) -> str:
         """Hash of the backbone's weights: keys the feature cache to exactly these weights."""
@@ -185,15 +189,73 @@ def _member_backbone(folder: Path, input_shape) -> Backbone:
     return Backbone(name, pre, features, tuple(input_shape), size, "member-own", head)
 
 
-def assemble(backbone: Backbone, head_layers: list, name: str):
-    """Raw pixels -> pre-layers -> backbone(training=False) -> head layers: one saveable model."""
+def validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against :data:`DEFAULT_OPTIONS`: known names, values of the right kind."""
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise ZoobenchError(f"unknown transfer options: {', '.join(sorted(unknown))}")
+    for key, value in options.items():
+        default = DEFAULT_OPTIONS[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        else:  # whole numbers; None where the default is None
+            ok = (value is None and default is None) or (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            )
+        if not ok:
+            want = {bool: "true or false", float: "a number > 0"}.get(
+                type(default), "a whole number >= 1"
+            )
+            raise ZoobenchError(f"transfer option {key} must be {want}, got {value!r}")
+    return dict(options)
+
+
+def multi_level(backbone: Backbone, levels: int) -> Backbone:
+    """``backbone`` whose features are its pooled output plus the pooled ends of the stages below.
+
+    ``levels - 1`` stage ends (:func:`zoo.pretrained.stage_ends`) are average-pooled and joined to
+    the usual features: an upscaled 32-pixel image is described at several depths, which a linear
+    head on the last layer alone cannot see (+2 points on a CIFAR-10 subset with Lite0).
+    """
+    if levels <= 1:
+        return backbone
     import keras
 
+    from zoo.pretrained import BACKBONE_NAME, stage_ends
+
+    model = backbone.model
+    pooled_from = getattr(model.layers[-1], "input", None)  # already in the usual features
+    taps = [layer for layer in stage_ends(model) if layer.output is not pooled_from]
+    taps = taps[-(levels - 1) :]
+    pooled = [keras.layers.GlobalAveragePooling2D(name=f"{t.name}_pool")(t.output) for t in taps]
+    outputs = keras.layers.Concatenate(name="levels")([*pooled, model.output])
+    features = keras.Model(model.inputs, outputs, name=BACKBONE_NAME)
+    spec = f"levels={levels}:" + "+".join(t.name for t in taps)
+    return dataclasses.replace(backbone, model=features, features=spec)
+
+
+def assemble(backbone: Backbone, head_layers: list, name: str, *, flip: bool = False):
+    """Raw pixels -> pre-layers -> backbone(training=False) -> head layers: one saveable model.
+
+    ``flip``: the features of the image and of its mirror image are averaged before the head
+    (test-time augmentation, as feature extraction with ``flip_features`` scores val and test).
+    """
+    import keras
+
+    from zoo.layers import HorizontalFlip
+
+    def features(x):
+        for layer in backbone.pre_layers:
+            x = layer(x)
+        return backbone.model(x, training=False)
+
     inputs = keras.Input(shape=backbone.input_shape, name="image")
-    x = inputs
-    for layer in backbone.pre_layers:
-        x = layer(x)
-    x = backbone.model(x, training=False)
+    x = features(inputs)
+    if flip:
+        mirrored = features(HorizontalFlip(name="mirror")(inputs))
+        x = keras.layers.Average(name="flip_average")([x, mirrored])
     for layer in head_layers:
         x = layer(x)
     return keras.Model(inputs, x, name=_safe_model_name(name))
@@ -260,10 +322,7 @@ def run_strategy(
         )
     if epochs < 1:
         raise ZoobenchError(f"epochs must be at least 1 for {strategy}, got {epochs}")
-    unknown = set(options or {}) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ZoobenchError(f"unknown transfer options: {', '.join(sorted(unknown))}")
-    opts = {**DEFAULT_OPTIONS, **(options or {})}
+    opts = {**DEFAULT_OPTIONS, **validate_options(options or {})}
     hp = keras_tuner.HyperParameters() if hp is None else hp
     keras.utils.set_random_seed(seed)
     backbone = load_backbone(architecture, hp, data.input_shape, data.num_classes)
@@ -301,6 +360,7 @@ def feature_cache_key(backbone: Backbone, x: np.ndarray, data_fingerprint: str) 
                 "input_size": backbone.input_size,
                 "input_shape": list(backbone.input_shape),
                 "preprocess": backbone.preprocess,
+                "features": backbone.features,
                 "data": data_fingerprint,
             },
             sort_keys=True,
@@ -383,15 +443,26 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
 
     from benchmark import tuning
 
+    backbone = multi_level(backbone, int(opts["feature_levels"]))
+    flip = bool(opts["flip_features"])
     feats: dict[str, np.ndarray] = {}
     cache: dict[str, dict] = {}
     for split in ("train", "val", "test"):
         x = getattr(data, f"x_{split}")
-        feats[split], cache[split] = extract_features(
-            backbone, x, cache_dir=cache_dir, data_fingerprint=data.fingerprint,
-            batch_size=int(opts["extract_batch_size"]), split=split,
-        )  # fmt: skip
+        views = {split: x, f"{split}-mirrored": x[:, :, ::-1]} if flip else {split: x}
+        for view, pixels in views.items():
+            feats[view], cache[view] = extract_features(
+                backbone, np.ascontiguousarray(pixels), cache_dir=cache_dir,
+                data_fingerprint=data.fingerprint, batch_size=int(opts["extract_batch_size"]),
+                split=view,
+            )  # fmt: skip
     feature_seconds = sum(c["seconds"] for c in cache.values())
+    y_train = data.y_train
+    if flip:  # mirrors are extra training rows; val and test average each image with its mirror
+        feats["train"] = np.concatenate([feats["train"], feats["train-mirrored"]])
+        y_train = np.concatenate([y_train, y_train])
+        for split in ("val", "test"):
+            feats[split] = (feats[split] + feats[f"{split}-mirrored"]) / 2
     f_train, f_val = feats["train"], feats["val"]
     mean, var = f_train.mean(axis=0), f_train.var(axis=0) + 1e-6
     default_lr = float(np.clip(learning_rate, 1e-4, 1e-2))  # the first trial's learning rate
@@ -407,7 +478,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         directory = tmp_dir.name
     t0 = time.perf_counter()
     try:
-        oracle = tuning.RandomSearchOracle(
+        oracle = tuning.DefaultsFirstOracle(
             objective=keras_tuner.Objective("val_accuracy", direction="max"),
             max_trials=int(tuner.get("max_trials", opts["max_trials"])),
             seed=seed,
@@ -419,7 +490,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             project_name=tuner.get("project_name", _safe_model_name(name)),
             overwrite=bool(tuner.get("overwrite", tmp_dir is not None)),
         )
-        search.search(f_train, data.y_train, validation_data=(f_val, data.y_val), epochs=epochs,
+        search.search(f_train, y_train, validation_data=(f_val, data.y_val), epochs=epochs,
                       batch_size=head_bs, callbacks=[stop], verbose=0)  # fmt: skip
         best_hp = search.get_best_hyperparameters(1)[0]
         search_seconds = time.perf_counter() - t0
@@ -428,7 +499,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         head = build(best_hp)
         t1 = time.perf_counter()
         fit = head.fit(
-            f_train, data.y_train, validation_data=(f_val, data.y_val), epochs=epochs,
+            f_train, y_train, validation_data=(f_val, data.y_val), epochs=epochs,
             batch_size=head_bs, callbacks=[stop, *callbacks], verbose=0,
         )  # fmt: skip
         refit_seconds = time.perf_counter() - t1
@@ -437,12 +508,12 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             tmp_dir.cleanup()
     epochs_run = len(fit.history["loss"])
     history = _history_frame(fit.history, stage="head", lr=float(best_hp.get("learning_rate")))
-    model = assemble(backbone, head.layers[1:], name)
+    model = assemble(backbone, head.layers[1:], name, flip=flip)
     val_probs = head.predict(f_val, batch_size=1024, verbose=0)
     test_probs = head.predict(feats["test"], batch_size=1024, verbose=0)
     # Speed-up: a frozen-backbone epoch runs the backbone over the training split every epoch; its
     # cost is at least the train-split extraction time. Cached features pay that once.
-    n_train = len(data.y_train)
+    n_train = len(y_train)
     ips = cache["train"].get("images_per_second")
     frozen_epoch = n_train / ips if ips else None
     head_epoch = refit_seconds / max(epochs_run, 1)
@@ -458,6 +529,9 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         "speedup": round(frozen_epoch / head_epoch, 1) if frozen_epoch and head_epoch > 0 else None,
         "head_hp": dict(best_hp.values),
         "head_trials": int(tuner.get("max_trials", opts["max_trials"])),
+        "features": backbone.features,
+        "feature_dim": int(f_train.shape[1]),
+        "flip_features": flip,
         "stages": [
             {"stage": "head", "epochs": epochs_run, "lr": float(best_hp.get("learning_rate"))}
         ],

@@ -135,6 +135,16 @@ class RandomSearchOracle(ResumableOracle, keras_tuner.oracles.RandomSearchOracle
     pass
 
 
+class DefaultsFirstOracle(RandomSearchOracle):
+    """Random search whose first trial is the space's defaults: a known-good baseline, so a search
+    of one trial is the default model rather than a random draw."""
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        if not self.start_order:
+            return {"status": "RUNNING", "values": dict(self.hyperparameters.values)}
+        return super().populate_space(trial_id)
+
+
 class GridSearchOracle(ResumableOracle, keras_tuner.oracles.GridSearchOracle):
     pass
 

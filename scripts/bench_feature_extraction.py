@@ -6,6 +6,7 @@ Also measures what cached features save: one frozen-backbone training epoch (tim
 scaled to the training split) against one head epoch on cached features.
 
     python scripts/bench_feature_extraction.py --data-dir ../shared/data/cifar10-jpg --input-size 160
+    python scripts/bench_feature_extraction.py --input-size 160 --feature-levels 5 --flip-features
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sample", type=int, default=512, help="images for the throughput probe")
     parser.add_argument("--frozen-sample", type=int, default=1024,
                         help="images for timing a frozen-backbone training epoch")  # fmt: skip
+    parser.add_argument("--feature-levels", type=int, default=1,
+                        help="pooled ends of the top N backbone stages (transfer option)")  # fmt: skip
+    parser.add_argument("--flip-features", action="store_true",
+                        help="mirrored training rows; val/test average image and mirror")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=None, help="subset (smoke runs only)")
@@ -83,12 +88,15 @@ def main() -> None:
     result = run_strategy(
         "feature-extraction", args.architecture, hp, data, cache_dir=cache_dir, epochs=args.epochs,
         seed=args.seed, tuner={"max_trials": args.max_trials},
+        options={"feature_levels": args.feature_levels, "flip_features": args.flip_features},
     )  # fmt: skip
     info = result.info
     val_acc = float(np.mean(result.val_probs.argmax(axis=1) == data.y_val))
     test_acc = float(np.mean(result.test_probs.argmax(axis=1) == data.y_test))  # read once, here
 
     # 3. A frozen-backbone epoch, the alternative to cached features: timed on a sample, scaled up.
+    # With --flip-features the model runs the backbone on each image and its mirror, and a head
+    # epoch covers twice the rows: both sides of the comparison do two passes per training image.
     model = result.model
     model.get_layer("backbone").trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
@@ -104,6 +112,9 @@ def main() -> None:
     figures = {
         "architecture": args.architecture,
         "input_size": args.input_size,
+        "features": info["features"],
+        "feature_dim": info["feature_dim"],
+        "flip_features": info["flip_features"],
         "data": data.source,
         "val_accuracy": round(val_acc, 4),
         "test_accuracy": round(test_acc, 4),

@@ -69,6 +69,18 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
             r"repeated: seed_cnn",
         ),
         ({"members": [{"architecture": "seed_cnn", "augment": "flip"}]}, r"members\[0\]\.augment"),
+        (
+            {
+                "members": [
+                    {
+                        "architecture": "efficientnet_lite0",
+                        "strategy": "feature-extraction",
+                        "transfer": {"feature_levels": 2.5},
+                    }
+                ]
+            },
+            r"members\[0\]\.transfer: feature_levels must be a whole number >= 1, got 2\.5",
+        ),  # fmt: skip
     ],
 )
 def test_mistakes_name_the_file_and_key(change, message):

@@ -125,6 +125,31 @@ def test_backbone_blocks_group_layers_bottom_to_top(monkeypatch):
     assert sum(len(b) for b in iblocks) == sum(1 for layer in inception.layers if layer.weights)
 
 
+def test_stage_ends_are_where_the_width_changes(monkeypatch):
+    import keras
+
+    from zoo.pretrained import stage_ends
+
+    monkeypatch.setenv("ZOOBENCH_NO_PRETRAINED", "1")
+    hp = __import__("keras_tuner").HyperParameters()
+    hp.Fixed("input_size", 64)
+    lite = zoo.build("efficientnet_lite0", hp=hp).get_layer("backbone")
+    names = [layer.name for layer in stage_ends(lite)]
+    assert names[-5:] == ["block4c_add", "block5c_add", "block6d_add", "block7a_project_bn",
+                          "top_activation"]  # fmt: skip
+    resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    assert [layer.name for layer in stage_ends(resnet)][-4:] == [
+        "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out",
+    ]  # fmt: skip
+    # No named blocks (a zoobench member): each 4-D layer is a block; widths 8, 8, 16 -> 2 stages.
+    inputs = keras.Input((16, 16, 3), name="image")
+    h = keras.layers.Conv2D(8, 3, name="c1")(inputs)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(16, 3, name="c2")(h)
+    plain = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    assert [layer.name for layer in stage_ends(plain)] == ["r1", "c2"]
+
+
 def test_efficientnet_lite0_port_classifies_a_real_photograph(tmp_path, monkeypatch):
     """ImageNet top-1 of the ported weights on skimage's chelsea (a cat: 281 / 282 / 285)."""
     skimage_data = pytest.importorskip("skimage.data")

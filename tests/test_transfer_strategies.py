@@ -54,7 +54,9 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
     assert len(list(cache.glob("features-*.npy"))) == 3
     assert first.info["name"] == "efficientnet_lite0 / feature-extraction @64px"
     assert first.info["speedup"] > 1
-    assert set(first.info["head_hp"]) == {"units", "dropout", "learning_rate", "l2"}
+    # A one-trial search is the default head (linear, the given learning rate), not a random draw.
+    assert first.info["head_hp"] == {"units": 0, "dropout": 0.2, "l2": 1e-4,
+                                     "learning_rate": pytest.approx(1e-3)}  # fmt: skip
     assert list(first.history.columns) == list(HISTORY_COLUMNS)
     assert (first.history["stage"] == "head").all()
     assert first.history["val_accuracy"].max() > 0.3  # ImageNet features on 10 classes, 200 images
@@ -74,6 +76,39 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(tiny.x_test, verbose=0), probs, atol=1e-5)
     assert loaded.layers[-1].name == "probs"
+
+
+def test_multi_level_mirrored_features_are_cached_and_replayed_by_the_raw_pixel_model(
+    tiny, tmp_path
+):
+    import keras
+
+    cache = tmp_path / "features"
+    options = {"head_batch_size": 32, "feature_levels": 3, "flip_features": True}
+    result = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny,
+                          cache_dir=cache, epochs=4, tuner={"max_trials": 1},
+                          options=options)  # fmt: skip
+    # The usual 1280 features plus the pooled ends of two stages below (192 + 320 channels).
+    assert result.info["feature_dim"] == 1280 + 192 + 320
+    assert result.info["features"] == "levels=3:block6d_add+block7a_project_bn"
+    assert set(result.info["feature_cache"]) == {
+        "train", "val", "test", "train-mirrored", "val-mirrored", "test-mirrored",
+    }  # fmt: skip
+    # The saved raw-pixel model averages an image's features with its mirror's, as scored.
+    probs = result.model.predict(tiny.x_test, verbose=0)
+    np.testing.assert_allclose(probs, result.test_probs, atol=1e-4)
+    mirrored = result.model.predict(np.ascontiguousarray(tiny.x_test[:, :, ::-1]), verbose=0)
+    np.testing.assert_allclose(mirrored, probs, atol=1e-4)  # symmetric by construction
+    path = tmp_path / "fe.keras"
+    result.model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(tiny.x_test, verbose=0), probs, atol=1e-5)
+
+    # Plain features live under another cache key: no stale multi-level file is read back.
+    plain = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny,
+                         cache_dir=cache, epochs=1, tuner={"max_trials": 1})  # fmt: skip
+    assert plain.info["feature_cache"] == {"train": "miss", "val": "miss", "test": "miss"}
+    assert plain.info["feature_dim"] == 1280
 
 
 def test_feature_cache_misses_when_the_split_changes(tiny, tmp_path):
@@ -168,6 +203,12 @@ def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
         run_strategy("linear-probe", "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1)
     with pytest.raises(ZoobenchError, match="seed_cnn' is scratch"):
         run_strategy("fine-tuning", "seed_cnn", None, tiny, cache_dir=tmp_path, epochs=1)
+    with pytest.raises(ZoobenchError, match="feature_levels must be a whole number >= 1, got 0"):
+        run_strategy(STRATEGIES[0], "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
+                     options={"feature_levels": 0})  # fmt: skip
+    with pytest.raises(ZoobenchError, match="flip_features must be true or false, got 'yes'"):
+        run_strategy(STRATEGIES[0], "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
+                     options={"flip_features": "yes"})  # fmt: skip
     with pytest.raises(ZoobenchError, match="no model.keras"):
         run_strategy(STRATEGIES[0], f"member:{tmp_path}", None, tiny, cache_dir=tmp_path, epochs=1)
 

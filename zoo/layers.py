@@ -91,3 +91,15 @@ def bn_act(x, *, name: str, batch_norm: bool = True, activation: str = "relu"):
 def scaled(channels: float, width: float, minimum: int = 8) -> int:
     """``channels * width`` rounded to a multiple of 8 (at least ``minimum``): CPU-friendly widths."""
     return max(minimum, int(round(channels * width / 8.0)) * 8)
+
+
+@keras.saving.register_keras_serializable(package="zoobench")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirrors images left to right, always (``RandomFlip`` is random and off at inference).
+
+    Lets a saved model average its features over an image and its mirror (test-time augmentation)
+    and still load with ``safe_mode=True``.
+    """
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=-2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 BACKBONE_NAME = "backbone"
 INPUT_SIZES = (96, 128, 160, 224)
@@ -161,3 +162,35 @@ def backbone_blocks(backbone) -> list[list]:
         bounds = [round(i * len(layers) / n) for i in range(n + 1)]
         blocks = [layers[bounds[i] : bounds[i + 1]] for i in range(n)]
     return [b for b in blocks if b]
+
+
+def stage_ends(backbone) -> list:
+    """The layers that end each stage of ``backbone``, bottom to top, the last one included.
+
+    A block ends at the last layer carrying its name (see ``_BLOCK_PATTERNS``: ``block4c_add``,
+    ``conv3_block4_out``, ``mixed7``); a stage is a run of blocks whose outputs keep one channel
+    count (EfficientNet's ``block4a..4c`` at 80), and ends where the width changes. Without named
+    blocks (a zoobench member) every layer with a 4-D output counts as a block. Feature extraction
+    pools these outputs to describe an image at several depths, not only by its last layer.
+    """
+    ends: dict[str, Any] = {}
+    for layer in backbone.layers:
+        key = next((m.group(1) for p in _BLOCK_PATTERNS if (m := p.match(layer.name))), None)
+        if key is not None:
+            ends.pop(key, None)  # re-insert: the block's last layer, in order
+            ends[key] = layer
+    blocks = [layer for layer in ends.values() if _is_feature_map(layer)]
+    if len(blocks) < 2:
+        blocks = [layer for layer in backbone.layers[1:] if _is_feature_map(layer)]
+    stages = []
+    for layer, following in zip(blocks, [*blocks[1:], None], strict=True):
+        if following is None or following.output.shape[-1] != layer.output.shape[-1]:
+            stages.append(layer)
+    return stages
+
+
+def _is_feature_map(layer) -> bool:
+    try:
+        return len(layer.output.shape) == 4
+    except (AttributeError, ValueError):  # a layer called more than once has no single output
+        return False
