@@ -80,7 +80,7 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
                 ]
             },
             r"members\[0\]\.transfer: feature_levels must be a whole number >= 1, got 2\.5",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_mistakes_name_the_file_and_key(change, message):
