@@ -184,11 +184,13 @@ class Estimate:
     epochs: int
     trials: int = 0  # tuner trials (0: not tuned)
     trial_epochs: int = 0
+    trial_epoch_share: float = 1.0  # mean trial epochs / trial_epochs (Hyperband's trials vary)
     retrain: bool = True  # tuned: the best trial is retrained for ``epochs``
 
     @property
     def seconds(self) -> float:
-        tuning = self.trials * (self.trial_epochs * self.epoch_seconds + self.fixed_seconds)
+        per_trial = self.trial_epochs * self.trial_epoch_share * self.epoch_seconds
+        tuning = self.trials * (per_trial + self.fixed_seconds)
         final = (
             self.epochs * self.epoch_seconds + self.fixed_seconds
             if self.retrain or not self.trials

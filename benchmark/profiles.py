@@ -33,7 +33,6 @@ TUNER_DEFAULTS: dict[str, Any] = {
     "algorithm": "random",
     "max_trials": 4,
     "epochs": 2,  # per trial (Hyperband: the most epochs of a trial)
-    "executions_per_trial": 1,
     "top_k": 1,  # the best k trials become members
     "restore": True,  # True: the trial's model is the member; False: retrain with the member's epochs
     "hyperband_factor": 3,
@@ -312,7 +311,7 @@ def _check_tuner(tuner: dict[str, Any], where: str, fail) -> None:
             f"{where}.algorithm",
             f"must be one of {', '.join(ALGORITHMS)}, got {tuner['algorithm']!r}",
         )
-    for key in ("max_trials", "epochs", "executions_per_trial", "top_k"):
+    for key in ("max_trials", "epochs", "top_k"):
         if not isinstance(tuner[key], int) or tuner[key] < 1:
             raise fail(f"{where}.{key}", f"must be a positive integer, got {tuner[key]!r}")
     if tuner["top_k"] > tuner["max_trials"]:

@@ -217,9 +217,13 @@ class Runner:
             epoch = n_train / tp.train + n_val / tp.infer
         epochs = int(task.training["epochs"])
         if task.tuned:
+            from benchmark.tuning import trial_epochs
+
+            schedule, most = trial_epochs(task.tune), int(task.tune["epochs"])
             return budget_mod.Estimate(
-                epoch, fixed, epochs, trials=task.tune["max_trials"],
-                trial_epochs=task.tune["epochs"], retrain=not task.tune["restore"],
+                epoch, fixed, epochs, trials=len(schedule), trial_epochs=most,
+                trial_epoch_share=sum(schedule) / max(len(schedule) * most, 1),
+                retrain=not task.tune["restore"],
             )  # fmt: skip
         return budget_mod.Estimate(epoch, fixed, epochs)
 

@@ -179,13 +179,35 @@ def make_oracle(settings: dict[str, Any], fixed: keras_tuner.HyperParameters, se
             **common,
         )
     if algorithm == "hyperband":
-        return HyperbandOracle(
+        oracle = HyperbandOracle(
             max_epochs=max(2, settings["epochs"]),
             factor=settings.get("hyperband_factor", 3),
             hyperband_iterations=1,
             **common,
         )
+        # Keras Tuner's Hyperband takes no max_trials, but its Oracle honours the attribute: the
+        # profile's max_trials (and the budget planner's cut) bound every algorithm alike.
+        oracle.max_trials = settings["max_trials"]
+        return oracle
     raise ZoobenchError(f"tuner.algorithm: unknown algorithm {algorithm!r}")
+
+
+def trial_epochs(settings: dict[str, Any]) -> list[int]:
+    """Epochs of each trial the search in ``settings`` will run, in order (for cost estimates).
+
+    Random, grid and Bayesian searches train ``max_trials`` trials of ``epochs``. Hyperband runs
+    its brackets (largest first), each round's trials at that round's epochs, from the oracle's own
+    schedule, cut at ``max_trials``; zoobench trains every Hyperband trial from scratch.
+    """
+    if settings["algorithm"] != "hyperband":
+        return [int(settings["epochs"])] * int(settings["max_trials"])
+    oracle = make_oracle(settings, keras_tuner.HyperParameters(), seed=0)
+    schedule = []
+    for bracket in reversed(range(oracle._get_num_brackets())):
+        for round_num in range(oracle._get_num_rounds(bracket)):
+            size = oracle._get_size(bracket, round_num)
+            schedule += [oracle._get_epochs(bracket, round_num)] * size
+    return schedule[: int(settings["max_trials"])]
 
 
 class AtomicTunerState:

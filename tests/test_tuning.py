@@ -43,7 +43,7 @@ def _data(n=16):
     return x, y.astype(np.int64)
 
 
-def _tuner(tmp_path, max_trials, algorithm="random", deadline=None):
+def _tuner(tmp_path, max_trials, algorithm="random", deadline=None, epochs=1):
     x, y = _data()
     base = training.resolve_training({"batch_size": 16, "early_stopping_patience": 0})
     search = {"learning_rate": {"min": 1e-3, "max": 1e-2, "sampling": "log"}}
@@ -68,7 +68,7 @@ def _tuner(tmp_path, max_trials, algorithm="random", deadline=None):
     settings = {
         "algorithm": algorithm,
         "max_trials": max_trials,
-        "epochs": 1,
+        "epochs": epochs,
         "hyperband_factor": 3,
     }
     oracle = tuning.make_oracle(settings, keras_tuner.HyperParameters(), seed=0)
@@ -223,3 +223,18 @@ def test_a_killed_search_resumes_to_the_same_trials_and_best_trial(tmp_path, mon
     assert [t.trial_id for t in resumed.best_trials(3)] == ["0", "1", "2"]
     assert resumed.oracle.get_best_trials(1)[0].trial_id == "0"  # Keras Tuner's own answer too
     assert not list((tmp_path / "b").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("max_trials", [4, 50])
+def test_hyperband_runs_the_schedule_the_planner_costs_and_stops_at_max_trials(
+    tmp_path, max_trials
+):
+    tuner = _tuner(tmp_path, max_trials=max_trials, algorithm="hyperband", epochs=3)
+    ran = []
+    original = tuner.train_fn
+    tuner.train_fn = lambda hp, epochs, seed: ran.append(epochs) or original(hp, 1, seed)
+    tuner.search(verbose=0)
+    planned = tuning.trial_epochs({"algorithm": "hyperband", "epochs": 3, "max_trials": max_trials,
+                                   "hyperband_factor": 3})  # fmt: skip
+    assert ran == planned
+    assert len(ran) == min(max_trials, 6) and max(ran) == 3
