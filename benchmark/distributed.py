@@ -7,7 +7,8 @@ Two independent mechanisms:
 - ``--chief [HOST:]PORT`` / ``--worker HOST:PORT`` (or Keras Tuner's own ``KERASTUNER_TUNER_ID``,
   ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``) split each search's trials across processes:
   the chief serves the oracle and then turns the best trials into members; workers run trials. The
-  k-th search of a run uses PORT + k, so a worker never talks to the previous search's oracle.
+  search of the profile's k-th tuned member uses PORT + k (dropped members keep their number), so
+  a worker never talks to another search's oracle.
 """
 
 from __future__ import annotations

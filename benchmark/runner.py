@@ -287,7 +287,6 @@ class Runner:
         for line in self.describe_plan(tasks):
             self.progress(line)
         self._strategy = distributed.make_strategy(self.strategy_name)
-        search_index = 0
         for i, task in enumerate(tasks, 1):
             if task.decision is not None and task.decision.action == "dropped":
                 self.progress(f"dropped {task.label}: {task.decision.note}")
@@ -298,9 +297,11 @@ class Runner:
                 break
             self.progress(self._status_line(i, len(tasks), task))
             if task.tuned:
+                # The k-th tuned member of the profile, dropped ones counted: a chief and a worker
+                # whose budgets drop different members still meet on the same port per search.
+                search_index = sum(1 for t in tasks[: i - 1] if t.tuned)
                 with distributed.search_port(search_index):
                     self._run_search(task, role)
-                search_index += 1
             elif role != "worker":
                 self._run_member(task)
         if role == "worker":
