@@ -584,7 +584,9 @@ class Runner:
         data = dataclasses.replace(d, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test)
         deadline, nan_guard = DeadlineStop(self.clock.deadline), NaNGuard()
         callbacks = [nan_guard, deadline]
-        if training["early_stopping_patience"]:
+        # Feature extraction stops its heads by its own ``patience`` option; a second EarlyStopping
+        # would cut the chosen head's refit short of what its search trial ran.
+        if training["early_stopping_patience"] and spec.strategy != "feature-extraction":
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_accuracy", mode="max", patience=int(training["early_stopping_patience"]),
                 restore_best_weights=True))  # fmt: skip
