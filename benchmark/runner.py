@@ -210,9 +210,11 @@ class Runner:
         if spec.strategy == "feature-extraction":  # one pass over everything, then head trials
             epoch = 0.05 * n_train / tp.infer
             head_trials = int(spec.transfer.get("head_trials", 6))
+            views = 2 if spec.transfer.get("flip_features") else 1  # images and their mirrors
             fixed += (
-                n_train + n_val + n_test
-            ) / tp.infer + head_trials * budget_mod.STARTUP_SECONDS
+                views * (n_train + n_val + n_test) / tp.infer
+                + head_trials * budget_mod.STARTUP_SECONDS
+            )  # fmt: skip
         else:
             epoch = n_train / tp.train + n_val / tp.infer
         epochs = int(task.training["epochs"])
