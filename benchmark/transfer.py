@@ -17,7 +17,8 @@ another dataset (its ``probs`` layer stripped; the penultimate, pooled output is
   record the schedule.
 
 Every strategy returns a :class:`TransferResult` whose ``model`` takes raw uint8 pixels and outputs
-probabilities, saves with ``model.save`` and loads with ``safe_mode=True`` after ``import zoo``.
+probabilities, saves with ``model.save`` and loads with ``safe_mode=True`` after
+``zoo.list_models()``.
 """
 
 from __future__ import annotations

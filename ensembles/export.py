@@ -5,7 +5,8 @@ combination is built-in layers with fixed weights: a weighted average is a non-t
 over the concatenated member probabilities (kernel = stacked ``w_i * I``), the logistic stacker is
 one ``Dense(softmax)`` holding ``coef_.T`` / ``intercept_`` (sklearn's multinomial ``predict_proba``
 is exactly ``softmax(X @ coef_.T + intercept_)``), the MLP stacker two. The file therefore loads
-with ``keras.saving.load_model(path, safe_mode=True)`` after ``import zoo``, and nothing else.
+with ``keras.saving.load_model(path, safe_mode=True)`` after ``zoo.list_models()`` (which
+imports the zoo's modules, registering their layers), and nothing else.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def load_member_model(entry: Entry):
     """A member's saved model, loaded in safe mode (only Keras's and the zoo's registered layers)."""
     import keras
 
-    import zoo  # noqa: F401  (registers the zoo's serializable layers)
+    import zoo
+
+    zoo.list_models()  # imports the zoo's modules (and plugins): their layers become loadable
 
     if not entry.model_path.is_file():
         raise ZoobenchError(f"member {entry.id} has no saved model at {entry.model_path}")

@@ -204,7 +204,9 @@ def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor
     if info.get("model") and (folder / info["model"]).is_file():
         import keras
 
-        import zoo  # noqa: F401  (the zoo's registered layers)
+        import zoo
+
+        zoo.list_models()  # imports the zoo's modules (and plugins): their layers become loadable
 
         fused = keras.saving.load_model(folder / info["model"], safe_mode=True, compile=False)
         num_classes = int(fused.output_shape[-1])

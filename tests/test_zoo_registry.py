@@ -234,3 +234,27 @@ def test_cli_zoo_show_unknown_name_exits_2(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith("zoobench: error: unknown architecture 'nosuch'")
+
+
+def test_a_saved_model_with_zoo_layers_loads_in_a_fresh_process_as_the_readme_says(tmp_path):
+    """``import zoo`` is lazy (no Keras); ``zoo.list_models()`` must register the zoo's layers."""
+    import subprocess
+
+    from zoo.layers import HorizontalFlip
+
+    inputs = keras.Input((4, 4, 3))
+    path = tmp_path / "flip.keras"
+    keras.Model(inputs, HorizontalFlip(name="mirror")(inputs)).save(path)
+    x = np.arange(48, dtype="float32").reshape(1, 4, 4, 3)
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(f"""
+        import numpy as np
+        import keras, zoo
+        zoo.list_models()
+        model = keras.saving.load_model({str(path)!r}, safe_mode=True)
+        print(np.array_equal(model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0),
+                             np.load({str(tmp_path / "x.npy")!r})[:, :, ::-1]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"
