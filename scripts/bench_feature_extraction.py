@@ -36,7 +36,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--flip-features", action="store_true",
                         help="mirrored training rows; val/test average image and mirror")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data split seed")
+    parser.add_argument("--head-seed", type=int, default=None,
+                        help="head search seed (default: --seed); the features stay cached")  # fmt: skip
     parser.add_argument("--train-size", type=int, default=None, help="subset (smoke runs only)")
     parser.add_argument("--test-size", type=int, default=None, help="subset (smoke runs only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
@@ -87,7 +89,8 @@ def main() -> None:
     # 2. Feature extraction + tuned head (selection on validation only).
     result = run_strategy(
         "feature-extraction", args.architecture, hp, data, cache_dir=cache_dir, epochs=args.epochs,
-        seed=args.seed, tuner={"max_trials": args.max_trials},
+        seed=args.seed if args.head_seed is None else args.head_seed,
+        tuner={"max_trials": args.max_trials},
         options={"feature_levels": args.feature_levels, "flip_features": args.flip_features},
     )  # fmt: skip
     info = result.info
@@ -112,6 +115,8 @@ def main() -> None:
     figures = {
         "architecture": args.architecture,
         "input_size": args.input_size,
+        "split_seed": args.seed,
+        "head_seed": args.seed if args.head_seed is None else args.head_seed,
         "features": info["features"],
         "feature_dim": info["feature_dim"],
         "flip_features": info["flip_features"],
