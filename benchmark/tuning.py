@@ -95,14 +95,14 @@ class SpaceModel(keras_tuner.HyperModel):
 class ResumableOracle:
     """Oracle state that survives ``kill -9`` and reloads exactly as an unbroken search holds it.
 
-    Keras Tuner as shipped breaks a resumed search three ways, each fixed here: it writes
-    ``oracle.json`` and ``trial.json`` in place (a kill mid-write leaves half a file); it reloads
-    trials in the file system's listing order, and that order breaks ties between equal scores in
-    ``get_best_trials`` (a resumed search could pick another best trial); and a kill between a new
-    trial's ``trial.json`` and ``oracle.json`` leaves a trial the oracle never recorded, which it
-    would count against ``max_trials`` but never run. And it reads seed 0 as "no seed" (``seed or
-    random.randint(...)``), so two runs with ``--seed 0`` searched different trials: the seed is
-    shifted by one to make every seed a seed. Mixed in before a Keras Tuner oracle class.
+    Keras Tuner as shipped breaks a repeated or resumed search four ways, each fixed here: it reads
+    seed 0 as "no seed" (``seed or random.randint(...)``), so two runs with ``--seed 0`` searched
+    different trials (the seed is shifted by one: every seed is a seed); it writes ``oracle.json``
+    and ``trial.json`` in place (a kill mid-write leaves half a file); it reloads trials in the
+    file system's listing order, and that order breaks ties between equal scores in
+    ``get_best_trials``; and a kill between a new trial's ``trial.json`` and ``oracle.json`` leaves
+    a trial the oracle never recorded, counted against ``max_trials`` but never run. Mixed in
+    before a Keras Tuner oracle class.
     """
 
     def __init__(self, *args, seed: int = 0, **kwargs):
