@@ -197,17 +197,18 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
         raise ZoobenchError(f"unknown transfer options: {', '.join(sorted(unknown))}")
     for key, value in options.items():
         default = DEFAULT_OPTIONS[key]
+        least = 0 if key in ("patience", "warmup_epochs") else 1
         if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         else:  # whole numbers; None where the default is None
             ok = (value is None and default is None) or (
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1
+                isinstance(value, int) and not isinstance(value, bool) and value >= least
             )
         if not ok:
             want = {bool: "true or false", float: "a number > 0"}.get(
-                type(default), "a whole number >= 1"
+                type(default), f"a whole number >= {least}"
             )
             raise ZoobenchError(f"transfer option {key} must be {want}, got {value!r}")
     return dict(options)

@@ -209,6 +209,9 @@ def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
     with pytest.raises(ZoobenchError, match="flip_features must be true or false, got 'yes'"):
         run_strategy(STRATEGIES[0], "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
                      options={"flip_features": "yes"})  # fmt: skip
+    with pytest.raises(ZoobenchError, match="fine_tune_lr_factor must be a number > 0, got 0"):
+        run_strategy("fine-tuning", "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
+                     options={"fine_tune_lr_factor": 0, "warmup_epochs": 0})  # fmt: skip
     with pytest.raises(ZoobenchError, match="no model.keras"):
         run_strategy(STRATEGIES[0], f"member:{tmp_path}", None, tiny, cache_dir=tmp_path, epochs=1)
 
