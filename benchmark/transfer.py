@@ -461,10 +461,10 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
     feature_seconds = sum(c["seconds"] for c in cache.values())
     y_train = data.y_train
     if flip:  # mirrors are extra training rows; val and test average each image with its mirror
-        feats["train"] = np.concatenate([feats["train"], feats["train-mirrored"]])
+        feats["train"] = np.concatenate([feats["train"], feats.pop("train-mirrored")])
         y_train = np.concatenate([y_train, y_train])
         for split in ("val", "test"):
-            feats[split] = (feats[split] + feats[f"{split}-mirrored"]) / 2
+            feats[split] = (feats[split] + feats.pop(f"{split}-mirrored")) / 2
     f_train, f_val = feats["train"], feats["val"]
     mean, var = f_train.mean(axis=0), f_train.var(axis=0) + 1e-6
     default_lr = float(np.clip(learning_rate, 1e-4, 1e-2))  # the first trial's learning rate
