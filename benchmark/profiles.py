@@ -244,6 +244,11 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         if unknown:
             known = ", ".join(sorted({*TRANSFER_OPTIONS, "head_trials"}))
             raise fail(f"{where}.transfer", f"unknown option {', '.join(unknown)} (known: {known})")
+        head_trials = transfer.get("head_trials", 1)
+        if not isinstance(head_trials, int) or isinstance(head_trials, bool) or head_trials < 1:
+            raise fail(
+                f"{where}.transfer", f"head_trials must be a whole number >= 1, got {head_trials!r}"
+            )
         try:
             validate_transfer({k: v for k, v in transfer.items() if k != "head_trials"})
         except ZoobenchError as exc:

@@ -81,6 +81,18 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
             },
             r"members\[0\]\.transfer: feature_levels must be a whole number >= 1, got 2\.5",
         ),
+        (
+            {
+                "members": [
+                    {
+                        "architecture": "efficientnet_lite0",
+                        "strategy": "feature-extraction",
+                        "transfer": {"head_trials": "4"},
+                    }
+                ]
+            },
+            r"members\[0\]\.transfer: head_trials must be a whole number >= 1, got '4'",
+        ),
     ],
 )
 def test_mistakes_name_the_file_and_key(change, message):
