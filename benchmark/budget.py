@@ -97,10 +97,10 @@ def calibration_path() -> Path:
 
 
 def _machine_key() -> str:
-    import tensorflow as tf
+    """Probes are valid for this machine's cores and accelerators on this backend and version."""
+    from zoo import backend
 
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return f"cpu{os.cpu_count()}-gpu{len(gpus)}-tf{tf.__version__}"
+    return f"cpu{os.cpu_count()}-gpu{len(backend.accelerators())}-{backend.library_version()}"
 
 
 def calibration_key(spec: dict[str, Any]) -> str:

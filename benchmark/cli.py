@@ -1,8 +1,9 @@
 """The ``zoobench`` command line: one parser, sub-commands contributed by each part's CLI module.
 
 Each module in ``COMMAND_MODULES`` has ``add_commands(subparsers)``, which adds its sub-commands and
-sets ``func`` (called with the parsed args, returning an exit status). Modules import TensorFlow only
-inside their handlers, so ``zoobench --help`` answers at once.
+sets ``func`` (called with the parsed args, returning an exit status). Modules import Keras and its
+backend only inside their handlers, so ``zoobench --help`` answers at once and ``--backend`` can
+still choose the backend before Keras starts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log progress and TensorFlow's messages"
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax", "torch"),
+        help="Keras backend to run on (default: $KERAS_BACKEND, else Keras's config, tensorflow)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
@@ -51,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if getattr(args, "needs_tensorflow", True):
-            from zoo.quiet import import_tensorflow_quietly
+            from zoo.quiet import import_backend_quietly
 
-            import_tensorflow_quietly()
+            import_backend_quietly()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("zoobench: interrupted", file=sys.stderr)

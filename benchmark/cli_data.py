@@ -50,7 +50,7 @@ def add_commands(sub) -> None:
     info = data_sub.add_parser("info", help="print split sizes, class balance and the data source")
     add_data_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    info.set_defaults(func=cmd_info, needs_tensorflow=False)
+    info.set_defaults(func=cmd_info, needs_keras=False)
 
     grid = data_sub.add_parser(
         "grid", help="write a 5x5 grid of sample images with class names (PNG)"
@@ -58,7 +58,7 @@ def add_commands(sub) -> None:
     add_data_options(grid)
     grid.add_argument("--split", choices=("train", "val", "test"), default="train")
     grid.add_argument("--out", default="sample_grid.png", help="PNG path (default sample_grid.png)")
-    grid.set_defaults(func=cmd_grid, needs_tensorflow=False)
+    grid.set_defaults(func=cmd_grid, needs_keras=False)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

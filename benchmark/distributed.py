@@ -1,9 +1,12 @@
-"""Running on several devices or machines: tf.distribute strategies and Keras Tuner's chief/workers.
+"""Running on several devices or machines: data parallelism and Keras Tuner's chief/workers.
 
 Two independent mechanisms:
 
-- ``--strategy mirrored|multi-worker`` wraps each member's model building and training in a
-  ``tf.distribute`` strategy scope (all local GPUs, or the cluster named by ``TF_CONFIG``).
+- ``--strategy mirrored|multi-worker`` wraps each member's model building and training in the
+  backend's own data-parallel engine: a ``tf.distribute`` strategy scope on TensorFlow (all local
+  GPUs, or the cluster named by ``TF_CONFIG``), a ``keras.distribution.DataParallel`` scope on JAX
+  (all local devices, or every process's after ``keras.distribution.initialize()``, which reads
+  the JAX coordinator's environment). PyTorch has no Keras data-parallel engine: it is refused.
 - ``--chief [HOST:]PORT`` / ``--worker HOST:PORT`` (or Keras Tuner's own ``KERASTUNER_TUNER_ID``,
   ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``) split each search's trials across processes:
   the chief serves the oracle and then turns the best trials into members; workers run trials. The
@@ -24,9 +27,25 @@ ENV_ID, ENV_IP, ENV_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERAS
 
 
 def make_strategy(name: str | None):
-    """The tf.distribute strategy called ``name`` (None or "none": no strategy)."""
+    """The data-parallel strategy called ``name`` on this backend (None or "none": no strategy)."""
     if name in (None, "", "none"):
         return None
+    if name not in STRATEGIES:
+        raise ZoobenchError(
+            f"--strategy: unknown strategy {name!r} (one of {', '.join(STRATEGIES)})"
+        )
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        if name == "multi-worker":
+            keras.distribution.initialize()
+        return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+    if backend != "tensorflow":
+        raise ZoobenchError(
+            f"--strategy {name}: the {backend} backend has no Keras data-parallel engine; "
+            "use the tensorflow or jax backend"
+        )
     import tensorflow as tf
 
     if name == "mirrored":
@@ -37,11 +56,10 @@ def make_strategy(name: str | None):
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ZoobenchError(f"--strategy: unknown strategy {name!r} (one of {', '.join(STRATEGIES)})")
 
 
 def scope(strategy) -> contextlib.AbstractContextManager[Any]:
-    """``strategy.scope()``, or a no-op without a strategy."""
+    """``strategy.scope()`` (a tf.distribute strategy or a keras.distribution), or a no-op."""
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 

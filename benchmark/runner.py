@@ -16,9 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from benchmark import budget as budget_mod
 from benchmark.errors import ZoobenchError
 from benchmark.profiles import MemberSpec, Profile
 from benchmark.store import RunStore, member_id, save_model
+from zoo import backend
 
 log = logging.getLogger(__name__)
 
@@ -339,9 +338,7 @@ class Runner:
                 )
         self._check_ensemble_config()
         if self.profile.deterministic:
-            import tensorflow as tf
-
-            tf.config.experimental.enable_op_determinism()
+            backend.enable_determinism()
         keras.utils.set_random_seed(self.seed)
         if role == "worker":
             return
@@ -358,8 +355,9 @@ class Runner:
             "profile": self.profile.to_json(),
             "seed": self.seed,
             "data": self.data.summary(),
-            "versions": _versions(),
-            "machine": _machine(),
+            "backend": backend.name(),
+            "versions": backend.versions(),
+            "machine": backend.describe(),
             "budget_seconds": self.budget_seconds,
             "started_at": self._started_at,
             "finished_at": _now() if finished else None,
@@ -579,7 +577,13 @@ class Runner:
         import keras
 
         from benchmark import transfer
-        from benchmark.training import DeadlineStop, FitResult, NaNGuard, _has_nan
+        from benchmark.training import (
+            DeadlineStop,
+            FitResult,
+            NaNGuard,
+            _has_nan,
+            tensorboard_callback,
+        )
 
         spec, d = task.spec, self.data
         x_train, y_train, x_val, x_test = arrays
@@ -593,7 +597,7 @@ class Runner:
                 monitor="val_accuracy", mode="max", patience=int(training["early_stopping_patience"]),
                 restore_best_weights=True))  # fmt: skip
         if tb:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=tb))
+            callbacks.append(tensorboard_callback(tb))
         kwargs = {"cache_dir": str(self.store.root / "cache" / "transfer"), "epochs": epochs,
                   "batch_size": int(training["batch_size"]), "seed": seed,
                   "learning_rate": float(training["learning_rate"]), "callbacks": callbacks}  # fmt: skip
@@ -869,28 +873,3 @@ def _short(exc: BaseException) -> str:
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:40] or "member"
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("zoobench", "tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "numpy",
-                 "scikit-learn", "opencv-python-headless", "pandas"):  # fmt: skip
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def _machine() -> dict[str, Any]:
-    import tensorflow as tf
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "python": sys.version.split()[0],
-    }

@@ -220,11 +220,13 @@ def compile_model(
         from benchmark.adversarial import FGSMTrainer
 
         target = FGSMTrainer(model, **training["adversarial"])
+    from zoo import backend
+
     target.compile(
         optimizer=make_optimizer(training, steps_per_epoch),
         loss=make_loss(training, sparse),
         metrics=[metric],
-        jit_compile=bool(jit_compile),
+        jit_compile=backend.jit_compile(jit_compile),
     )
     return target
 
@@ -263,6 +265,46 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         if loss is not None and not math.isfinite(float(loss)):
             self.fired_at = self._epoch + 1
         super().on_batch_end(batch, logs)
+
+
+class ScalarTensorBoard(keras.callbacks.Callback):
+    """Per-epoch scalars (loss, accuracy, their val_ twins, learning rate) for TensorBoard.
+
+    Keras's own ``TensorBoard`` callback writes through ``tf.summary``, so it needs TensorFlow; this
+    one writes the same ``train`` / ``validation`` event files with the ``tensorboard`` package alone,
+    for the JAX and PyTorch backends.
+    """
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self._writers: dict = {}
+
+    def _writer(self, split: str):
+        from tensorboard.summary import Writer
+
+        if split not in self._writers:
+            self._writers[split] = Writer(f"{self.log_dir}/{split}")
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        for key, value in (logs or {}).items():
+            split, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self._writer(split).add_scalar(f"epoch_{tag}", float(value), step=epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+def tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
+    """Keras's TensorBoard callback on TensorFlow; scalar event files on the other backends."""
+    if keras.backend.backend() == "tensorflow":
+        return keras.callbacks.TensorBoard(log_dir=str(log_dir))
+    return ScalarTensorBoard(str(log_dir))
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -358,7 +400,7 @@ def fit(
             )
         )
     if tensorboard_dir:
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
+        all_callbacks.append(tensorboard_callback(str(tensorboard_dir)))
     start = time.perf_counter()
     history = trainer.fit(
         train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,

@@ -144,6 +144,8 @@ def describe_run(run: RunData) -> list[tuple[str, str]]:
                     for k in ("train", "val", "test"))),
         ("Seed", str(meta.get("seed", data.get("seed", "-")))),
         ("Data fingerprint", str(data.get("fingerprint", "-"))),
+        ("Backend", str(meta.get("backend") or (meta.get("machine") or {}).get("backend")
+                        or "tensorflow (not recorded)")),
         ("Machine", _machine(meta.get("machine") or {})),
         ("Versions", ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items()))
          or "-"),
@@ -164,7 +166,7 @@ def _machine(machine: dict[str, Any]) -> str:
             names = [str(n) for n in names if n and str(n).lower() != "none"]
             parts.append(f"GPU: {', '.join(names)}" if names else "GPU: none (CPU only)")
             continue
-        if value in (None, "", [], {}):
+        if value in (None, "", [], {}) or key == "backend":  # the backend has its own line
             continue
         parts.append(f"{key.replace('_', ' ')}: {value}")
     return "; ".join(parts) or "-"

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from zoo.quiet import import_tensorflow_quietly
+from zoo.quiet import import_backend_quietly
 
 POLICIES = {
     "none": [],
@@ -88,7 +88,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-preprocess", action="store_true")
     args = parser.parse_args()
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from benchmark.datasets import load
     from benchmark.preprocess import apply_steps
 

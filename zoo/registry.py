@@ -108,9 +108,9 @@ def _load_builtin_and_plugins() -> None:
         return
     _loaded = True
     import zoo.architectures as package
-    from zoo.quiet import import_tensorflow_quietly
+    from zoo.quiet import import_backend_quietly
 
-    import_tensorflow_quietly()
+    import_backend_quietly()
 
     for info in pkgutil.iter_modules(package.__path__):
         if not info.name.startswith("_"):
