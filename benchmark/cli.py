@@ -56,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if getattr(args, "needs_tensorflow", True):
+        from zoo import backend
+
+        backend.select(args.backend)
+        if getattr(args, "needs_keras", True):
             from zoo.quiet import import_backend_quietly
 
             import_backend_quietly()

@@ -39,6 +39,7 @@ import pandas as pd
 
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
+from zoo import backend
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +432,8 @@ def _head_hypermodel(
             optimizer=keras.optimizers.Adam(lr),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
-            jit_compile=False,  # XLA compiling every trial costs more than the head's training
+            # XLA compiling every trial costs more than the head's training (JAX always compiles)
+            jit_compile=backend.jit_compile(False),
         )
         return model
 
@@ -589,7 +591,8 @@ def _compile(model, lr: float) -> None:
         optimizer=keras.optimizers.Adam(lr),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=False,  # XLA on CPU: minutes of compiling per stage for little gain
+        # TensorFlow's XLA on CPU: minutes of compiling per stage for little gain (JAX always compiles)
+        jit_compile=backend.jit_compile(False),
     )
 
 
