@@ -169,3 +169,47 @@ def test_fgsm_examples_step_by_epsilon_and_raise_the_loss(real_images):
     assert float(loss(y1, model(x))) < before
     with pytest.raises(ValueError, match="ratio must be in"):
         FGSMTrainer(model, ratio=1.5)
+
+
+@pytest.mark.parametrize("name", sorted(available_steps()))
+def test_every_step_keeps_shape_dtype_range_and_label_sums(real_images, name):
+    x, y = real_images
+    x = x[:24].astype(np.float32)
+    out, labels = _run([{"name": name}], x, y[:24])
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert out.min() >= -1e-3 and out.max() <= 255.0 + 1e-3
+    np.testing.assert_allclose(labels.sum(1), 1.0, atol=1e-6)
+    if name not in ("mixup", "cutmix"):
+        np.testing.assert_array_equal(labels.argmax(1), y[:24])
+
+
+def test_a_policy_is_seeded_same_seed_same_draws_other_seed_other_draws(real_images):
+    x = real_images[0][:32].astype(np.float32)
+    policy = [{"name": "flip"}, {"name": "pad_crop"}, {"name": "cutout"}, {"name": "mixup"}]
+    first, again = _run(policy, x, seed=3), _run(policy, x, seed=3)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], _run(policy, x, seed=4)[0])
+
+
+def test_array_batches_reshuffle_each_epoch_from_the_seed(real_images):
+    from benchmark.augment import _array_batches_class
+
+    x, y = real_images
+
+    def epochs(seed):
+        ds = _array_batches_class()(x, y, num_classes=10, batch_size=64, apply=None, shuffle=True,
+                                    seed=seed, sparse=True, drop_remainder=False)  # fmt: skip
+        out = []
+        for _ in range(2):
+            out.append(np.concatenate([keras.ops.convert_to_numpy(ds[i][1]) for i in range(len(ds))]))
+            ds.on_epoch_end()
+        return out, len(ds)
+
+    (a1, a2), count = epochs(0)
+    (b1, b2), _ = epochs(0)
+    assert count == 4  # 200 images in batches of 64, the last one short
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    assert not np.array_equal(a1, a2)  # a new order each epoch
+    assert sorted(a1.tolist()) == sorted(y.tolist())  # every image once per epoch

@@ -1,0 +1,184 @@
+"""zoobench on each Keras backend: the smoke run end to end, no TensorFlow where it is not the backend,
+a member moved between backends, and the backend-specific pieces (data parallelism, TensorBoard).
+
+JAX and PyTorch runs happen in subprocesses whose interpreter behaves as if TensorFlow were not
+installed (tests/no_tensorflow), as on a JAX- or PyTorch-only GPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NO_TENSORFLOW = Path(__file__).resolve().parent / "no_tensorflow"
+
+
+def _needs(backend: str) -> None:
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"the {backend} backend is not installed (pip install 'zoobench[{backend}]')")
+
+
+def _python(code: str, backend: str, *, hide_tensorflow: bool, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:  # fmt: skip
+    """Run ``code`` in a fresh interpreter on ``backend`` (optionally with TensorFlow 'uninstalled')."""
+    paths = [str(NO_TENSORFLOW)] if hide_tensorflow else []
+    paths += [str(REPO), os.environ.get("PYTHONPATH", "")]
+    full_env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join(p for p in paths if p),
+                    TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)  # fmt: skip
+
+
+RUN_SMOKE = """
+import sys
+from benchmark.cli import main
+status = main(["--backend", "{backend}", "run", "smoke", "--out", {out!r}, "--data-dir", {data!r}])
+print("TENSORFLOW_LOADED", "tensorflow" in sys.modules)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_the_smoke_profile_runs_and_resumes_on_each_backend(backend, tmp_path, shared_jpg):
+    _needs(backend)
+    out = tmp_path / "smoke"
+    code = RUN_SMOKE.format(backend=backend, out=str(out), data=str(shared_jpg))
+    other = backend != "tensorflow"
+    first = _python(code, backend, hide_tensorflow=other)  # the decoded-pixel cache is shared
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "TENSORFLOW_LOADED False" in first.stdout or not other
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["backend"] == backend and meta["machine"]["backend"] == backend
+    board = pd.read_csv(out / "leaderboard.csv")
+    members = board[board.kind != "ensemble"]
+    assert len(members) == 3 and set(members.status) == {"done"}, board[["model", "status", "reason"]]
+    assert (board.kind == "ensemble").any()
+    assert members.test_accuracy.between(0, 1).all()
+    assert (out / "report" / "index.html").exists()
+
+    again = _python(code, backend, hide_tensorflow=other)  # a rerun resumes: trains nothing
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("kept") >= 3
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "leaderboard.csv").drop(columns=["images_per_second"]),
+        board.drop(columns=["images_per_second"]),
+    )
+
+
+TRAIN_AND_SAVE = """
+import numpy as np, keras, zoo
+from benchmark.training import fit, resolve_training, predict
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
+y = np.arange(96) % 10
+keras.utils.set_random_seed(0)
+model = zoo.build("seed_cnn", input_shape=(32, 32, 3), num_classes=10)
+fit(model, x, y, x[:32], y[:32], resolve_training({{"epochs": 1, "batch_size": 32}}), num_classes=10,
+    augment=[{{"name": "flip"}}, {{"name": "pad_crop"}}])
+model.save({path!r})
+probs, _ = predict(model, x)
+np.save({probs!r}, probs)
+np.save({images!r}, x)
+"""
+
+
+def test_a_member_trained_on_jax_predicts_the_same_on_tensorflow(tmp_path):
+    _needs("jax")
+    paths = {"path": str(tmp_path / "model.keras"), "probs": str(tmp_path / "probs.npy"),
+             "images": str(tmp_path / "x.npy")}  # fmt: skip
+    done = _python(TRAIN_AND_SAVE.format(**paths), "jax", hide_tensorflow=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = _python(
+        "import numpy as np, keras, zoo\n"
+        "zoo.list_models()  # registers the zoo's layers\n"
+        f"model = keras.saving.load_model({paths['path']!r}, safe_mode=True)\n"
+        f"np.save({str(tmp_path / 'tf_probs.npy')!r}, model.predict(np.load({paths['images']!r})"
+        ".astype('float32'), verbose=0))\n"
+        "print(keras.backend.backend())",
+        "tensorflow", hide_tensorflow=False,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().endswith("tensorflow")
+    jax_probs, tf_probs = np.load(paths["probs"]), np.load(tmp_path / "tf_probs.npy")
+    np.testing.assert_array_equal(jax_probs.argmax(1), tf_probs.argmax(1))
+    np.testing.assert_allclose(jax_probs, tf_probs, atol=1e-4)
+
+
+def test_jax_data_parallel_spreads_over_every_local_device():
+    _needs("jax")
+    code = (
+        "from benchmark import distributed\n"
+        "s = distributed.make_strategy('mirrored')\n"
+        "print(type(s).__name__, len(s.device_mesh.devices.flatten()))\n"
+    )
+    done = _python(code, "jax", hide_tensorflow=True,
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["DataParallel", "2"]
+
+
+def test_torch_refuses_a_data_parallel_strategy_with_a_reason():
+    _needs("torch")
+    code = (
+        "from benchmark import distributed\n"
+        "from benchmark.errors import ZoobenchError\n"
+        "try:\n    distributed.make_strategy('mirrored')\n"
+        "except ZoobenchError as exc:\n    print(exc)\n"
+    )
+    done = _python(code, "torch", hide_tensorflow=True)
+    assert "the torch backend has no Keras data-parallel engine" in done.stdout, done.stderr[-2000:]
+
+
+def test_backend_selection_is_checked():
+    from zoo import backend
+    from zoo.registry import ZooError
+
+    with pytest.raises(ZooError, match="unknown backend 'theano'"):
+        backend.select("theano")
+    import keras
+
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    with pytest.raises(ZooError, match="Keras was already imported"):
+        backend.select(other)
+    backend.select(keras.backend.backend())  # the running backend is accepted
+
+
+def test_scalar_tensorboard_writes_train_and_validation_events(tmp_path):
+    import keras
+
+    from benchmark.training import ScalarTensorBoard
+
+    callback = ScalarTensorBoard(str(tmp_path / "tb"))
+    callback.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    callback.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.25, "val_loss": 1.7, "val_accuracy": 0.2})
+    callback.on_epoch_end(1, {"loss": 1.2, "accuracy": 0.4, "val_loss": 1.4, "val_accuracy": 0.3})
+    callback.on_train_end()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split, expected in (("train", [1.5, 1.2]), ("validation", [1.7, 1.4])):
+        events = EventAccumulator(str(tmp_path / "tb" / split))
+        events.Reload()
+        tags = events.Tags()
+        scalars = tags.get("scalars", []) + tags.get("tensors", [])
+        assert "epoch_loss" in scalars, tags
+        values = (
+            [e.value for e in events.Scalars("epoch_loss")]
+            if "epoch_loss" in tags.get("scalars", [])
+            else [float(np.asarray(_tensor(e))) for e in events.Tensors("epoch_loss")]
+        )
+        np.testing.assert_allclose(values, expected, rtol=1e-6)
+
+
+def _tensor(event):
+    from tensorboard.util import tensor_util
+
+    return tensor_util.make_ndarray(event.tensor_proto)
