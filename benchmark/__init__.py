@@ -1,6 +1,7 @@
 """zoobench's benchmark package: datasets, preprocessing, augmentation, training, the run store, CLI.
 
-Importing this package is cheap: TensorFlow is imported only by the modules that train or augment.
+Importing this package is cheap: Keras and its backend are imported only when a command trains,
+augments or loads a model.
 """
 
 import os as _os
