@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from zoo.backend import BACKENDS
+
 COMMAND_MODULES = (
     "benchmark.cli_zoo",
     "benchmark.cli_data",
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     parser.add_argument(
         "--backend",
-        choices=("tensorflow", "jax", "torch"),
+        choices=BACKENDS,
         help="Keras backend to run on (default: $KERAS_BACKEND, else Keras's config, tensorflow)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

