@@ -75,7 +75,9 @@ class Benchmark:
         return self
 
     def leaderboard(self):
-        """Members and ensembles as a DataFrame sorted by validation accuracy."""
+        """Members and ensembles as a DataFrame, best first (the order ``best()`` picks from)."""
+        from reports.leaderboard import leaderboard
+
         return leaderboard(self.store)
 
     def best(self, model: str = "best"):
@@ -84,9 +86,3 @@ class Benchmark:
 
         return load_predictor(self.out, model=model)
 
-
-def leaderboard(store: RunStore):
-    """The run's leaderboard (``reports.leaderboard``): a DataFrame sorted by validation accuracy."""
-    from reports.leaderboard import leaderboard as build
-
-    return build(store)

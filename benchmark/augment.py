@@ -54,8 +54,40 @@ def available_steps() -> dict[str, dict[str, Any]]:
 
 
 def validate_policy(policy: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check names and parameters; return the steps with defaults filled in (as recorded in config)."""
-    return check_steps(policy, available_steps(), "augment")
+    """Check names and parameters; return the steps with defaults filled in (as recorded in config).
+
+    Values are checked too (ranges, choices: Keras's fill modes and flip modes), so a profile's
+    mistake fails when it is read, not when the step is first built in the middle of a run.
+    """
+    from benchmark.schema import check_step_values, number, one_of, whole
+
+    fill = one_of("reflect", "wrap", "constant", "nearest")
+    share = number(0, 1)
+    area = number(0, 1, low_open=True)
+    rules = {
+        "flip": {"mode": one_of("horizontal", "vertical", "horizontal_and_vertical")},
+        "translate": {"fraction": share, "fill_mode": fill},
+        "rotate": {"degrees": number(0, 180), "fill_mode": fill},
+        "zoom": {"fraction": number(0, 1, high_open=True), "fill_mode": fill},
+        "pad_crop": {"padding": whole(0)},
+        "cutout": {"size": whole(1), "probability": share},
+        "random_erasing": {
+            "probability": share,
+            "min_area": area,
+            "max_area": area,
+            "min_aspect": area,
+        },
+        "mixup": {"alpha": number(0, low_open=True)},
+        "cutmix": {"alpha": number(0, low_open=True)},
+    }
+    steps = check_step_values(check_steps(policy, available_steps(), "augment"), rules, "augment")
+    for s in steps:
+        if s["name"] == "random_erasing" and s["min_area"] > s["max_area"]:
+            raise ZoobenchError(
+                f"augment step 'random_erasing': min_area {s['min_area']!r} exceeds "
+                f"max_area {s['max_area']!r}"
+            )
+    return steps
 
 
 def mixes_labels(policy: Sequence[dict[str, Any]]) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
+from benchmark.formatting import duration
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,6 @@ def parse_duration(text: str | float | int | None, option: str = "--budget") -> 
     if not seconds > 0:
         raise ZoobenchError(f"{option}: a budget must be positive, got {text!r}")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
 
 
 class Clock:
@@ -227,8 +217,8 @@ def fit_to_budget(estimates: list[Estimate], budget_seconds: float | None,
                 Decision(
                     "dropped",
                     est,
-                    f"needs ~{format_duration(est.seconds)}, "
-                    f"{format_duration(max(left, 0))} of the budget left",
+                    f"needs ~{duration(est.seconds)}, "
+                    f"{duration(max(left, 0))} of the budget left",
                 )  # fmt: skip
             )
             continue

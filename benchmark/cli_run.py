@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from benchmark import distributed
-    from benchmark.budget import format_duration, parse_duration
+    from benchmark.budget import parse_duration
+    from benchmark.formatting import duration
     from benchmark.profiles import load_profile
 
     if not getattr(args, "verbose", False):  # TensorFlow's retracing notes are not for people
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line)
         if runner.budget_seconds is None:
             print("no budget: everything runs (set one with --budget)")
-        print(f"(planning took {format_duration(runner.clock.elapsed)}; nothing was trained)")
+        print(f"(planning took {duration(runner.clock.elapsed)}; nothing was trained)")
         return 0
     if role:
         print(f"distributed tuning: this process is the {role}", file=sys.stderr)

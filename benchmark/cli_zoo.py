@@ -21,7 +21,11 @@ def add_commands(sub) -> None:
     lst.add_argument("--kind", choices=KINDS, help="only scratch or only pretrained models")
     lst.add_argument("--family", help="only this family (e.g. resnet, densenet)")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lst.set_defaults(func=cmd_list)
+    lst.add_argument(
+        "--refresh", action="store_true", help="recount every model instead of the cached counts"
+    )
+    # Keras is imported only when the cached catalogue cannot answer (a model has to be built).
+    lst.set_defaults(func=cmd_list, needs_keras=False)
 
     show = zoo_sub.add_parser(
         "show", help="description, paper, search space and layers of one model"
@@ -35,11 +39,11 @@ def add_commands(sub) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zoo.catalog import catalog, human
+    from zoo.catalog import catalog
 
     # Builders may print (Keras reports weight downloads on stdout): keep stdout for the answer.
     with contextlib.redirect_stdout(sys.stderr):
-        rows = catalog(args.pattern, kind=args.kind, family=args.family)
+        rows = catalog(args.pattern, kind=args.kind, family=args.family, refresh=args.refresh)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -51,8 +55,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             r["name"],
             r["kind"],
             r["family"],
-            human(r["params"]),
-            human(r["flops"]),
+            _count(r["params"]),
+            _count(r["flops"]),
             f"{r['input_size']}px",
             _short(r["note"]),
         ]  # fmt: skip
@@ -71,7 +75,7 @@ def _short(note: str, limit: int = 60) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from zoo.catalog import details, human
+    from zoo.catalog import details
 
     with contextlib.redirect_stdout(sys.stderr):
         info = details(args.name)
@@ -86,7 +90,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"source  : {info['module']}")
     at = info.get("default_input_size")
     at = f" (default model computes at {at}px)" if at and at != info["input_size"] else ""
-    print(f"params  : {human(info['params'])}   FLOPs/image: {human(info['flops'])}{at}")
+    print(f"params  : {_count(info['params'])}   FLOPs/image: {_count(info['flops'])}{at}")
     for key, value in info["extra"].items():
         print(f"{key:8s}: {value}")
     if info["note"]:
@@ -111,3 +115,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {t}" for t, n in info["layer_types"].items())
         print(f"\nlayers: {len(info['layers'])} ({counts}); --layers lists them")
     return 0
+
+
+def _count(value: float | None) -> str:
+    from benchmark.formatting import count
+
+    return "n/a" if value is None else count(value)

@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from benchmark.atomic import atomic_path
 from benchmark.errors import DataError
+from benchmark.images import SUFFIXES, decode
 from benchmark.safe_pickle import load_restricted
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -373,12 +372,10 @@ def _list_folder_split(root: Path, split_name: str) -> dict[str, list[Path]]:
         raise DataError(f"{split_dir} has no class sub-folders")
     files = {}
     for name in classes:
-        images = sorted(
-            p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        images = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in SUFFIXES)
         if not images:
             raise DataError(
-                f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                f"class folder {split_dir / name} holds no images ({', '.join(SUFFIXES)})"
             )
         files[name] = images
     return files
@@ -451,7 +448,7 @@ def _decode_tree(files: dict[str, list[Path]], classes: Sequence[str], spec: Dat
     )
     # cv2.imdecode releases the GIL: threads decode in parallel without process start-up costs.
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        images = list(pool.map(decode_rgb, paths, chunksize=256))
+        images = list(pool.map(decode, paths, chunksize=256))
     expected = spec.image_shape or images[0].shape
     for path, image in zip(paths, images, strict=True):
         if image.shape != expected:
@@ -460,15 +457,6 @@ def _decode_tree(files: dict[str, list[Path]], classes: Sequence[str], spec: Dat
                 f"this dataset's images are {expected[1]}x{expected[0]}x{expected[2]}"
             )
     return np.stack(images), labels
-
-
-def decode_rgb(path: Path) -> np.ndarray:
-    """Decode one image file to uint8 RGB, or fail naming the file."""
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"cannot decode image {path}: empty, corrupt or not an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -46,8 +46,24 @@ def available_steps() -> dict[str, dict[str, Any]]:
 
 
 def validate_steps(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check step names and parameter names; return the steps with every default filled in."""
-    return check_steps(steps, available_steps(), "preprocess")
+    """Check step names, parameter names and values; return the steps with every default filled in."""
+    from benchmark.schema import check_step_values, number, one_of, whole
+
+    rules = {
+        "color_space": {"space": one_of(*COLOR_SPACES)},
+        "clahe": {"clip_limit": number(0, low_open=True), "tile_grid": whole(1)},
+        "denoise": {
+            "method": one_of(*DENOISE_METHODS),
+            "strength": number(0),
+            "template_window": whole(1),
+            "search_window": whole(1),
+            "diameter": whole(),
+            "sigma": number(0, low_open=True),
+        },
+    }
+    return check_step_values(
+        check_steps(steps, available_steps(), "preprocess"), rules, "preprocess"
+    )
 
 
 def apply_steps(images: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -64,19 +80,6 @@ def apply_steps(images: np.ndarray, steps: Sequence[dict[str, Any]]) -> np.ndarr
         params = {k: v for k, v in spec.items() if k != "name"}
         images = _STEPS[spec["name"]](images, **params)
     return images[0] if single else images
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One uint8 image at ``size`` (H, W): area averaging when shrinking, bilinear when enlarging.
-
-    Training data and prediction inputs go through this same function, so a member sees the same
-    pixels at predict time as in training.
-    """
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    interp = cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR
-    return cv2.resize(image, (w, h), interpolation=interp)
 
 
 def _per_image(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:

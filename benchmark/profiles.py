@@ -13,35 +13,36 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 from benchmark.augment import validate_policy
 from benchmark.budget import parse_duration
 from benchmark.errors import ZoobenchError
+from benchmark.naming import member_name
 from benchmark.preprocess import validate_steps
-from benchmark.training import resolve_training
-from benchmark.transfer import DEFAULT_OPTIONS as TRANSFER_OPTIONS
-from benchmark.transfer import STRATEGIES
-from benchmark.transfer import validate_options as validate_transfer
+from benchmark.schema import (
+    ALGORITHMS,
+    DATA_KEYS,
+    ENSEMBLES_TABLE,
+    MEMBER_KEYS,
+    RANGE_KEYS,
+    REPORT_DEFAULTS,
+    SAMPLINGS,
+    SEARCHABLE,
+    STRATEGIES,
+    TOP_KEYS,
+    TRANSFER_DEFAULTS,
+    TUNER_DEFAULTS,
+    resolve_ensembles,
+    resolve_report,
+    resolve_training,
+    validate_transfer_options,
+)
 
 DEFAULT_PROFILE = "cpu-quick"
-ALGORITHMS = ("random", "grid", "bayesian", "hyperband")
-TOP_KEYS = {"name", "description", "seed", "budget", "deterministic", "data", "training", "tuner",
-            "members", "ensembles", "report"}  # fmt: skip
-DATA_KEYS = {"dataset", "data_dir", "val_fraction", "train_size", "val_size", "test_size"}
-TUNER_DEFAULTS: dict[str, Any] = {
-    "algorithm": "random",
-    "max_trials": 4,
-    "epochs": 2,  # per trial (Hyperband: the most epochs of a trial)
-    "top_k": 1,  # the best k trials become members
-    "restore": True,  # True: the trial's model is the member; False: retrain with the member's epochs
-    "hyperband_factor": 3,
-    "search": {},
-}
-SEARCHABLE = {"learning_rate", "optimizer", "label_smoothing", "weight_decay", "schedule",
-              "batch_size", "momentum", "augment"}  # fmt: skip
-MEMBER_KEYS = {"architecture", "name", "hp", "training", "preprocess", "augment", "strategy",
-               "input_size", "tune", "seeds", "bagging", "transfer"}  # fmt: skip
 
 
 @dataclass
@@ -59,7 +60,14 @@ class MemberSpec:
     tune: dict[str, Any] | None = None  # resolved tuner settings when the member is tuned
     seeds: int = 1
     bagging: int = 0
-    transfer: dict[str, Any] = field(default_factory=dict)  # options of benchmark.transfer
+    # benchmark.transfer options as the profile wrote them (part of the member's id: keep as is)
+    transfer: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transfer_options(self) -> dict[str, Any]:
+        """``transfer`` with every default applied (schema.TRANSFER_DEFAULTS): what the strategy
+        runs with, and what the planner must cost (e.g. ``head_trials``)."""
+        return {**TRANSFER_DEFAULTS, **self.transfer}
 
 
 @dataclass
@@ -80,11 +88,16 @@ class Profile:
 
     @property
     def ensembles_enabled(self) -> bool:
-        return bool(self.ensembles.get("enabled", True))
+        return bool(self.ensembles.get("enabled", ENSEMBLES_TABLE["enabled"]))
 
     @property
     def report_enabled(self) -> bool:
-        return bool(self.report.get("enabled", True))
+        return bool(self.report.get("enabled", REPORT_DEFAULTS["enabled"]))
+
+    @property
+    def ensemble_config(self) -> dict[str, Any]:
+        """The [ensembles] settings for ensembles.build_ensembles: defaults applied, no ``enabled``."""
+        return {k: v for k, v in self.ensembles.items() if k != "enabled"}
 
     def to_json(self) -> dict[str, Any]:
         """What run.json records: the name, the file and the profile as written."""
@@ -167,14 +180,14 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         arch = m.get("architecture")
         if not isinstance(arch, str) or not arch:
             raise fail(f"{where}.architecture", "is required (a zoo architecture name)")
-        if check_architectures:
-            import zoo
+        if check_architectures:  # the zoo's cached index answers without importing Keras
+            from zoo.index import kind_of
+            from zoo.registry import ZooError
 
             try:
-                entry = zoo.get(arch)
-            except zoo.ZooError as exc:
+                kind = kind_of(arch)
+            except ZooError as exc:
                 raise fail(f"{where}.architecture", str(exc)) from None
-            kind = entry.kind
         else:
             kind = None
         strategy = m.get("strategy")
@@ -240,20 +253,11 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
             raise fail(
                 f"{where}.transfer", "is a table of transfer options, for pretrained members only"
             )
-        unknown = sorted(set(transfer) - set(TRANSFER_OPTIONS) - {"head_trials"})
-        if unknown:
-            known = ", ".join(sorted({*TRANSFER_OPTIONS, "head_trials"}))
-            raise fail(f"{where}.transfer", f"unknown option {', '.join(unknown)} (known: {known})")
-        head_trials = transfer.get("head_trials", 1)
-        if not isinstance(head_trials, int) or isinstance(head_trials, bool) or head_trials < 1:
-            raise fail(
-                f"{where}.transfer", f"head_trials must be a whole number >= 1, got {head_trials!r}"
-            )
         try:
-            validate_transfer({k: v for k, v in transfer.items() if k != "head_trials"})
+            validate_transfer_options(transfer)
         except ZoobenchError as exc:
             raise fail(f"{where}.transfer", str(exc).removeprefix("transfer option ")) from None
-        name = m.get("name") or _default_name(arch, strategy, input_size)
+        name = m.get("name") or member_name(arch, strategy, input_size)
         members.append(
             MemberSpec(
                 name=name,
@@ -276,9 +280,17 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         raise fail(
             "members", f"member names must differ; repeated: {', '.join(dupes)} (set name = ...)"
         )
-    for section in ("ensembles", "report"):
-        if not isinstance(raw.get(section, {}), dict):
+    tables = {}
+    for section, known, resolve in (("ensembles", ENSEMBLES_TABLE, _resolve_ensembles_table),
+                                    ("report", REPORT_DEFAULTS, resolve_report)):  # fmt: skip
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
             raise fail(section, "must be a table")
+        _unknown(table, set(known), f"{section}.", fail)
+        try:
+            tables[section] = resolve(table)
+        except ZoobenchError as exc:
+            raise ZoobenchError(f"profile {source}: {exc}") from None
     deterministic = raw.get("deterministic", False)
     if not isinstance(deterministic, bool):
         raise fail("deterministic", "must be true or false")
@@ -291,16 +303,19 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         deterministic=deterministic,
         data=data,
         members=members,
-        ensembles=dict(raw.get("ensembles", {})),
-        report=dict(raw.get("report", {})),
+        ensembles=tables["ensembles"],
+        report=tables["report"],
         raw=raw,
     )
 
 
-def _default_name(arch: str, strategy: str | None, input_size: int | None) -> str:
-    if strategy:
-        return f"{arch} / {strategy}" + (f" @{input_size}px" if input_size else "")
-    return arch + (f" @{input_size}px" if input_size else "")
+def _resolve_ensembles_table(table: dict[str, Any]) -> dict[str, Any]:
+    """[ensembles] with defaults applied: ``enabled`` and the settings of ensembles.build."""
+    enabled = table.get("enabled", ENSEMBLES_TABLE["enabled"])
+    if not isinstance(enabled, bool):
+        raise ZoobenchError(f"[ensembles] enabled must be true or false, got {enabled!r}")
+    return {"enabled": enabled,
+            **resolve_ensembles({k: v for k, v in table.items() if k != "enabled"})}  # fmt: skip
 
 
 def _unknown(table: dict, known: set[str], prefix: str, fail) -> None:
@@ -348,11 +363,29 @@ def _check_tuner(tuner: dict[str, Any], where: str, fail) -> None:
         elif isinstance(space, list):
             if not space:
                 raise fail(f"{where}.search.{key}", "an empty list of choices")
+            _check_search_values(key, space, where, fail)
         elif isinstance(space, dict):
-            if not {"min", "max"} <= set(space) or set(space) - {"min", "max", "sampling", "step"}:
+            if not {"min", "max"} <= set(space) or set(space) - RANGE_KEYS:
                 raise fail(
                     f"{where}.search.{key}",
                     "a range needs min and max (and optionally sampling, step)",
                 )
+            if space.get("sampling", "linear") not in SAMPLINGS:
+                raise fail(
+                    f"{where}.search.{key}.sampling",
+                    f"must be one of {', '.join(SAMPLINGS)}, got {space['sampling']!r}",
+                )
+            _check_search_values(key, [space["min"], space["max"]], where, fail)
+            if not space["min"] < space["max"]:
+                raise fail(f"{where}.search.{key}", "a range needs min < max")
         else:
             raise fail(f"{where}.search.{key}", "must be a list of choices or a {min, max} range")
+
+
+def _check_search_values(key: str, values: list, where: str, fail) -> None:
+    """Every value a search may try is a valid training setting (checked by the [training] rules)."""
+    for value in values:
+        try:
+            resolve_training({key: value}, where=f"{where}.search")
+        except ZoobenchError as exc:
+            raise fail(f"{where}.search.{key}", str(exc).split(": ", 1)[-1]) from None

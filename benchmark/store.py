@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -28,9 +29,13 @@ from typing import Any
 import numpy as np
 
 from benchmark import atomic
+from benchmark.errors import ZoobenchError
 
 STATUSES = ("done", "failed", "skipped")
+UNFINISHED = "unfinished"  # the status of an entry without metrics.json: running or interrupted
 BEST = "best"  # ensembles/best/: the exported winner, a pointer folder without metrics.json
+MEMBER, ENSEMBLE = "member", "ensemble"
+_STATUS_ORDER = {"done": 0, UNFINISHED: 1, "skipped": 2, "failed": 3}
 
 
 def member_id(definition: dict[str, Any]) -> str:
@@ -39,21 +44,67 @@ def member_id(definition: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def rank_key(
+    status: str, val_accuracy: float | None, val_loss: float | None, kind: str, name: str
+) -> tuple:
+    """The one ranking (leaderboard rows, ``select_best``, predict's "best"), best first.
+
+    Finished rows first; then higher validation accuracy, lower validation loss, members before
+    ensembles (on a full tie the cheaper model wins) and the name. Test scores never enter.
+    """
+
+    def number(value: float | None, missing: float) -> float:
+        try:
+            value = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return missing
+        return missing if math.isnan(value) else value
+
+    return (
+        _STATUS_ORDER.get(status, 9),
+        -number(val_accuracy, -math.inf),
+        number(val_loss, math.inf),
+        kind == ENSEMBLE,
+        name,
+    )
+
+
 @dataclass
 class Entry:
-    """A member or an ensemble as stored: its folder, config and metrics, probabilities on demand."""
+    """A member or an ensemble as stored: its folder, kind, config and metrics; arrays on demand."""
 
     path: Path
     config: dict[str, Any]
     metrics: dict[str, Any]
+    kind: str = MEMBER  # MEMBER or ENSEMBLE
 
     @property
     def id(self) -> str:
         return self.path.name
 
     @property
+    def key(self) -> str:
+        """Unique across members and ensembles (an ensemble may share a member's folder name)."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.kind == ENSEMBLE
+
+    @property
     def name(self) -> str:
-        return str(self.config.get("name", self.path.name))
+        """The name people read: the config's, else built from the architecture or the method."""
+        if self.config.get("name"):
+            return str(self.config["name"])
+        if self.is_ensemble:
+            return f"{self.config.get('method') or 'ensemble'} ensemble"
+        from benchmark.naming import member_name
+
+        return member_name(
+            str(self.config.get("architecture") or self.id),
+            self.config.get("strategy"),
+            self.config.get("input_size") if self.config.get("kind") == "pretrained" else None,
+        )
 
     @property
     def status(self) -> str:
@@ -64,12 +115,23 @@ class Entry:
         return self.status == "done"
 
     @property
+    def rank_key(self) -> tuple:
+        m = self.metrics
+        return rank_key(self.status, m.get("val_accuracy"), m.get("val_loss"), self.kind, self.name)
+
+    @property
     def model_path(self) -> Path:
         return self.path / "model.keras"
 
+    def probs_path(self, split: str) -> Path:
+        return self.path / f"{split}_probs.npy"
+
+    def has_probs(self) -> bool:
+        return all(self.probs_path(split).is_file() for split in ("val", "test"))
+
     def probs(self, split: str) -> np.ndarray:
         """Predicted class probabilities on ``split`` ('val' or 'test'), shape (N, classes)."""
-        return np.load(self.path / f"{split}_probs.npy", allow_pickle=False)
+        return np.load(self.probs_path(split), allow_pickle=False)
 
     def history(self):
         """Training history as a pandas DataFrame (empty when the entry has none)."""
@@ -80,7 +142,12 @@ class Entry:
 
 
 class RunStore:
-    """Read and write one run folder."""
+    """Read and write one run folder: the only code that knows its layout.
+
+    Readers take an optional ``notes`` list: given one, they are tolerant (a report of a run that is
+    still going or was killed): what is missing or unreadable becomes a note and is left out.
+    Without it a damaged file is a one-line ZoobenchError naming the file.
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -94,10 +161,20 @@ class RunStore:
         return self.run_json.is_file()
 
     def read_run(self) -> dict[str, Any]:
-        return atomic.read_json(self.run_json) if self.run_json.is_file() else {}
+        """run.json as a dict ({} before the first run); a torn file is a ZoobenchError naming it."""
+        return self._read_json(self.run_json) if self.run_json.is_file() else {}
 
     def write_run(self, meta: dict[str, Any]) -> None:
         atomic.write_json(self.run_json, meta)
+
+    def class_names(self) -> list[str]:
+        """The class names run.json records ([] for a run that recorded none)."""
+        return [str(c) for c in (self.read_run().get("data") or {}).get("class_names") or []]
+
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, C) of the run's images, which members were trained from (None: not recorded)."""
+        shape = (self.read_run().get("data") or {}).get("input_shape")
+        return tuple(int(s) for s in shape) if shape else None  # type: ignore[return-value]
 
     @property
     def data_dir(self) -> Path:
@@ -106,15 +183,28 @@ class RunStore:
     def save_array(self, name: str, array: np.ndarray) -> None:
         atomic.save_npy(self.data_dir / f"{name}.npy", array)
 
+    def has_array(self, name: str) -> bool:
+        return (self.data_dir / f"{name}.npy").is_file()
+
     def load_array(self, name: str) -> np.ndarray:
         path = self.data_dir / f"{name}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"run store {self.root} has no {path.relative_to(self.root)}")
         return np.load(path, allow_pickle=False)
 
-    def labels(self, split: str) -> np.ndarray:
-        """Integer labels of 'val' or 'test'. Test labels are for scoring the finished leaderboard."""
-        return self.load_array(f"y_{split}")
+    def labels(self, split: str, notes: list[str] | None = None) -> np.ndarray | None:
+        """Integer labels of 'val' or 'test'. Test labels are for scoring the finished leaderboard.
+
+        Tolerant (``notes`` given): a missing file is a note and None.
+        """
+        if notes is not None and not self.has_array(f"y_{split}"):
+            notes.append(f"data/y_{split}.npy is missing: {split} scores are left out")
+            return None
+        return self.load_array(f"y_{split}").astype(np.int64).ravel()
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 25 training pictures and labels the report shows as a grid."""
+        return self.load_array("sample_x"), self.load_array("sample_y")
 
     @property
     def tuner_dir(self) -> Path:
@@ -146,39 +236,119 @@ class RunStore:
     def is_complete(self, path: Path) -> bool:
         return (path / "metrics.json").is_file()
 
-    def members(self, include_incomplete: bool = False) -> list[Entry]:
-        """Stored members, in the order they were finished."""
-        return self._entries(self.members_dir, include_incomplete)
+    def members(
+        self, include_unfinished: bool = False, notes: list[str] | None = None
+    ) -> list[Entry]:
+        """Stored members, in the order they were finished (unfinished ones last)."""
+        return self._entries(self.members_dir, MEMBER, include_unfinished, notes)
 
-    def ensembles(self) -> list[Entry]:
-        return self._entries(self.ensembles_dir, False)
+    def ensembles(self, notes: list[str] | None = None) -> list[Entry]:
+        """Complete ensembles (``ensembles/best`` is a pointer, not one)."""
+        return self._entries(self.ensembles_dir, ENSEMBLE, False, notes)
 
     def member(self, mid: str) -> Entry:
-        return self._entry(self.member_dir(mid))
+        return self._entry(self.member_dir(mid), MEMBER)
 
     def ensemble(self, name: str) -> Entry:
-        return self._entry(self.ensemble_dir(name))
+        return self._entry(self.ensemble_dir(name), ENSEMBLE)
 
-    def _entries(self, folder: Path, include_incomplete: bool) -> list[Entry]:
+    def find(self, name: str) -> Entry | None:
+        """The complete member (by ID) or ensemble (by name) called ``name``, else None."""
+        if name == BEST:
+            return None
+        for folder, kind in ((self.member_dir(name), MEMBER), (self.ensemble_dir(name), ENSEMBLE)):
+            if folder.is_dir() and self.is_complete(folder):
+                return self._entry(folder, kind)
+        return None
+
+    def member_config(self, path: str | os.PathLike) -> dict[str, Any]:
+        """The config.json of the member stored at ``path`` ({} when it has none)."""
+        config = Path(path) / "config.json"
+        return self._read_json(config) if config.is_file() else {}
+
+    def _entries(
+        self, folder: Path, kind: str, include_unfinished: bool, notes: list[str] | None
+    ) -> list[Entry]:
         if not folder.is_dir():
             return []
-        entries = [
-            self._entry(p)
-            for p in sorted(folder.iterdir())
-            if p.is_dir() and (include_incomplete or self.is_complete(p))
-        ]
-        return sorted(entries, key=lambda e: e.metrics.get("finished_at", ""))
+        entries = []
+        for path in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != BEST):
+            if not (include_unfinished or self.is_complete(path)):
+                continue
+            try:
+                entries.append(self._entry(path, kind))
+            except ZoobenchError as exc:
+                if notes is None:
+                    raise
+                notes.append(f"{exc}; it is left out")
+        return sorted(entries, key=lambda e: str(e.metrics.get("finished_at", "~")))
 
-    def _entry(self, path: Path) -> Entry:
+    def _entry(self, path: Path, kind: str) -> Entry:
         config_path, metrics_path = path / "config.json", path / "metrics.json"
         if not config_path.is_file():
-            raise FileNotFoundError(f"{path} has no config.json: not a stored member or ensemble")
-        config = atomic.read_json(config_path)
-        metrics = (
-            atomic.read_json(metrics_path) if metrics_path.is_file() else {"status": "running"}
-        )
-        return Entry(path, config, metrics)
+            raise ZoobenchError(f"{self._rel(path)} has no config.json: not a stored {kind}")
+        config = self._read_json(config_path)
+        if metrics_path.is_file():
+            metrics = self._read_json(metrics_path)
+        else:
+            metrics = {"status": UNFINISHED, "reason": "no metrics.json: running or interrupted"}
+        return Entry(path, config, metrics, kind)
 
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return atomic.read_json(path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ZoobenchError(f"{path} is not valid JSON ({exc})") from None
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # ---- what ensembles write --------------------------------------------------------------------
+    @property
+    def diversity_json(self) -> Path:
+        return self.ensembles_dir / "diversity.json"
+
+    def write_diversity(self, ids: list[str], names: list[str], matrix: np.ndarray) -> None:
+        atomic.write_json(self.diversity_json, {
+            "members": ids, "names": names, "disagreement": np.round(matrix, 6).tolist(),
+        })  # fmt: skip
+
+    def diversity(self) -> tuple[list[str], np.ndarray]:
+        """(member names, pairwise disagreement); a ZoobenchError names what is missing or wrong."""
+        if not self.diversity_json.is_file():
+            raise ZoobenchError("ensembles/diversity.json is missing (no ensembles built yet)")
+        data = self._read_json(self.diversity_json)
+        try:
+            names = [str(n) for n in data.get("names") or data["members"]]
+            matrix = np.asarray(data["disagreement"], dtype=float)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ZoobenchError(f"ensembles/diversity.json cannot be read ({exc})") from None
+        if matrix.shape != (len(names), len(names)):
+            raise ZoobenchError(
+                f"ensembles/diversity.json has a {matrix.shape} matrix for {len(names)} members"
+            )
+        return names, matrix
+
+    @property
+    def best_dir(self) -> Path:
+        return self.ensemble_dir(BEST)
+
+    def best_pointer(self) -> dict[str, Any] | None:
+        """ensembles/best/config.json: which entry won and whether a fused model exists."""
+        path = self.best_dir / "config.json"
+        return self._read_json(path) if path.is_file() else None
+
+    def remove_stale_ensembles(self, keep: set[str]) -> None:
+        """Delete ensemble folders not in ``keep`` (a method since removed from the profile)."""
+        if self.ensembles_dir.is_dir():
+            for old in self.ensembles_dir.iterdir():
+                if old.is_dir() and old.name not in keep | {BEST}:
+                    shutil.rmtree(old)
+
+    # ---- writing ---------------------------------------------------------------------------------
     def write_entry(
         self,
         path: Path,
@@ -205,7 +375,8 @@ class RunStore:
             with atomic.atomic_path(path / "history.csv") as tmp:
                 history.to_csv(tmp, index=False)
         atomic.write_json(path / "metrics.json", metrics)
-        return Entry(path, config, metrics)
+        kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
+        return Entry(path, config, metrics, kind)
 
     def discard_incomplete(self, folder: Path) -> None:
         """Remove the leftovers of an entry whose run was interrupted (no metrics.json)."""
@@ -219,7 +390,7 @@ class RunStore:
                 yield from (
                     p
                     for p in folder.iterdir()
-                    if p.is_dir() and not self.is_complete(p) and p != self.ensembles_dir / BEST
+                    if p.is_dir() and not self.is_complete(p) and p != self.best_dir
                 )
 
 

@@ -18,71 +18,15 @@ from typing import Any
 import keras
 import numpy as np
 
+from benchmark import metrics
 from benchmark.augment import make_dataset
 from benchmark.errors import ZoobenchError
 
+# The [training] table's options, defaults and checks are plain data in benchmark.schema (one
+# definition, read by the profile parser without Keras); re-exported for the code that trains.
+from benchmark.schema import DEFAULT_TRAINING, LOSSES, OPTIMIZERS, SCHEDULES, resolve_training  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("constant", "step", "cosine", "one-cycle")
-LOSSES = ("auto", "categorical", "sparse")
-
-DEFAULT_TRAINING: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 128,
-    "optimizer": "adam",
-    "learning_rate": 1e-3,
-    "weight_decay": 0.0,
-    "momentum": 0.9,  # SGD and RMSprop
-    "nesterov": False,  # SGD
-    "schedule": "constant",
-    "warmup_epochs": 0.0,  # cosine
-    "step_epochs": 10,  # step: multiply by step_factor every step_epochs epochs
-    "step_factor": 0.1,
-    "loss": "auto",  # categorical unless labels are plain and no label smoothing is asked for
-    "label_smoothing": 0.0,
-    "early_stopping_patience": 5,  # 0 turns early stopping off
-    "clipnorm": None,
-    "adversarial": None,  # {"epsilon": 2.0, "ratio": 0.5}: FGSM adversarial training
-}
-
-
-def resolve_training(
-    overrides: dict[str, Any] | None = None, where: str = "training"
-) -> dict[str, Any]:
-    """Defaults plus ``overrides``, checked: unknown keys and bad values name ``where`` and the key."""
-    training = dict(DEFAULT_TRAINING)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULT_TRAINING:
-            known = ", ".join(sorted(DEFAULT_TRAINING))
-            raise ZoobenchError(f"{where}: unknown training option {key!r} (known: {known})")
-        training[key] = value
-    checks = {
-        "optimizer": training["optimizer"] in OPTIMIZERS,
-        "schedule": training["schedule"] in SCHEDULES,
-        "loss": training["loss"] in LOSSES,
-        "epochs": isinstance(training["epochs"], int) and training["epochs"] >= 1,
-        "batch_size": isinstance(training["batch_size"], int) and training["batch_size"] >= 1,
-        "learning_rate": _number(training["learning_rate"]) and training["learning_rate"] > 0,
-        "weight_decay": _number(training["weight_decay"]) and training["weight_decay"] >= 0,
-        "label_smoothing": _number(training["label_smoothing"])
-        and 0 <= training["label_smoothing"] < 1,
-        "early_stopping_patience": isinstance(training["early_stopping_patience"], int)
-        and training["early_stopping_patience"] >= 0,
-        "warmup_epochs": _number(training["warmup_epochs"]) and training["warmup_epochs"] >= 0,
-        "adversarial": training["adversarial"] is None or isinstance(training["adversarial"], dict),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            allowed = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}.get(key)
-            hint = f" (one of {', '.join(allowed)})" if allowed else ""
-            raise ZoobenchError(f"{where}.{key}: bad value {training[key]!r}{hint}")
-    return training
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 # ---- learning-rate schedules -----------------------------------------------------------------------
 
@@ -388,19 +332,9 @@ def fit(
     trainer = compile_model(
         model, dict(training, epochs=epochs), steps, sparse=sparse, jit_compile=jit_compile
     )
-    nan_guard, deadline_stop, timer = NaNGuard(), DeadlineStop(deadline), EpochTimer()
-    all_callbacks: list[keras.callbacks.Callback] = [timer, nan_guard, deadline_stop, *callbacks]
-    if training["early_stopping_patience"]:
-        all_callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                mode="max",
-                patience=int(training["early_stopping_patience"]),
-                restore_best_weights=True,
-            )
-        )
-    if tensorboard_dir:
-        all_callbacks.append(tensorboard_callback(str(tensorboard_dir)))
+    timer = EpochTimer()
+    guards = Guards(training, deadline, tensorboard_dir)
+    all_callbacks = [timer, *guards.callbacks, *callbacks]
     start = time.perf_counter()
     history = trainer.fit(
         train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,
@@ -414,24 +348,91 @@ def fit(
     if "learning_rate" not in frame and len(timer.rates) == len(frame):
         frame["learning_rate"] = timer.rates
     done = len(frame)
-    reason = ""
-    if nan_guard.fired_at is not None or _has_nan(frame):
-        reason = f"loss became NaN/inf in epoch {nan_guard.fired_at or done} (TerminateOnNaN)"
     return FitResult(
         model=getattr(trainer, "model", model) if trainer is not model else model,
         history=frame,
         epochs=done,
         train_seconds=seconds,
         images_per_second=done * len(x_train) / seconds if seconds > 0 else 0.0,
-        stopped_by_budget=deadline_stop.stopped,
-        failed_reason=reason,
+        stopped_by_budget=guards.deadline.stopped,
+        failed_reason=guards.failure(frame),
     )
 
 
-def _has_nan(frame) -> bool:
-    if "loss" not in frame:
+def fit_pretrained(
+    strategy: str,
+    architecture: str,
+    hp,
+    data,
+    training: dict[str, Any],
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    deadline: float | None = None,
+    tensorboard_dir: str | None = None,
+    cache_dir: str,
+    tuner: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> FitResult:
+    """A pretrained member trained by ``benchmark.transfer.run_strategy``, with ``fit``'s guards.
+
+    ``data`` holds the member's preprocessed arrays, so the probabilities feature extraction
+    computes from its cached features match the returned model's.
+    """
+    from benchmark import transfer
+
+    # Feature extraction stops its heads by its own ``patience`` option; a second EarlyStopping
+    # would cut the chosen head's refit short of what its search trial ran.
+    guards = Guards(training, deadline, tensorboard_dir,
+                    early_stopping=strategy != "feature-extraction")  # fmt: skip
+    start = time.perf_counter()
+    result = transfer.run_strategy(
+        strategy, architecture, hp, data, cache_dir=cache_dir, epochs=int(epochs or training["epochs"]),
+        batch_size=int(training["batch_size"]), seed=seed, learning_rate=float(training["learning_rate"]),
+        callbacks=guards.callbacks, tuner=tuner or {}, options=options or {},
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    history, done = result.history, len(result.history)
+    info = {f"transfer_{k}": v for k, v in (result.info or {}).items()
+            if isinstance(v, (int, float, str, bool)) or v is None}  # fmt: skip
+    return FitResult(model=result.model, history=history, epochs=done, train_seconds=seconds,
+                     images_per_second=done * len(data.x_train) / seconds if seconds > 0 else 0.0,
+                     stopped_by_budget=guards.deadline.stopped, failed_reason=guards.failure(history),
+                     extra=info, val_probs=result.val_probs, test_probs=result.test_probs)  # fmt: skip
+
+
+class Guards:
+    """The callbacks every fit gets: NaN guard, budget deadline, early stopping, TensorBoard."""
+
+    def __init__(
+        self,
+        training: dict[str, Any],
+        deadline: float | None,
+        tensorboard_dir: str | None = None,
+        early_stopping: bool = True,
+    ):
+        self.nan = NaNGuard()
+        self.deadline = DeadlineStop(deadline)
+        self.callbacks: list[keras.callbacks.Callback] = [self.nan, self.deadline]
+        if early_stopping and training["early_stopping_patience"]:
+            self.callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=int(training["early_stopping_patience"]),
+                restore_best_weights=True))  # fmt: skip
+        if tensorboard_dir:
+            self.callbacks.append(tensorboard_callback(str(tensorboard_dir)))
+
+    def failure(self, history) -> str:
+        """Why the fit failed ("" when it did not): a loss that became NaN or infinite."""
+        if self.nan.fired_at is None and not has_nan(history):
+            return ""
+        return f"loss became NaN/inf in epoch {self.nan.fired_at or len(history)} (TerminateOnNaN)"
+
+
+def has_nan(history) -> bool:
+    """Whether a history's loss column holds a NaN or an infinity."""
+    if "loss" not in history:
         return False
-    values = frame["loss"].to_numpy(dtype=float)
+    values = history["loss"].to_numpy(dtype=float)
     return bool(len(values) and not np.all(np.isfinite(values)))
 
 
@@ -447,11 +448,9 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> tuple[n
 
 
 def evaluate_probs(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy and cross-entropy of stored probabilities (what the leaderboard compares)."""
-    if len(y) == 0:
-        return {"accuracy": float("nan"), "loss": float("nan")}
-    p = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
-    return {
-        "accuracy": float(np.mean(np.argmax(probs, axis=1) == y)),
-        "loss": float(-np.mean(np.log(p))),
-    }
+    """Accuracy and cross-entropy of stored probabilities (what the leaderboard compares).
+
+    Both come from :mod:`benchmark.metrics`, as the ensembles' and the reports' do; ``nan`` when
+    ``y`` is empty.
+    """
+    return {"accuracy": metrics.accuracy(probs, y), "loss": metrics.log_loss(probs, y)}

@@ -37,29 +37,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark import atomic
+from benchmark import atomic, schema
 from benchmark.errors import ZoobenchError
+from benchmark.naming import member_name
 from zoo import backend
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("feature-extraction", "fine-tuning", "progressive-unfreezing")
+STRATEGIES = schema.STRATEGIES
 MEMBER_PREFIX = "member:"
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "stage")
 FEATURE_CACHE_VERSION = 1
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "warmup_epochs": None,  # fine-tuning: head epochs (default: a third of ``epochs``, at least 1)
-    "fine_tune_lr_factor": 0.1,  # fine-tuning: backbone learning rate = learning_rate * factor
-    "stages": 3,  # progressive unfreezing: unfreezing stages after the head stage
-    "stage_lr_decay": 0.3,  # progressive unfreezing: lr of stage k = learning_rate * decay**k
-    "max_trials": 6,  # feature extraction: Keras Tuner trials over heads
-    "patience": 5,  # feature extraction: early-stopping patience (val_accuracy) per head trial
-    "head_batch_size": 256,  # feature extraction: batch size on cached features
-    "extract_batch_size": 128,  # feature extraction: batch size of the backbone pass
-    "feature_levels": 1,  # feature extraction: pooled ends of the top N stages (1: last layer only)
-    "flip_features": False,  # feature extraction: train on images and mirrors; average both to predict
-}
+# The transfer options and their defaults are plain data in benchmark.schema (one definition, read by
+# the profile parser and the planner); ``head_trials`` sizes feature extraction's head search.
+DEFAULT_OPTIONS: dict[str, Any] = schema.TRANSFER_DEFAULTS
 
 
 @dataclass
@@ -100,11 +92,6 @@ class Backbone:
             digest.update(str(w.shape).encode())
             digest.update(np.ascontiguousarray(w).tobytes())
         return digest.hexdigest()[:16]
-
-
-def member_name(architecture: str, strategy: str, input_size: int) -> str:
-    """Leaderboard name, e.g. ``efficientnet_lite0 / feature-extraction @128px``."""
-    return f"{architecture} / {strategy} @{input_size}px"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,9 +169,9 @@ def _member_backbone(folder: Path, input_shape) -> Backbone:
         pre.append(
             keras.layers.Resizing(member_shape[0], member_shape[1], name="resize_for_backbone")
         )
-    config = {}
-    if (folder / "config.json").is_file():
-        config = json.loads((folder / "config.json").read_text())
+    from benchmark.store import RunStore
+
+    config = RunStore(folder.parent.parent).member_config(folder)  # {} for a bare model folder
     name = f"member:{config.get('name') or config.get('architecture') or folder.name}"
     head = {"dropout": 0.2, "dense_units": 0}
     size = member_shape[0]
@@ -193,26 +180,7 @@ def _member_backbone(folder: Path, input_shape) -> Backbone:
 
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` checked against :data:`DEFAULT_OPTIONS`: known names, values of the right kind."""
-    unknown = set(options) - set(DEFAULT_OPTIONS)
-    if unknown:
-        raise ZoobenchError(f"unknown transfer options: {', '.join(sorted(unknown))}")
-    for key, value in options.items():
-        default = DEFAULT_OPTIONS[key]
-        least = 0 if key in ("patience", "warmup_epochs") else 1
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-        else:  # whole numbers; None where the default is None
-            ok = (value is None and default is None) or (
-                isinstance(value, int) and not isinstance(value, bool) and value >= least
-            )
-        if not ok:
-            want = {bool: "true or false", float: "a number > 0"}.get(
-                type(default), f"a whole number >= {least}"
-            )
-            raise ZoobenchError(f"transfer option {key} must be {want}, got {value!r}")
-    return dict(options)
+    return schema.validate_transfer_options(options)
 
 
 def multi_level(backbone: Backbone, levels: int) -> Backbone:
@@ -312,7 +280,8 @@ def run_strategy(
 
     ``hp`` is the architecture's HyperParameters (``input_size``, head ``dropout`` /
     ``dense_units``); None means defaults. ``tuner`` configures the feature-extraction head search
-    (``max_trials``, ``directory``, ``project_name``, ``overwrite``). ``options`` overrides
+    (Keras Tuner's ``max_trials``, which overrides the ``head_trials`` option, ``directory``,
+    ``project_name``, ``overwrite``). ``options`` overrides
     :data:`DEFAULT_OPTIONS`. Validation data is used for monitoring and selection only; the test
     split is only passed through the finished model (feature extraction's ``test_probs``).
     """
@@ -325,7 +294,7 @@ def run_strategy(
         )
     if epochs < 1:
         raise ZoobenchError(f"epochs must be at least 1 for {strategy}, got {epochs}")
-    opts = {**DEFAULT_OPTIONS, **validate_options(options or {})}
+    opts = schema.transfer_options(options)
     hp = keras_tuner.HyperParameters() if hp is None else hp
     keras.utils.set_random_seed(seed)
     backbone = load_backbone(architecture, hp, data.input_shape, data.num_classes)
@@ -484,7 +453,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
     try:
         oracle = tuning.DefaultsFirstOracle(
             objective=keras_tuner.Objective("val_accuracy", direction="max"),
-            max_trials=int(tuner.get("max_trials", opts["max_trials"])),
+            max_trials=int(tuner.get("max_trials", opts["head_trials"])),
             seed=seed,
         )
         search = tuning.ResumableTuner(
@@ -532,7 +501,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         "frozen_backbone_epoch_seconds": round(frozen_epoch, 3) if frozen_epoch else None,
         "speedup": round(frozen_epoch / head_epoch, 1) if frozen_epoch and head_epoch > 0 else None,
         "head_hp": dict(best_hp.values),
-        "head_trials": int(tuner.get("max_trials", opts["max_trials"])),
+        "head_trials": int(tuner.get("max_trials", opts["head_trials"])),
         "features": backbone.features,
         "feature_dim": int(f_train.shape[1]),
         "flip_features": flip,

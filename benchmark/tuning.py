@@ -366,3 +366,11 @@ def serve_oracle(oracle, poll_seconds: float = 0.5) -> None:
             time.sleep(poll_seconds)
     finally:
         server.stop(grace=2).wait()
+
+
+def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
+    """A HyperParameters holding ``values`` as they are: how a member is built outside a search."""
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.values[name] = value
+    return hp

@@ -9,7 +9,6 @@ them all from scratch and replaces what an earlier call stored.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,87 +18,30 @@ from typing import Any
 import numpy as np
 
 from benchmark import atomic
-from benchmark.errors import ZoobenchError
+from benchmark.metrics import accuracy, log_loss
+from benchmark.naming import slug
+from benchmark.schema import ENSEMBLE_DEFAULTS, ENSEMBLE_METHODS, resolve_ensembles
 from benchmark.store import Entry, RunStore
-from ensembles.export import BEST_DIR, write_best
+from ensembles.export import write_best
 from ensembles.methods import (
-    STACKERS,
     AverageEnsemble,
     GreedyEnsemble,
     StackingEnsemble,
     WeightedAverage,
-    accuracy,
     disagreement_matrix,
-    log_loss,
 )
 
 log = logging.getLogger(__name__)
 
-METHODS = ("average-all", "top-k", "greedy", "stacking", "bagging", "seeds")
-
-# The profile's [ensembles] table: every key, its default. Documented in docs/CONTRACTS.md.
-DEFAULTS: dict[str, Any] = {
-    "methods": list(METHODS),
-    "top_k": 3,
-    "greedy_size": 20,
-    "greedy_init": 1,
-    "greedy_use_best": True,
-    "stacker": "logistic",
-    "stacker_C": 1.0,
-    "stacker_hidden": 32,
-    "stacker_cv": 5,
-    "min_members": 2,
-    "export_best": True,
-}
+# The profile's [ensembles] table (every key, its default, its checks) is plain data in
+# benchmark.schema, checked when the profile is parsed; documented in docs/CONTRACTS.md.
+METHODS = ENSEMBLE_METHODS
+DEFAULTS: dict[str, Any] = ENSEMBLE_DEFAULTS
 
 
 def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
     """The [ensembles] table with defaults filled in; unknown keys and bad values are user errors."""
-    config = dict(config or {})
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ZoobenchError(
-            f"[ensembles] has unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}"
-        )
-    out = {**DEFAULTS, **config}
-    methods = out["methods"]
-    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
-        raise ZoobenchError(f"[ensembles] methods must be a list of names, got {methods!r}")
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ZoobenchError(
-            f"[ensembles] methods: unknown method(s) {', '.join(bad)}; known: {', '.join(METHODS)}"
-        )
-    for key in ("top_k", "greedy_size", "stacker_hidden", "min_members"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
-            raise ZoobenchError(f"[ensembles] {key} must be a positive integer, got {out[key]!r}")
-    if (
-        isinstance(out["greedy_init"], bool)
-        or not isinstance(out["greedy_init"], int)
-        or (out["greedy_init"] < 0)
-    ):
-        raise ZoobenchError(
-            f"[ensembles] greedy_init must be an integer >= 0, got {out['greedy_init']!r}"
-        )
-    if (
-        isinstance(out["stacker_cv"], bool)
-        or not isinstance(out["stacker_cv"], int)
-        or (out["stacker_cv"] < 2)
-    ):
-        raise ZoobenchError(
-            f"[ensembles] stacker_cv must be an integer >= 2, got {out['stacker_cv']!r}"
-        )
-    if out["stacker"] not in STACKERS:
-        raise ZoobenchError(
-            f"[ensembles] stacker must be one of {', '.join(STACKERS)}, got {out['stacker']!r}"
-        )
-    c = out["stacker_C"]
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
-        raise ZoobenchError(f"[ensembles] stacker_C must be a positive number, got {c!r}")
-    for key in ("greedy_use_best", "export_best"):
-        if not isinstance(out[key], bool):
-            raise ZoobenchError(f"[ensembles] {key} must be true or false, got {out[key]!r}")
-    return out
+    return resolve_ensembles(config)
 
 
 @dataclass
@@ -115,10 +57,6 @@ class Fitted:
     test_probs: np.ndarray
     stacker: StackingEnsemble | None = None
     fit_seconds: float = 0.0
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "group"
 
 
 def _now() -> str:
@@ -216,7 +154,7 @@ def fit_ensembles(
                 continue
             fitted.append(
                 _fit_average(
-                    f"{method}-{_slug(gname)}", method, AverageEnsemble(),
+                    f"{method}-{slug(gname, 'group')}", method, AverageEnsemble(),
                     [members[i] for i in idx], [val[i] for i in idx], [test[i] for i in idx],
                     y_val, {"group": f"{method}:{gname}"},
                 )
@@ -282,14 +220,7 @@ def write_fitted(store: RunStore, fit: Fitted, y_val: np.ndarray) -> Entry:
 def write_diversity(store: RunStore, members: list[Entry]) -> None:
     """Pairwise validation disagreement between members (reports draw it as a heatmap)."""
     matrix = disagreement_matrix([m.probs("val") for m in members]) if members else np.zeros((0, 0))
-    atomic.write_json(
-        store.ensembles_dir / "diversity.json",
-        {
-            "members": [m.id for m in members],
-            "names": [m.name for m in members],
-            "disagreement": np.round(matrix, 6).tolist(),
-        },
-    )
+    store.write_diversity([m.id for m in members], [m.name for m in members], matrix)
 
 
 def usable_members(store: RunStore) -> list[Entry]:
@@ -298,7 +229,7 @@ def usable_members(store: RunStore) -> list[Entry]:
     for m in store.members():
         if not m.ok:
             continue
-        if not ((m.path / "val_probs.npy").is_file() and (m.path / "test_probs.npy").is_file()):
+        if not m.has_probs():
             log.warning("ensembles: member %s has no stored probabilities; skipped", m.id)
             continue
         out.append(m)
@@ -306,23 +237,15 @@ def usable_members(store: RunStore) -> list[Entry]:
 
 
 def select_best(members: list[Entry], ensembles: list[Entry]) -> Entry | None:
-    """The best entry by validation accuracy, ties to the lower validation loss, then the simpler.
+    """The first entry in the leaderboard's order (``benchmark.store.rank_key``) that can be used.
 
-    Members come before ensembles and ensembles keep their build order, so on a full tie the cheaper
-    choice wins.
+    Validation accuracy, ties to the lower validation loss, then members before ensembles (on a
+    full tie the cheaper choice wins), then the name: the report names the same best.
     """
     candidates = [
         e for e in [*members, *ensembles] if e.ok and e.metrics.get("val_accuracy") is not None
     ]
-    if not candidates:
-        return None
-
-    def key(item: tuple[int, Entry]) -> tuple[float, float, int]:
-        i, e = item
-        loss = e.metrics.get("val_loss")
-        return (-float(e.metrics["val_accuracy"]), float("inf") if loss is None else float(loss), i)
-
-    return min(enumerate(candidates), key=key)[1]
+    return min(candidates, key=lambda e: e.rank_key) if candidates else None
 
 
 def build_ensembles(store: RunStore, config: dict[str, Any] | None, seed: int) -> list[Entry]:
@@ -335,11 +258,7 @@ def build_ensembles(store: RunStore, config: dict[str, Any] | None, seed: int) -
     members = usable_members(store)
     y_val = store.labels("val")
     fitted = fit_ensembles(members, y_val, cfg, seed)
-    keep = {f.name for f in fitted} | {BEST_DIR}
-    if store.ensembles_dir.is_dir():
-        for old in store.ensembles_dir.iterdir():
-            if old.is_dir() and old.name not in keep:
-                shutil.rmtree(old)
+    store.remove_stale_ensembles({f.name for f in fitted})
     entries = [write_fitted(store, f, y_val) for f in fitted]
     write_diversity(store, members)
     for e in entries:

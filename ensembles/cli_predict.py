@@ -35,7 +35,8 @@ def add_commands(sub) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from benchmark.errors import ZoobenchError
-    from ensembles.images import ImageError, collect_images, read_image
+    from benchmark.images import ImageError
+    from ensembles.images import collect_images, read_image
     from ensembles.predictor import check_target, load_predictor
 
     if args.top_k < 1:

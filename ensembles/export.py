@@ -41,7 +41,7 @@ def load_member_model(entry: Entry):
 
 def ensemble_members(store: RunStore, entry: Entry) -> list[Entry]:
     """The member entries an ensemble (or a member itself) is made of, in the stored order."""
-    if entry.path.parent == store.members_dir:
+    if not entry.is_ensemble:
         return [entry]
     return [store.member(mid) for mid in entry.config["members"]]
 
@@ -63,12 +63,10 @@ def common_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
 
 
 def input_shape_of(store: RunStore, members_models) -> tuple[int, int, int]:
-    """The fused model's input: the run's image shape (sample_x), else the first member's."""
-    sample = store.data_dir / "sample_x.npy"
-    if sample.is_file():
-        shape = np.load(sample, mmap_mode="r", allow_pickle=False).shape[1:]
-        if len(shape) == 3:
-            return tuple(int(s) for s in shape)
+    """The fused model's input: the run's image shape (run.json), else the first member's."""
+    shape = store.image_shape()
+    if shape is not None:
+        return shape
     return tuple(int(s) for s in members_models[0].input_shape[1:])
 
 
@@ -78,7 +76,7 @@ def build_fused_model(store: RunStore, entry: Entry):
 
     members = ensemble_members(store, entry)
     models = [load_member_model(m) for m in members]
-    if len(members) == 1 and entry.path.parent == store.members_dir:
+    if len(members) == 1 and not entry.is_ensemble:
         return models[0]
     shape = input_shape_of(store, models)
     image = keras.Input(shape=shape, name="image")
@@ -128,17 +126,17 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
     model is exported only when every member has a saved model and all share one preprocessing
     list; otherwise ``model`` is null with the reason, and the predictor runs members one by one.
     """
-    folder = store.ensemble_dir(BEST_DIR)
+    folder = store.best_dir
     if folder.exists():
         shutil.rmtree(folder)
     if best is None:
         log.warning("ensembles: no successful member or ensemble; nothing to export")
         return {}
-    is_member = best.path.parent == store.members_dir
+    is_member = not best.is_ensemble
     members = ensemble_members(store, best)
     info: dict[str, Any] = {
         "name": BEST_DIR,
-        "kind": "member" if is_member else "ensemble",
+        "kind": best.kind,
         "id": best.id,
         "display_name": best.name,
         "method": None if is_member else best.config.get("method"),

@@ -3,7 +3,9 @@
 Pictures come from anywhere, so every way a file can be wrong gets a one-line
 :class:`ImageError` naming the file: missing, empty, not an image, truncated or corrupt, too small,
 or so large that decoding it would exhaust memory. The size check parses width and height from
-the PNG / JPEG / BMP / GIF / WebP / TIFF header *before* anything is decoded.
+the PNG / JPEG / BMP / GIF / WebP / TIFF header *before* anything is decoded. Only these checks
+live here; the suffixes, the decoder and the resize are ``benchmark.images``', the ones dataset
+folders are read with, so a prediction sees the pixels training saw.
 """
 
 from __future__ import annotations
@@ -15,17 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import ZoobenchError
+from benchmark.images import SUFFIXES, ImageError, decode
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 50_000_000  # 50 MP: a decoded 8-bit RGB copy is 150 MB, the float batch more
 MIN_SIDE = 8
-
-
-class ImageError(ZoobenchError):
-    """A file that cannot be used as an input image; the message starts with the file's path."""
 
 
 def collect_images(paths: list[str | os.PathLike]) -> tuple[list[Path], list[ImageError]]:
@@ -40,12 +37,10 @@ def collect_images(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Ima
         path = Path(raw)
         if path.is_dir():
             found = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
             )
             if not found:
-                errors.append(
-                    ImageError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-                )
+                errors.append(ImageError(f"{path}: folder has no images ({', '.join(SUFFIXES)})"))
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -142,9 +137,7 @@ def _looks_truncated(fmt: str, data: bytes) -> bool:
 def read_image(
     path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE
 ) -> np.ndarray:
-    """Decode ``path`` to an 8-bit RGB (H, W, 3) array, or raise an :class:`ImageError`."""
-    import cv2
-
+    """Check ``path``, then decode it to an 8-bit RGB (H, W, 3) array, or raise an :class:`ImageError`."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -173,42 +166,4 @@ def read_image(
     data = np.fromfile(path, dtype=np.uint8)
     if _looks_truncated(fmt, data[-1024:].tobytes()):
         raise ImageError(f"{path}: truncated or corrupt {fmt.upper()} file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ImageError(f"{path}: truncated or corrupt {fmt.upper()} file (cannot decode)")
-    return to_rgb8(image, path)
-
-
-def to_rgb8(image: np.ndarray, path: str | os.PathLike = "image") -> np.ndarray:
-    """OpenCV's decoded array (gray, BGR, BGRA; 8/16-bit or float) as 8-bit RGB."""
-    import cv2
-
-    if image.dtype == np.uint16:
-        image = np.round(image.astype(np.float32) / 257.0).astype(np.uint8)
-    elif np.issubdtype(image.dtype, np.floating):
-        scale = 255.0 if float(np.nanmax(image)) <= 1.0 else 1.0
-        image = np.clip(np.nan_to_num(image) * scale, 0, 255).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ImageError(f"{path}: unsupported pixel type {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2RGB)
-    if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise ImageError(f"{path}: unsupported number of channels ({channels})")
-
-
-def resize_batch(images: list[np.ndarray] | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Stack RGB images into a uint8 (N, H, W, 3) batch at ``size`` (H, W), resized as training data
-    is (``benchmark.preprocess.resize_image``: area averaging when shrinking)."""
-    from benchmark.preprocess import resize_image
-
-    h, w = size
-    out = np.empty((len(images), h, w, 3), dtype=np.uint8)
-    for i, img in enumerate(images):
-        out[i] = resize_image(np.asarray(img), (h, w))
-    return out
+    return decode(data, name=path, fmt=fmt)

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from benchmark.metrics import accuracy, log_loss
+from benchmark.schema import ENSEMBLE_STACKERS
 
-EPS = 1e-7
+log = logging.getLogger(__name__)
 
 
 # ---- validation helpers --------------------------------------------------------------------------
@@ -63,18 +64,6 @@ def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    return float((np.asarray(probs).argmax(axis=1) == y).mean()) if len(y) else 0.0
-
-
-def log_loss(probs: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-likelihood with probabilities clipped to [EPS, 1]: never infinite."""
-    if not len(y):
-        return 0.0
-    p = np.clip(np.asarray(probs, dtype=np.float64)[np.arange(len(y)), y], EPS, 1.0)
-    return float(-np.log(p).mean())
 
 
 def _score_key(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -184,7 +173,6 @@ class GreedyEnsemble(WeightedAverage):
 
 
 # ---- stacking ------------------------------------------------------------------------------------
-STACKERS = ("logistic", "mlp")
 
 
 class StackingEnsemble:
@@ -214,8 +202,8 @@ class StackingEnsemble:
         self.seed = seed
 
     def _validate(self) -> None:
-        if self.stacker not in STACKERS:
-            raise ValueError(f"stacker must be one of {', '.join(STACKERS)}, got {self.stacker!r}")
+        if self.stacker not in ENSEMBLE_STACKERS:
+            raise ValueError(f"stacker must be one of {', '.join(ENSEMBLE_STACKERS)}, got {self.stacker!r}")
         if isinstance(self.C, bool) or not isinstance(self.C, (int, float)) or not self.C > 0:
             raise ValueError(f"C must be a positive number, got {self.C!r}")
         _check_positive_int(self.hidden_units, "hidden_units")

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import atomic
 from benchmark.errors import ZoobenchError
+from benchmark.images import resize_batch
 from benchmark.store import Entry, RunStore
 from ensembles.export import (
     BEST_DIR,
@@ -29,7 +29,6 @@ from ensembles.export import (
     load_member_model,
     load_stacker,
 )
-from ensembles.images import resize_batch
 from ensembles.methods import WeightedAverage
 
 log = logging.getLogger(__name__)
@@ -125,13 +124,13 @@ def _run_store(run_dir: str | os.PathLike) -> RunStore:
 
 def _image_size(store: RunStore) -> tuple[int, int] | None:
     """(H, W) of the run's images, which members were trained from (None for an old run.json)."""
-    shape = store.read_run().get("data", {}).get("input_shape")
-    return (int(shape[0]), int(shape[1])) if shape else None
+    shape = store.image_shape()
+    return (shape[0], shape[1]) if shape else None
 
 
 def _class_names(store: RunStore, num_classes: int) -> list[str]:
-    names = store.read_run().get("data", {}).get("class_names") or []
-    return list(names) if len(names) == num_classes else [str(i) for i in range(num_classes)]
+    names = store.class_names()
+    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
 
 def _choices(store: RunStore) -> str:
@@ -142,15 +141,14 @@ def _choices(store: RunStore) -> str:
 
 def _resolve(store: RunStore, model: str) -> Entry:
     """The member or ensemble entry that ``model`` names."""
-    for folder in (store.member_dir(model), store.ensemble_dir(model)):
-        if model != BEST_DIR and folder.is_dir() and store.is_complete(folder):
-            entry = store._entry(folder)
-            if not entry.ok:
-                raise ZoobenchError(
-                    f"model {model!r} in run {store.root} is {entry.status}: "
-                    f"{entry.metrics.get('reason') or 'no reason recorded'}"
-                )
-            return entry
+    entry = store.find(model)
+    if entry is not None:
+        if not entry.ok:
+            raise ZoobenchError(
+                f"model {model!r} in run {store.root} is {entry.status}: "
+                f"{entry.metrics.get('reason') or 'no reason recorded'}"
+            )
+        return entry
     raise ZoobenchError(f"unknown model {model!r} in run {store.root}; choose {_choices(store)}")
 
 
@@ -162,7 +160,7 @@ def _entry_predictor(store: RunStore, entry: Entry) -> Predictor:
     units = [Unit(load_member_model(m), list(m.config.get("preprocess") or [])) for m in members]
     num_classes = int(units[0].model.output_shape[-1])
     combine = None
-    if entry.path.parent != store.members_dir:
+    if entry.is_ensemble:
         if entry.config.get("method") == "stacking":
             stacker = load_stacker(entry)
             combine = stacker.predict_proba
@@ -183,15 +181,14 @@ def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, A
     store = _run_store(run_dir)
     if model != BEST_DIR:
         entry = _resolve(store, model)
-        kind = "member" if entry.path.parent == store.members_dir else "ensemble"
-        return {"id": entry.id, "kind": kind, "display_name": entry.name}
-    config_path = store.ensemble_dir(BEST_DIR) / "config.json"
-    if not config_path.is_file():
+        return {"id": entry.id, "kind": entry.kind, "display_name": entry.name}
+    best = store.best_pointer()
+    if best is None:
         raise ZoobenchError(
-            f"run {store.root} has no best model yet (no {config_path}); finish the run or pick "
-            f"{_choices(store)}"
+            f"run {store.root} has no best model yet (no {store.best_dir / 'config.json'}); "
+            f"finish the run or pick {_choices(store)}"
         )
-    return atomic.read_json(config_path)
+    return best
 
 
 def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor:
@@ -200,7 +197,7 @@ def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor
     store = RunStore(run_dir)
     if model != BEST_DIR:
         return _entry_predictor(store, _resolve(store, model))
-    folder = store.ensemble_dir(BEST_DIR)
+    folder = store.best_dir
     if info.get("model") and (folder / info["model"]).is_file():
         import keras
 

@@ -26,24 +26,15 @@ def resolve_run(run: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from benchmark.store import RunStore
-    from reports.build import build_report
-    from reports.leaderboard import display_table, leaderboard
+    from reports.build import write_report
+    from reports.leaderboard import console_lines
 
     store = RunStore(resolve_run(args.run))
-    index = build_report(store)
-    board = leaderboard(store)  # recomputed from the store: cheap, and keeps the column types
-    if len(board):
-        top = display_table(board.head(10))
-        print(
-            tabulate(top, headers="keys", tablefmt="github", showindex=False, disable_numparse=True)
-        )
-        if len(board) > 10:
-            print(f"... {len(board) - 10} more rows in {store.leaderboard_csv}")
-    else:
-        print(f"{store.root}: no members or ensembles stored yet")
+    report = write_report(store)
+    index = report.index
+    for line in console_lines(report.board, store):
+        print(line)
     print(f"leaderboard: {store.leaderboard_csv}")
     print(f"report:      {index}")
     print(f"markdown:    {index.with_name('README.md')}")

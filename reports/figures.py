@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark import atomic
+from benchmark import atomic, metrics
+from benchmark.errors import ZoobenchError
+from benchmark.formatting import count, duration
 from reports import scoring
-from reports.leaderboard import human_count, human_seconds
 from reports.rundata import RunData
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def _test_probs(run: RunData, key: str | None, what: str) -> np.ndarray:
         raise Skip(f"no {what} has test predictions yet")
     probs = run.probs(run.entry(key), "test")
     if probs is None:
-        raise Skip(f"the {what} has no usable test_probs.npy")
+        raise Skip(f"the {what} has no usable test probabilities")
     return probs
 
 
@@ -141,8 +142,7 @@ def sample_grid(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
     from reports.grid import sample_grid as draw_grid
 
     try:
-        images = run.store.load_array("sample_x")
-        labels = run.store.load_array("sample_y")
+        images, labels = run.store.sample()
     except FileNotFoundError as exc:
         raise Skip("data/sample_x.npy or data/sample_y.npy is missing") from exc
     if len(images) == 0 or len(images) != len(labels) or images.ndim != 4:
@@ -178,7 +178,7 @@ def _confusion_of(run: RunData, board: pd.DataFrame, key: str | None, what: str,
     size = max(5.0, 0.45 * run.num_classes + 2.0) if run.num_classes <= 30 else 9.0
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     _confusion_heatmap(ax, matrix, run.class_names, annotate=True)
-    accuracy = scoring.accuracy(probs, run.y_test)
+    accuracy = metrics.accuracy(probs, run.y_test)
     ax.set_title(f"{_short(_names(board)[key], 48)}: test accuracy {accuracy:.1%}\n"
                  "(each row: share of that true class)")  # fmt: skip
     _save(fig, path)
@@ -207,7 +207,7 @@ def confusion_top_members(run: RunData, board: pd.DataFrame, chosen: Picks, path
         probs = run.probs(run.entry(key), "test")
         matrix = scoring.confusion(probs, run.y_test, run.num_classes, normalize=True)
         _confusion_heatmap(ax, matrix, run.class_names, annotate=False, cbar=False)
-        ax.set_title(f"{_short(names[key])}\n{scoring.accuracy(probs, run.y_test):.1%}", fontsize=9)
+        ax.set_title(f"{_short(names[key])}\n{metrics.accuracy(probs, run.y_test):.1%}", fontsize=9)
     for ax in axes.ravel()[len(keys) :]:
         ax.axis("off")
     _save(fig, path)
@@ -314,10 +314,10 @@ def accuracy_vs_cost(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
     """Test accuracy against training time, inference speed and parameters, Pareto front marked."""
     import matplotlib.pyplot as plt
 
-    panels = [("train_seconds", "training time (log scale)", True, human_seconds),
+    panels = [("train_seconds", "training time (log scale)", True, duration),
               ("images_per_second", "inference images / second (log scale)", False,
                lambda v: f"{v:,.0f}"),
-              ("params", "parameters (log scale)", True, human_count)]  # fmt: skip
+              ("params", "parameters (log scale)", True, count)]  # fmt: skip
     scored = board[(board["status"] == "done") & board["test_accuracy"].notna()]
     usable = [p for p in panels if (pd.to_numeric(scored[p[0]], errors="coerce") > 0).sum() >= 1]
     if scored.empty or not usable:
@@ -429,17 +429,12 @@ def diversity(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> N
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    source = run.store.ensembles_dir / "diversity.json"
-    if not source.is_file():
-        raise Skip("ensembles/diversity.json is missing (no ensembles built yet)")
     try:
-        data = atomic.read_json(source)
-        matrix = np.asarray(data["disagreement"], dtype=float)
-        names = [str(n) for n in data.get("names") or data["members"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise Skip(f"ensembles/diversity.json cannot be read ({exc})") from exc
-    if matrix.ndim != 2 or matrix.shape != (len(names), len(names)) or len(names) < 2:
-        raise Skip(f"ensembles/diversity.json has a {matrix.shape} matrix for {len(names)} members")
+        names, matrix = run.store.diversity()
+    except ZoobenchError as exc:
+        raise Skip(str(exc)) from exc
+    if len(names) < 2:
+        raise Skip(f"ensembles/diversity.json has {len(names)} member(s): nothing to compare")
     size = min(11.0, max(4.5, 0.45 * len(names) + 2.5))
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     sns.heatmap(matrix, ax=ax, cmap="mako_r", vmin=0.0, square=True, annot=len(names) <= 12,

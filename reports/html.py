@@ -14,8 +14,8 @@ from html import escape
 
 import pandas as pd
 
-from reports.build import Report
 from reports.leaderboard import DISPLAY, display_table
+from reports.report import Report
 from reports.stats import summary_sentence
 
 _CSS = """
@@ -29,7 +29,7 @@ td.text,th.text{text-align:left}td.wrap{white-space:normal;min-width:12rem}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
-tr.status-failed td,tr.status-skipped td,tr.status-incomplete td{color:#888}
+tr.status-failed td,tr.status-skipped td,tr.status-unfinished td{color:#888}
 .scroll{overflow-x:auto}.muted{color:#666;font-size:.9rem}.note{color:#8a5a00}
 figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9rem}

@@ -1,9 +1,10 @@
-"""The leaderboard: one row per member and ensemble, best first by validation accuracy.
+"""The leaderboard: one row per member and ensemble, best first (``benchmark.store.rank_key``).
 
 Like AutoGluon's ``leaderboard()`` it is a plain pandas DataFrame, so the next step is one pandas
-call (``board[board.kind == "pretrained"]``, ``board.to_csv(...)``). Rows are ordered by the score
-selection used (validation accuracy), never by test accuracy; test scores are computed here, from
-the stored test probabilities and ``data/y_test.npy``, only to report them.
+call (``board[board.kind == "pretrained"]``, ``board.to_csv(...)``). Rows are ordered by the same
+key that picks the exported best (validation accuracy, then validation loss, members before
+ensembles), never by test accuracy; test scores are computed here, from the stored test
+probabilities and ``data/y_test.npy``, only to report them.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmark import atomic
-from benchmark.store import Entry, RunStore
+from benchmark import atomic, formatting
+from benchmark.metrics import accuracy
+from benchmark.store import ENSEMBLE, MEMBER, Entry, RunStore, rank_key
 from reports import scoring
-from reports.rundata import RunData, entry_key, is_ensemble, load_run
+from reports.rundata import RunData, load_run
 
 log = logging.getLogger(__name__)
 
 COLUMNS = (
     "rank", "model", "kind", "method", "architecture", "strategy", "input_size",
     "test_accuracy", "test_accuracy_low", "test_accuracy_high",
-    "precision_macro", "recall_macro", "f1_macro", "val_accuracy", "ece",
+    "precision_macro", "recall_macro", "f1_macro", "val_accuracy", "val_loss", "ece",
     "params", "flops", "train_seconds", "images_per_second", "status", "reason", "id",
 )  # fmt: skip
 
@@ -46,9 +48,6 @@ DISPLAY = {
     "status": "Status",
 }
 
-_STATUS_ORDER = {"done": 0, "incomplete": 1, "running": 1, "skipped": 2, "failed": 3}
-
-
 def leaderboard(
     store: RunStore, *, save: bool = False, resamples: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
@@ -65,12 +64,8 @@ def build_leaderboard(run: RunData, *, resamples: int = 1000, seed: int = 0) -> 
     board = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
     if board.empty:
         return pd.DataFrame(columns=COLUMNS)
-    board["_order"] = board["status"].map(_STATUS_ORDER).fillna(9)
-    board["_val"] = board["val_accuracy"].fillna(-1.0)
-    board = board.sort_values(
-        ["_order", "_val", "kind", "model"], ascending=[True, False, True, True], kind="stable"
-    ).drop(columns=["_order", "_val"])
-    board = board.reset_index(drop=True)
+    order = sorted(range(len(board)), key=lambda i: _rank_key(board.iloc[i]))
+    board = board.iloc[order].reset_index(drop=True)
     done = board["status"] == "done"
     board.insert(0, "rank", pd.array([i + 1 if d else None for i, d in enumerate(done)], "Int64"))
     for col in ("params", "flops", "input_size"):
@@ -84,31 +79,37 @@ def save_leaderboard(store: RunStore, board: pd.DataFrame) -> None:
         board.to_csv(tmp, index=False)
 
 
+def _rank_key(row: pd.Series) -> tuple:
+    kind = ENSEMBLE if row["kind"] == "ensemble" else MEMBER
+    return rank_key(row["status"], row["val_accuracy"], row["val_loss"], kind, row["model"])
+
+
 def _row(run: RunData, entry: Entry, resamples: int, seed: int) -> dict:
     config, metrics = entry.config, entry.metrics
-    ensemble = is_ensemble(entry)
-    status = str(metrics.get("status", "done"))
+    ensemble = entry.is_ensemble
+    status = entry.status
     row = {
-        "model": display_name(entry),
+        "model": entry.name,
         "kind": "ensemble" if ensemble else str(config.get("kind") or "scratch"),
         "method": config.get("method") if ensemble else None,
         "architecture": None if ensemble else config.get("architecture"),
         "strategy": None if ensemble else config.get("strategy"),
         "input_size": None if ensemble else _number(config.get("input_size")),
         "val_accuracy": _number(metrics.get("val_accuracy")),
+        "val_loss": _number(metrics.get("val_loss")),
         "params": _number(metrics.get("params")),
         "flops": _number(metrics.get("flops")),
         "train_seconds": _number(metrics.get("train_seconds")),
         "images_per_second": _number(metrics.get("inference_images_per_second")),
         "status": status,
         "reason": str(metrics.get("reason") or ""),
-        "id": entry_key(entry),
+        "id": entry.key,
     }
     if status != "done":
         return row
     val_probs = run.probs(entry, "val")
     if math.isnan(row["val_accuracy"]) and val_probs is not None:
-        row["val_accuracy"] = scoring.accuracy(val_probs, run.y_val)
+        row["val_accuracy"] = accuracy(val_probs, run.y_val)
     test_probs = run.probs(entry, "test")
     if test_probs is not None:
         row.update(_test_scores(test_probs, run.y_test, run.num_classes, resamples, seed))
@@ -134,27 +135,31 @@ def _test_scores(probs, labels, num_classes: int, resamples: int, seed: int) -> 
     }
 
 
-def display_name(entry: Entry) -> str:
-    """The config's name; else architecture / strategy @ input size (members) or the method."""
-    config = entry.config
-    if config.get("name"):
-        return str(config["name"])
-    if is_ensemble(entry):
-        return f"{config.get('method') or 'ensemble'} ensemble"
-    name = str(config.get("architecture") or entry.path.name)
-    if config.get("strategy"):
-        name += f" / {config['strategy']}"
-    if config.get("input_size") and config.get("kind") == "pretrained":
-        name += f" @{config['input_size']}px"
-    return name
+# The columns a terminal has room for (the report shows all of DISPLAY).
+CONSOLE = ("rank", "model", "kind", "test_accuracy", "val_accuracy", "params", "train_seconds",
+           "status")  # fmt: skip
 
 
-def display_table(board: pd.DataFrame) -> pd.DataFrame:
+def display_table(board: pd.DataFrame, columns=tuple(DISPLAY)) -> pd.DataFrame:
     """The leaderboard as strings for people: accuracies in %, the CI inline, costs humanised."""
     out = pd.DataFrame(index=board.index)
-    for col, header in DISPLAY.items():
-        out[header] = [_cell(col, row) for _, row in board.iterrows()]
+    for col in columns:
+        out[DISPLAY[col]] = [_cell(col, row) for _, row in board.iterrows()]
     return out
+
+
+def console_lines(board: pd.DataFrame, store: RunStore, top: int = 10) -> list[str]:
+    """The leaderboard's best ``top`` rows as the console prints them (the report's formatting)."""
+    from tabulate import tabulate
+
+    if not len(board):
+        return [f"{store.root}: no members or ensembles stored yet"]
+    table = display_table(board.head(top), CONSOLE)
+    lines = tabulate(table, headers="keys", tablefmt="github", showindex=False,
+                     disable_numparse=True).splitlines()  # fmt: skip
+    if len(board) > top:
+        lines.append(f"... {len(board) - top} more rows in {store.leaderboard_csv}")
+    return lines
 
 
 def _cell(col: str, row: pd.Series) -> str:
@@ -166,37 +171,18 @@ def _cell(col: str, row: pd.Series) -> str:
         return "-"
     if col == "test_accuracy":
         low, high = row["test_accuracy_low"], row["test_accuracy_high"]
-        return f"{100 * value:.2f}% [{100 * low:.1f}, {100 * high:.1f}]"
+        return f"{formatting.percent(value)} [{100 * low:.1f}, {100 * high:.1f}]"
     if col in ("val_accuracy", "precision_macro", "recall_macro", "f1_macro"):
-        return f"{100 * value:.2f}%"
+        return formatting.percent(value)
     if col == "ece":
         return f"{value:.3f}"
     if col in ("params", "flops"):
-        return human_count(float(value))
+        return formatting.count(float(value))
     if col == "train_seconds":
-        return human_seconds(float(value))
+        return formatting.duration(float(value))
     if col == "images_per_second":
         return f"{value:,.0f}"
     return str(value)
-
-
-def human_count(value: float) -> str:
-    """1234567 -> '1.23M': parameter and FLOP counts at a glance."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:.0f}"
-
-
-def human_seconds(value: float) -> str:
-    """312.5 -> '5m 12s'."""
-    if value < 60:
-        return f"{value:.1f}s"
-    minutes, seconds = divmod(int(round(value)), 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def _number(value) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from reports.build import Report
 from reports.leaderboard import display_table
+from reports.report import Report
 from reports.stats import summary_sentence
 
 

@@ -23,11 +23,6 @@ class Interval:
     high: float
 
 
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Share of rows whose most probable class is the label."""
-    return float(np.mean(np.asarray(probs).argmax(axis=1) == labels))
-
-
 def bootstrap_accuracy(
     correct: np.ndarray, resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> Interval:

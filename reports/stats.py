@@ -173,10 +173,10 @@ def _machine(machine: dict[str, Any]) -> str:
 
 
 def _seconds(value: Any) -> str:
-    from reports.leaderboard import human_seconds
+    from benchmark.formatting import duration
 
     try:
-        return human_seconds(float(value)) if value is not None else "-"
+        return duration(float(value)) if value is not None else "-"
     except (TypeError, ValueError):
         return str(value)
 

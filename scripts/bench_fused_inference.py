@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:
         store = RunStore(args.run)
         if args.model is None:
-            from benchmark import atomic
-
-            args.model = atomic.read_json(store.ensemble_dir("best") / "config.json")["id"]
+            args.model = (store.best_pointer() or {})["id"]
         name = args.model
     else:
         tmp = tempfile.TemporaryDirectory()

@@ -36,6 +36,7 @@ def main() -> None:
 
     import zoo
     from benchmark.datasets import load
+    from benchmark.plan import expand
     from benchmark.profiles import parse_profile
     from benchmark.runner import Runner
 
@@ -47,7 +48,7 @@ def main() -> None:
     profile = parse_profile({"name": "overhead", "training": training,
                              "members": [{"architecture": args.arch}]}, "bench")  # fmt: skip
     runner = Runner(profile, "/tmp/zoobench-overhead", data=data)
-    task = runner.expand()[0]
+    task = expand(profile, 0)[0]
 
     def plain() -> list[float]:
         keras.backend.clear_session()
@@ -79,7 +80,7 @@ def main() -> None:
         return times
 
     def through_runner() -> list[float]:
-        result = runner.train(task, runner_hp(), dict(task.training), [], seed=0)
+        result = runner.members.train(task, runner_hp(), dict(task.training), [], seed=0)
         return list(result.history["epoch_seconds"])
 
     def runner_hp():

@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmark.datasets import IMAGE_SUFFIXES  # noqa: E402  (the suffixes the loader reads)
+from benchmark.images import SUFFIXES as IMAGE_SUFFIXES  # noqa: E402  (the suffixes the loader reads)
 from zoo.backend import BACKENDS  # noqa: E402
 
 # What a GPU machine with JAX, PyTorch and the scientific stack (but no TensorFlow) lacks.
@@ -101,8 +101,11 @@ def summarize(run_dir: Path, wall_seconds: float) -> dict:
     import pandas as pd
 
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "run.json").read_text())
-    board = pd.read_csv(run_dir / "leaderboard.csv")
+    from benchmark.store import RunStore
+
+    store = RunStore(run_dir)
+    meta = store.read_run()
+    board = pd.read_csv(store.leaderboard_csv)
     train_images = int(meta["data"]["sizes"]["train"])
     members = []
     for row in board.itertuples():

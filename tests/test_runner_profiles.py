@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.budget import Estimate, fit_to_budget, format_duration, parse_duration
+from benchmark.budget import Estimate, fit_to_budget, parse_duration
 from benchmark.errors import ZoobenchError
+from benchmark.formatting import duration
 from benchmark.profiles import load_profile, parse_profile, shipped_profiles
 
 
@@ -143,4 +144,4 @@ def test_the_plan_keeps_shortens_or_drops_in_profile_order():
     none_left = fit_to_budget(estimates, 30, reserve_fraction=0)
     assert none_left[0].action == "shortened" and none_left[1].action == "dropped"
     assert "needs ~" in none_left[1].note
-    assert format_duration(5400) == "1h30m" and format_duration(75) == "1m15s"
+    assert duration(5400) == "1h30m" and duration(75) == "1m15s"

@@ -29,6 +29,12 @@ def _readme_example() -> str:
     return match.group(1)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """`zoo list` remembers its rows in the cache folder: these tests use a fresh one each."""
+    monkeypatch.setenv("ZOOBENCH_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def clean_registry():
     """Names a test registers are removed again, so tests do not leak into each other."""
@@ -258,3 +264,156 @@ def test_a_saved_model_with_zoo_layers_loads_in_a_fresh_process_as_the_readme_sa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+# ---- the cached index (zoo.index) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def zoo_cache(tmp_path):
+    """The zoo index lives in a fresh cache folder (``_own_cache``); the zoo is loaded, as after
+    any real use."""
+    zoo.list_models()
+    return tmp_path / "cache"
+
+
+def _spy_rebuilds(monkeypatch) -> list[int]:
+    import zoo.index
+
+    calls: list[int] = []
+    real = zoo.index._from_registry
+
+    def spy(key):
+        calls.append(1)
+        return real(key)
+
+    monkeypatch.setattr(zoo.index, "_from_registry", spy)
+    return calls
+
+
+def test_the_index_matches_the_live_registry(zoo_cache):
+    import zoo.index
+
+    built = zoo.index.index(refresh=True)
+    live = {n: e for n, e in zoo.registry._REGISTRY.items() if e.module.startswith("zoo.")}
+    assert set(built) == set(live) == set(zoo.list_models())
+    for name, entry in live.items():
+        meta = built[name]
+        assert (meta["kind"], meta["family"], meta["input_size"], meta["module"]) == (
+            entry.kind, entry.family, entry.input_size, entry.module
+        ), name  # fmt: skip
+    assert zoo.index.index_path().parent == zoo_cache
+    assert zoo.index.index() == built  # read back from the file, not rebuilt
+
+
+def test_run_time_registrations_stay_out_of_the_file_but_are_found(zoo_cache, clean_registry):
+    import zoo.index
+
+    @zoo.register("test_runtime_net", family="tmp", kind="pretrained")
+    def runtime(hp, input_shape, num_classes):
+        raise AssertionError("not built here")
+
+    assert "test_runtime_net" not in zoo.index.index(refresh=True)
+    assert zoo.index.known_kind("test_runtime_net") == "pretrained"
+    assert zoo.index.known_kind("resnet20") == "scratch"
+    assert zoo.index.known_kind("resnet2") is None
+    with pytest.raises(ZooError, match=r"^unknown architecture 'resnet2'; did you mean resnet20"):
+        zoo.index.kind_of("resnet2")
+
+
+def test_the_index_answers_without_the_registry(zoo_cache, monkeypatch):
+    """What a fresh process sees: nothing loaded, so a trusted file answers and nothing is built."""
+    import zoo.index
+
+    zoo.index.index(refresh=True)
+    rebuilds = _spy_rebuilds(monkeypatch)
+    monkeypatch.setattr(zoo.registry, "_loaded", False)
+    monkeypatch.setattr(zoo.registry, "_REGISTRY", {})
+    assert zoo.index.kind_of("efficientnet_lite0") == "pretrained"
+    assert zoo.index.kind_of("resnet20") == "scratch"
+    with pytest.raises(ZooError, match=r"^unknown architecture 'resnet2'; did you mean resnet20"):
+        zoo.index.kind_of("resnet2")
+    assert rebuilds == []
+
+
+def test_a_stale_or_damaged_index_is_rebuilt_not_trusted(zoo_cache, monkeypatch):
+    import zoo.index
+
+    zoo.index.index(refresh=True)
+    path = zoo.index.index_path()
+    good = json.loads(path.read_text())
+    rebuilds = _spy_rebuilds(monkeypatch)
+
+    def forge(body_change) -> None:  # a well-formed file with a correct digest, but another zoo's
+        body = json.loads(json.dumps(good["body"]))
+        body["models"]["ghost_net"] = dict(body["models"]["resnet20"], kind="pretrained")
+        body_change(body)
+        path.write_text(json.dumps({"digest": zoo.index._digest(body), "body": body}))
+
+    # another zoo source hash, another Keras, another set of plugins: ignored and rewritten
+    for change in (
+        lambda b: b["key"].update(zoo_sources="0" * 64),
+        lambda b: b["key"].update(keras="0.0.1"),
+        lambda b: b["key"].update(plugins=[["x", "x_models", "x", "1.0"]]),
+    ):
+        forge(change)
+        assert "ghost_net" not in zoo.index.index()
+        assert json.loads(path.read_text())["body"]["key"] == zoo.index.cache_key()
+    assert len(rebuilds) == 3
+
+    # the same key, but the zoo's sources changed since: the file's key no longer matches
+    forge(lambda b: None)
+    real_hash = zoo.index.sources_hash
+    monkeypatch.setattr(zoo.index, "sources_hash", lambda: "f" * 64)
+    assert "ghost_net" not in zoo.index.index() and len(rebuilds) == 4
+    monkeypatch.setattr(zoo.index, "sources_hash", real_hash)
+    rebuilds.clear()
+
+    # damaged: not JSON, a body that does not match its digest, a malformed entry
+    path.write_text(path.read_text()[:200])
+    assert "resnet20" in zoo.index.index()
+    tampered = json.loads(path.read_text())
+    tampered["body"]["models"]["resnet20"]["kind"] = "pretrained"
+    path.write_text(json.dumps(tampered))
+    assert zoo.index.index()["resnet20"]["kind"] == "scratch"
+    forge(lambda b: b["models"]["ghost_net"].update(kind="fancy"))
+    assert "ghost_net" not in zoo.index.index()
+    assert len(rebuilds) == 3
+    assert zoo.index.index() == zoo.index.index(refresh=True) and len(rebuilds) == 4
+
+
+def test_catalog_rows_are_cached_and_recounted_when_they_must_be(zoo_cache, monkeypatch):
+    """The expensive part of `zoo list` (building every model) runs once; a stand-in counter
+    here, so no model is built."""
+    import zoo.catalog
+
+    counted: list[tuple[str, int]] = []
+
+    def fake_row(name, num_classes=10):
+        counted.append((name, num_classes))
+        entry = zoo.get(name)
+        note = "unavailable (no weights)" if entry.kind == "pretrained" else ""
+        return {"name": name, "kind": entry.kind, "family": entry.family, "params": 7,
+                "flops": None if note else 11, "input_size": 32, "note": note}  # fmt: skip
+
+    monkeypatch.setattr(zoo.catalog, "summary_row", fake_row)
+    first = zoo.catalog.catalog("resnet*")
+    assert [r["name"] for r in first] == ["resnet20", "resnet20_v2", "resnet50", "resnet56",
+                                          "resnet56_v2", "resnet9"]  # fmt: skip
+    assert len(counted) == 6
+    counted.clear()
+    assert zoo.catalog.catalog("resnet*") == first
+    assert counted == [("resnet50", 10)]  # a row that could not be counted is tried again
+    counted.clear()
+    assert zoo.catalog.catalog("resnet2*", kind="scratch") == [first[0], first[1]]
+    assert counted == []
+    zoo.catalog.catalog("resnet20", num_classes=100)
+    assert counted == [("resnet20", 100)]  # another head: other counts
+    counted.clear()
+    zoo.catalog.catalog("resnet20", refresh=True)
+    assert counted == [("resnet20", 10)]
+    counted.clear()
+    zoo.catalog.catalog("resnet20", cached=False)
+    assert counted == [("resnet20", 10)]
+    with pytest.raises(ZooError, match="no architecture in family 'nosuch'; families: .*resnet"):
+        zoo.catalog.catalog(family="nosuch")

@@ -1,8 +1,12 @@
 """What the zoo holds, as data: list rows (params, FLOPs) and per-model details for people and the CLI.
 
-Numbers come from building each model (nothing is typed in, nothing is cached between calls), so
-they always match the code. A pretrained entry that cannot be built here (its weights are missing
-offline) is still listed, with its numbers marked unavailable and the reason. Such an entry may
+Numbers come from building each model (nothing is typed in), so they always match the code. The
+list rows are remembered in the zoo index (``zoo.index``: a JSON file in the cache folder, keyed by
+the zoobench, Keras and Keras Tuner versions, the zoo's source files and the installed plugins, and
+per backend and number of classes), so a second ``catalog()`` builds nothing and imports no Keras.
+
+A pretrained entry that cannot be built here (its weights are missing offline) is still listed,
+with its numbers marked unavailable and the reason (such a row is not remembered). It may
 offer ``extra["build_without_weights"]``, a callable with the builder's signature
 ``(hp, input_shape, num_classes) -> keras.Model`` that builds the same graph with random weights;
 the catalog uses it when present, so counting never needs a download.
@@ -10,6 +14,7 @@ the catalog uses it when present, so counting never needs a download.
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import logging
 from collections import Counter
@@ -91,13 +96,55 @@ def catalog(
     kind: str | None = None,
     family: str | None = None,
     num_classes: int = 10,
+    cached: bool = True,
+    refresh: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows for every architecture matching the filters (see ``zoo.list_models``)."""
-    names = list_models(pattern, kind=kind, family=family)
+    """Rows for every architecture matching the filters (see ``zoo.list_models``).
+
+    ``cached``: reuse the rows the zoo index remembers and remember new ones (a row whose model
+    could not be built is always recomputed); ``refresh``: rebuild the index and recount every row.
+    """
+    if not cached:
+        names = list_models(pattern, kind=kind, family=family)
+        if not names and family:
+            _no_family(family, {get(n).family for n in list_models()})
+        return [summary_row(name, num_classes=num_classes) for name in names]
+
+    from zoo import index as zoo_index
+    from zoo import registry
+
+    body = zoo_index.load(refresh=refresh)
+    indexed = body["models"]
+    if registry._loaded:  # the live registry is the truth once loaded
+        models = {n: zoo_index.describe(e) for n, e in registry._REGISTRY.items()}
+    else:  # the index, plus whatever was registered at run time
+        models = dict(indexed)
+        models.update({n: zoo_index.describe(e) for n, e in registry._REGISTRY.items()})
+    names = sorted(models)
+    if pattern:
+        names = fnmatch.filter(names, pattern)
+    if kind:
+        names = [n for n in names if models[n]["kind"] == kind]
+    if family:
+        names = [n for n in names if models[n]["family"] == family]
     if not names and family:
-        families = sorted({get(n).family for n in list_models()})
-        raise ZooError(f"no architecture in family {family!r}; families: {', '.join(families)}")
-    return [summary_row(name, num_classes=num_classes) for name in names]
+        _no_family(family, {m["family"] for m in models.values()})
+
+    remembered = zoo_index.cached_rows(num_classes, body)
+    rows, counted = [], []
+    for name in names:
+        row = remembered.get(name)
+        if row is None or indexed.get(name) != models[name]:
+            row = summary_row(name, num_classes=num_classes)
+            counted.append(row)
+        rows.append(dict(row))
+    if counted:
+        zoo_index.save_rows(num_classes, counted)
+    return rows
+
+
+def _no_family(family: str, families: set[str]) -> None:
+    raise ZooError(f"no architecture in family {family!r}; families: {', '.join(sorted(families))}")
 
 
 def search_space(hp) -> list[dict[str, Any]]:
@@ -179,13 +226,3 @@ def details(name: str, *, num_classes: int = 10) -> dict[str, Any]:
     del model
     gc.collect()
     return info
-
-
-def human(n: int | float | None) -> str:
-    """1234567 -> '1.23M': counts for tables."""
-    if n is None:
-        return "n/a"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(int(n))

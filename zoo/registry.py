@@ -7,6 +7,7 @@ defaults when nothing searches, so the same function builds the default model an
 Built-in architectures live in ``zoo/architectures/*.py`` and are imported on first use (importing
 this module does not import Keras). Third-party packages add models through the entry-point group
 ``zoobench.models``: each entry point names a module whose import runs ``@register`` decorators.
+Names and kinds without importing anything: ``zoo.index`` (a cached index of this registry).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import fnmatch
 import importlib
 import logging
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -60,6 +61,9 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _loaded = False
+# (entry-point name, value) -> why it failed, for the last load: a zoo missing a plugin's models is
+# not written to the cached index (zoo.index), so fixing the plugin needs no cache clearing.
+_plugin_failures: dict[tuple[str, str], str] = {}
 
 
 def register(
@@ -112,6 +116,7 @@ def _load_builtin_and_plugins() -> None:
 
     import_backend_quietly()
 
+    _plugin_failures.clear()
     for info in pkgutil.iter_modules(package.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"{package.__name__}.{info.name}")
@@ -121,6 +126,7 @@ def _load_builtin_and_plugins() -> None:
         except ZooError:
             raise
         except Exception as exc:  # a broken plugin must not take the built-in zoo down with it
+            _plugin_failures[(ep.name, ep.value)] = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "could not load zoobench.models entry point %s (%s): %s", ep.name, ep.value, exc
             )
@@ -147,9 +153,14 @@ def get(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `zoobench zoo list`"
-        raise ZooError(f"unknown architecture {name!r}{hint}") from None
+        raise unknown_architecture(name, _REGISTRY) from None
+
+
+def unknown_architecture(name: str, known: Iterable[str]) -> ZooError:
+    """The one-line error for a name that is not in ``known``, naming the close matches."""
+    close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `zoobench zoo list`"
+    return ZooError(f"unknown architecture {name!r}{hint}")
 
 
 def build(name: str, hp=None, input_shape=(32, 32, 3), num_classes: int = 10):

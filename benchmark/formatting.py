@@ -1,0 +1,30 @@
+"""How numbers read on the console and in reports: one formatter per kind of number."""
+
+from __future__ import annotations
+
+import math
+
+
+def duration(seconds: float) -> str:
+    """312.5 -> '5m12s', 4.26 -> '4.3s', 7530 -> '2h05m'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 60:
+        return f"{max(0.0, seconds):.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def count(value: float) -> str:
+    """1234567 -> '1.23M', 272474 -> '272k': parameter and FLOP counts at a glance."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def percent(fraction: float, digits: int = 2) -> str:
+    """0.8050 -> '80.50%'."""
+    return f"{100 * fraction:.{digits}f}%"

@@ -1,0 +1,314 @@
+"""Members: what defines one (its ID), its stored config, training it and storing the result.
+
+A member's folder is named by a hash of what defines it (data, split, seed, architecture, hp,
+training, preprocessing, augmentation, strategy), so a rerun keeps what it already has and trains
+only what is missing. A member that raises is stored as failed (or skipped, for unavailable
+weights) with its reason; a ZoobenchError (the user's input is wrong) ends the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import ZoobenchError
+from benchmark.formatting import duration
+from benchmark.naming import slug
+from benchmark.plan import Task, short_error
+from benchmark.profiles import MemberSpec
+from benchmark.provenance import now
+from benchmark.store import RunStore, member_id, save_model
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class MemberOutcome:
+    """What happened to one member of this run, as shown in the progress log and the summary."""
+
+    id: str
+    name: str
+    status: str
+    val_accuracy: float | None
+    seconds: float
+    kept: bool = False
+    reason: str = ""
+
+
+class MemberTrainer:
+    """Trains a run's members into its store, one at a time, keeping those it already has."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        data,
+        *,
+        seed: int,
+        clock,
+        progress: Progress,
+        strategy=None,
+        tensorboard: bool = False,
+        verbose: int = 0,
+    ):
+        self.store = store
+        self.data = data
+        self.seed = seed  # the run's seed: bootstrap resamples are drawn from it
+        self.clock = clock
+        self.progress = progress
+        self.strategy = strategy
+        self.tensorboard = tensorboard
+        self.verbose = verbose
+        self.outcomes: list[MemberOutcome] = []
+        self._prepared: dict[str, tuple] = {}
+
+    # ---- what defines a member ------------------------------------------------------------------
+    def definition(self, task: Task, hp: dict, training: dict, augment: list) -> dict[str, Any]:
+        """Everything that changes what a member learns: hashed into its ID."""
+        spec, d = task.spec, self.data
+        return {
+            "data": d.fingerprint,
+            "split": {**d.split, "seed": d.seed},
+            "seed": task.seed,
+            "architecture": spec.architecture,
+            "hp": hp,
+            "training": training,
+            "strategy": spec.strategy,
+            "input_size": spec.input_size,
+            "preprocess": spec.preprocess,
+            "augment": augment,
+            "bootstrap": task.bootstrap,
+            **({"transfer": spec.transfer} if spec.transfer else {}),
+        }
+
+    def config(self, mid: str, name: str, task: Task, hp: dict, training: dict, augment: list,
+               extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
+        """The member's config.json (docs/CONTRACTS.md)."""
+        import zoo
+
+        entry = zoo.get(task.spec.architecture)
+        d = self.data
+        return {
+            "id": mid,
+            "name": name,
+            "architecture": task.spec.architecture,
+            "kind": entry.kind,
+            "family": entry.family,
+            "strategy": task.spec.strategy,
+            "input_size": task.spec.input_size
+            or (entry.input_size if task.spec.strategy else d.input_shape[0]),
+            "hp": hp,
+            "training": training,
+            "preprocess": task.spec.preprocess,
+            "augment": augment,
+            "seed": task.seed,
+            "bootstrap": task.bootstrap,
+            "group": task.group,
+            "class_names": list(d.class_names),
+            **(extra or {}),
+        }
+
+    # ---- one member -----------------------------------------------------------------------------
+    def run(self, task: Task) -> None:
+        """Train ``task``'s one member unless the store has it."""
+        from benchmark.tuning import fixed_hyperparameters
+
+        hp, training, augment = dict(task.spec.hp), dict(task.training), list(task.spec.augment)
+        mid = member_id(self.definition(task, hp, training, augment))
+        config = self.config(mid, task.label, task, hp, training, augment)
+        self.keep_or_train(
+            mid, config, training,
+            lambda: self.train(task, fixed_hyperparameters(hp), training, augment, seed=task.seed,
+                               member_key=mid),
+        )  # fmt: skip
+
+    def keep_or_train(self, mid: str, config: dict, training: dict, train) -> None:
+        """Keep a member the store already has; else ``train()`` it and store the result."""
+        folder = self.store.member_dir(mid)
+        if self.store.is_complete(folder):
+            entry = self.store.member(mid)
+            self._record(MemberOutcome(mid, config["name"], entry.status, entry.metrics.get("val_accuracy"),
+                                       0.0, kept=True, reason=entry.metrics.get("reason", "")))  # fmt: skip
+            return
+        start = time.perf_counter()
+        try:
+            result = train()
+        except ZoobenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken member must not end the run
+            self.store_failure(folder, config, exc, time.perf_counter() - start)
+            return
+        self._store_result(folder, config, result, training)
+
+    def train(self, task: Task, hp, training: dict, augment: list, *, seed: int,
+              epochs: int | None = None, member_key: str | None = None):  # fmt: skip
+        """Build and train ``task``'s model with ``hp`` (a HyperParameters); a FitResult."""
+        import keras
+
+        import zoo
+        from benchmark import distributed
+        from benchmark import training as training_mod
+
+        spec, d = task.spec, self.data
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        size = spec.input_size if spec.strategy is None else None
+        x_train, x_val, x_test = self.prepare(spec.preprocess, size)
+        y_train = d.y_train
+        if task.bootstrap is not None:
+            rng = np.random.default_rng(task.bootstrap["seed"] + 1000 * self.seed)
+            idx = rng.integers(0, len(y_train), size=len(y_train))
+            x_train, y_train = x_train[idx], y_train[idx]
+        epochs = int(epochs or training["epochs"])
+        tb = str(self.store.root / "tensorboard" / member_key) if self.tensorboard and member_key else None
+        if spec.strategy is not None:
+            if spec.input_size and "input_size" not in hp.values:
+                hp.values["input_size"] = spec.input_size  # the backbone reads its input side from hp
+            data = dataclasses.replace(d, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test)
+            return training_mod.fit_pretrained(
+                spec.strategy, spec.architecture, hp, data, training, seed=seed, epochs=epochs,
+                deadline=self.clock.deadline, tensorboard_dir=tb,
+                cache_dir=str(self.store.root / "cache" / "transfer"),
+                tuner=self._head_search(spec, member_key), options=spec.transfer_options,
+            )  # fmt: skip
+        entry = zoo.get(spec.architecture)
+        with distributed.scope(self.strategy):
+            model = entry.build(hp, input_shape=x_train.shape[1:], num_classes=d.num_classes)
+            _check_hp(spec, hp)
+            return training_mod.fit(
+                model, x_train, y_train, x_val, d.y_val, training, num_classes=d.num_classes,
+                augment=augment, seed=seed, epochs=epochs, deadline=self.clock.deadline,
+                jit_compile=bool(entry.extra.get("jit_compile", False)), tensorboard_dir=tb,
+                verbose=self.verbose,
+            )  # fmt: skip
+
+    def _head_search(self, spec: MemberSpec, key: str | None) -> dict[str, Any]:
+        """Feature extraction's head search: its trials, in the run's tuner folder (resumable)."""
+        head: dict[str, Any] = {"max_trials": int(spec.transfer_options["head_trials"])}
+        if key:
+            head.update(directory=str(self.store.tuner_dir),
+                        project_name=f"head-{slug(spec.name.lower(), 'member', 40)}-{key}")  # fmt: skip
+        return head
+
+    def prepare(self, preprocess: list[dict], size: int | None) -> tuple[np.ndarray, ...]:
+        """(x_train, x_val, x_test) after the preprocessing steps and resizing; cached per recipe."""
+        if size == self.data.x_train.shape[1]:
+            size = None
+        key = json.dumps([preprocess, size], sort_keys=True)
+        if key not in self._prepared:
+            d = self.data
+            arrays = [d.x_train, d.x_val, d.x_test]
+            if preprocess:
+                from benchmark.preprocess import apply_steps
+
+                arrays = [apply_steps(a, preprocess) for a in arrays]
+            if size and size != d.x_train.shape[1]:
+                arrays = [_resize(a, size) for a in arrays]
+            self._prepared = {key: tuple(arrays)}  # keep one recipe: memory stays bounded
+        return self._prepared[key]
+
+    # ---- storing --------------------------------------------------------------------------------
+    def store_failure(self, folder: Path, config: dict, exc: BaseException, seconds: float) -> None:
+        status = "skipped" if _is_weights_unavailable(exc) else "failed"
+        if status == "failed":
+            log.warning("member %s failed", config["name"], exc_info=exc)
+        reason = short_error(exc)
+        metrics = {"status": status, "reason": reason, "train_seconds": round(seconds, 2),
+                   "finished_at": now()}  # fmt: skip
+        self.store.write_entry(folder, config=config, metrics=metrics)
+        self._record(MemberOutcome(config["id"], config["name"], status, None, seconds, reason=reason))
+
+    def _store_result(self, folder: Path, config: dict, result, training: dict) -> None:
+        from benchmark.training import evaluate_probs, predict
+
+        if not result.ok:
+            metrics = {"status": "failed", "reason": result.failed_reason, "epochs": result.epochs,
+                       "train_seconds": round(result.train_seconds, 2), "finished_at": now()}  # fmt: skip
+            self.store.write_entry(folder, config=config, metrics=metrics, history=result.history)
+            self._record(MemberOutcome(config["id"], config["name"], "failed", None,
+                                       result.train_seconds, reason=result.failed_reason))  # fmt: skip
+            return
+        size = config["input_size"] if config.get("strategy") is None else None
+        _, x_val, x_test = self.prepare(config["preprocess"], size)
+        if result.val_probs is not None and result.test_probs is not None:
+            val_probs, test_probs = result.val_probs, result.test_probs
+            _, ips = predict(result.model, x_val[:512])  # the inference speed, from a sample
+        else:
+            val_probs, ips = predict(result.model, x_val)
+            test_probs, _ = predict(result.model, x_test)
+        val = evaluate_probs(val_probs, self.data.y_val)
+        reason = ""
+        if result.stopped_by_budget:
+            reason = f"stopped by the budget after {result.epochs} of {training['epochs']} epochs"
+        metrics = {
+            "status": "done",
+            "reason": reason,
+            "val_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+            "params": int(result.model.count_params()),
+            "flops": _flops(result.model),
+            "train_seconds": round(result.train_seconds, 2),
+            "epochs": int(result.epochs),
+            "train_images_per_second": round(result.images_per_second, 1),
+            "inference_images_per_second": round(ips, 1),
+            "finished_at": now(),
+            **result.extra,
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(result.model, folder / "model.keras")
+        self.store.write_entry(folder, config=config, metrics=metrics, val_probs=val_probs,
+                               test_probs=test_probs, history=result.history)  # fmt: skip
+        self._record(MemberOutcome(config["id"], config["name"], "done", val["accuracy"],
+                                   result.train_seconds, reason=reason))  # fmt: skip
+
+    def _record(self, outcome: MemberOutcome) -> None:
+        self.outcomes.append(outcome)
+        if outcome.kept:
+            head = "kept   "
+        else:
+            head = {"done": "done   ", "failed": "FAILED ", "skipped": "skipped"}.get(
+                outcome.status, outcome.status
+            )
+        acc = f"val_accuracy {outcome.val_accuracy:.4f}" if outcome.val_accuracy is not None else ""
+        took = "" if outcome.kept else f" in {duration(outcome.seconds)}"
+        why = f" ({outcome.reason})" if outcome.reason else ""
+        self.progress(f"    {head} {outcome.name} [{outcome.id}] {acc}{took}{why}")
+
+
+def _check_hp(spec: MemberSpec, hp) -> None:
+    """A profile's hp key the architecture never asked for is a typo: say so, naming both."""
+    unknown = sorted(set(spec.hp) - {p.name for p in hp.space})
+    if unknown:
+        known = ", ".join(sorted(p.name for p in hp.space))
+        raise ZoobenchError(
+            f"member {spec.name!r}: {spec.architecture} has no hyperparameter {', '.join(unknown)} (it has: {known})"
+        )
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    from benchmark.images import resize_batch
+
+    return resize_batch(images, (size, size))
+
+
+def _flops(model) -> int | None:
+    from zoo.flops import count_flops
+
+    try:
+        return int(count_flops(model))
+    except Exception as exc:  # noqa: BLE001 - a cost figure is never worth a failed member
+        log.warning("could not count FLOPs of %s: %s", model.name, exc)
+        return None
+
+
+def _is_weights_unavailable(exc: BaseException) -> bool:
+    return any(cls.__name__ == "WeightsUnavailable" for cls in type(exc).__mro__)
