@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny real CIFAR-10 pictures from the shared JPEG copy, and tiny synthetic sets."""
+"""Shared fixtures: tiny real CIFAR-10 pictures (an in-repo JPEG copy), and tiny synthetic sets."""
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from pathlib import Path
@@ -12,9 +13,16 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+# The full CIFAR-10 JPEG copy (50,000 + 10,000 pictures): only the tests marked ``slow`` that truly
+# need it (``full_jpg``) read it, and they skip where it is absent.
 SHARED_JPG = Path(
     os.environ.get("ZOOBENCH_TEST_JPG", REPO.parent / "shared" / "data" / "cifar10-jpg")
 )
+# 600 of those pictures copied byte for byte, in the same <split>/<class>/NNNN.jpg layout
+# (tests/data/cifar10-tiny/README.md): 50 a class from train (0000-0049), 10 a class from test
+# (0000-0009). Every other test that needs real pixels reads this, so a fresh clone runs them all.
+TINY_JPG = Path(__file__).resolve().parent / "data" / "cifar10-tiny"
+TINY_PER_CLASS = {"train": 50, "test": 10}
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -35,22 +43,69 @@ def _read_jpg(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _gc_frozen_heap():
+    """Speed only. Keras's ``clear_session()`` (before each zoo build, each tuner trial) runs
+    ``gc.collect()``, which walks every live Python object: over a million late in the suite, about
+    a third of its run time. Once per test module: collect, then freeze what survived, so those
+    collections walk only what the module itself made (dropped objects are still freed)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 @pytest.fixture(scope="session")
-def shared_jpg() -> Path:
-    """The shared CIFAR-10 JPEG copy; tests that need it skip where it is absent."""
+def tiny_jpg() -> Path:
+    """The in-repo CIFAR-10 JPEG copy: 500 train (so 450 train + 50 val at the default 10%
+    validation fraction) and 100 test pictures, balanced; ``datasets.load`` reads it as any copy."""
+    return TINY_JPG
+
+
+@pytest.fixture(scope="session")
+def full_jpg() -> Path:
+    """The full shared CIFAR-10 JPEG copy; the (slow) tests that need it skip where it is absent."""
     if not (SHARED_JPG / "train" / "airplane").is_dir():
         pytest.skip(f"the shared CIFAR-10 JPEG copy is not at {SHARED_JPG} (set ZOOBENCH_TEST_JPG)")
     return SHARED_JPG
 
 
+def shrunk_smoke_toml(
+    path: Path, *, report: bool = True, ensembles: bool = True, augment: bool = False
+) -> Path:
+    """The shipped smoke profile on 100 train / 50 val / 50 test pictures in batches of 50 (the
+    in-repo copy holds 450 / 50 / 100), written to ``path``; its members, search, ensembles and
+    report are the shipped ones (the report or ensembles off when asked; with ``augment``, every
+    member trains on flipped, padded-and-cropped batches)."""
+    from importlib import resources
+
+    text = (resources.files("benchmark") / "profiles" / "smoke.toml").read_text()
+    swaps = [("train_size = 300", "train_size = 100"), ("val_size = 100", "val_size = 50"),
+             ("test_size = 200", "test_size = 50"), ("batch_size = 32", "batch_size = 50")]  # fmt: skip
+    if not report:
+        swaps.append(("[report]\nenabled = true", "[report]\nenabled = false"))
+    if not ensembles:
+        swaps.append(("[ensembles]\nenabled = true", "[ensembles]\nenabled = false"))
+    if augment:
+        swaps.append(("[training]\n", '[training]\naugment = [{ name = "flip" }, { name = "pad_crop" }]\n'))
+    for old, new in swaps:
+        assert text.count(old) == 1, f"smoke.toml changed: {old!r} is not there once"
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
 def real_cifar(split: str, per_class: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``per_class`` real CIFAR-10 pictures of each class from the shared copy (uint8, int64)."""
-    if not (SHARED_JPG / split / "airplane").is_dir():
-        pytest.skip(f"the shared CIFAR-10 JPEG copy is not at {SHARED_JPG}")
+    """``per_class`` real CIFAR-10 pictures of each class from the in-repo copy (uint8, int64)."""
+    if offset + per_class > TINY_PER_CLASS[split]:
+        raise ValueError(
+            f"tests/data/cifar10-tiny/{split} holds {TINY_PER_CLASS[split]} pictures a class; "
+            f"asked for {per_class} from {offset}"
+        )
     xs, ys = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
         for i in range(offset, offset + per_class):
-            xs.append(_read_jpg(SHARED_JPG / split / name / f"{i:04d}.jpg"))
+            xs.append(_read_jpg(TINY_JPG / split / name / f"{i:04d}.jpg"))
             ys.append(label)
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shrunk_smoke_toml
 
 REPO = Path(__file__).resolve().parents[1]
 NO_TENSORFLOW = Path(__file__).resolve().parent / "no_tensorflow"
@@ -39,76 +40,88 @@ def _python(code: str, backend: str, *, hide_tensorflow: bool, env: dict | None 
 
 
 RUN_SMOKE = """
-import sys
+import shutil, sys
 from benchmark.cli import main
-status = main(["--backend", "{backend}", "run", "smoke", "--out", {out!r}, "--data-dir", {data!r}])
+args = ["--backend", "{backend}", "run", {profile!r}, "--out", {out!r}, "--data-dir", {data!r}]
+status = main(args)
 print("TENSORFLOW_LOADED", "tensorflow" in sys.modules)
+if status == 0:
+    shutil.copy({out!r} + "/leaderboard.csv", {out!r} + "/leaderboard-first.csv")
+    print("=== RERUN ===")  # a second Runner over the same folder: it must resume, training nothing
+    status = main(args)
 sys.exit(status)
 """
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_the_smoke_profile_runs_and_resumes_on_each_backend(backend, tmp_path, shared_jpg):
-    _needs(backend)
-    out = tmp_path / "smoke"
-    code = RUN_SMOKE.format(backend=backend, out=str(out), data=str(shared_jpg))
-    other = backend != "tensorflow"
-    first = _python(code, backend, hide_tensorflow=other)  # the decoded-pixel cache is shared
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "TENSORFLOW_LOADED False" in first.stdout or not other
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, tiny_jpg):
+    """``run(backend)``: the shrunk smoke profile (with flip and pad-crop augmentation) run, then
+    rerun, through the CLI in one fresh interpreter on ``backend``; each backend runs once a module."""
+    done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def run(backend: str) -> tuple[Path, subprocess.CompletedProcess]:
+        _needs(backend)
+        if backend not in done:
+            folder = tmp_path_factory.mktemp(f"smoke-{backend}")
+            profile = shrunk_smoke_toml(folder / "smoke.toml", augment=True)
+            out = folder / "smoke"
+            code = RUN_SMOKE.format(backend=backend, profile=str(profile), out=str(out),
+                                    data=str(tiny_jpg))  # fmt: skip
+            # JAX and PyTorch run where TensorFlow cannot be imported; the decoded-pixel cache is shared.
+            done[backend] = out, _python(code, backend, hide_tensorflow=backend != "tensorflow")
+        return done[backend]
+
+    return run
+
+
+# TensorFlow's CLI smoke run is -m slow only: by default tests/test_runner.py runs the same smoke
+# profile on TensorFlow (report included) and tests/test_fault_injection.py runs and resumes
+# `zoobench run` on TensorFlow, checking the resumed leaderboard.
+@pytest.mark.parametrize(
+    "backend", [pytest.param("tensorflow", marks=pytest.mark.slow), "jax", "torch"]
+)
+def test_the_smoke_profile_runs_and_resumes_on_each_backend(backend, smoke_runs):
+    out, proc = smoke_runs(backend)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, _, again = proc.stdout.partition("=== RERUN ===")
+    assert "TENSORFLOW_LOADED False" in first or backend == "tensorflow"
     meta = json.loads((out / "run.json").read_text())
     assert meta["backend"] == backend and meta["machine"]["backend"] == backend
-    board = pd.read_csv(out / "leaderboard.csv")
+    board = pd.read_csv(out / "leaderboard-first.csv")
     members = board[board.kind != "ensemble"]
     assert len(members) == 3 and set(members.status) == {"done"}, board[["model", "status", "reason"]]
     assert (board.kind == "ensemble").any()
     assert members.test_accuracy.between(0, 1).all()
     assert (out / "report" / "index.html").exists()
 
-    again = _python(code, backend, hide_tensorflow=other)  # a rerun resumes: trains nothing
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("kept") >= 3
+    assert again.count("kept") >= 3  # the rerun resumed: it trained nothing
     pd.testing.assert_frame_equal(
         pd.read_csv(out / "leaderboard.csv").drop(columns=["images_per_second"]),
         board.drop(columns=["images_per_second"]),
     )
 
 
-TRAIN_AND_SAVE = """
-import numpy as np, keras, zoo
-from benchmark.training import fit, resolve_training, predict
-rng = np.random.default_rng(0)
-x = rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8)
-y = np.arange(96) % 10
-keras.utils.set_random_seed(0)
-model = zoo.build("seed_cnn", input_shape=(32, 32, 3), num_classes=10)
-fit(model, x, y, x[:32], y[:32], resolve_training({{"epochs": 1, "batch_size": 32}}), num_classes=10,
-    augment=[{{"name": "flip"}}, {{"name": "pad_crop"}}])
-model.save({path!r})
-probs, _ = predict(model, x)
-np.save({probs!r}, probs)
-np.save({images!r}, x)
-"""
-
-
-def test_a_member_trained_on_jax_predicts_the_same_on_tensorflow(tmp_path):
-    _needs("jax")
-    paths = {"path": str(tmp_path / "model.keras"), "probs": str(tmp_path / "probs.npy"),
-             "images": str(tmp_path / "x.npy")}  # fmt: skip
-    done = _python(TRAIN_AND_SAVE.format(**paths), "jax", hide_tensorflow=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_a_member_trained_on_jax_predicts_the_same_on_tensorflow(smoke_runs, tmp_path):
+    """A smoke member trained on JAX (with flip and pad-crop batches) loads on TensorFlow and gives
+    the test probabilities JAX stored for it."""
+    out, proc = smoke_runs("jax")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    member = sorted(p for p in (out / "members").iterdir() if (p / "model.keras").is_file())[0]
+    assert json.loads((member / "config.json").read_text())["augment"]
+    images = out / "data" / "x_test.npy"
     loaded = _python(
         "import numpy as np, keras, zoo\n"
         "zoo.list_models()  # registers the zoo's layers\n"
-        f"model = keras.saving.load_model({paths['path']!r}, safe_mode=True)\n"
-        f"np.save({str(tmp_path / 'tf_probs.npy')!r}, model.predict(np.load({paths['images']!r})"
+        f"model = keras.saving.load_model({str(member / 'model.keras')!r}, safe_mode=True)\n"
+        f"np.save({str(tmp_path / 'tf_probs.npy')!r}, model.predict(np.load({str(images)!r})"
         ".astype('float32'), verbose=0))\n"
         "print(keras.backend.backend())",
         "tensorflow", hide_tensorflow=False,
     )  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().endswith("tensorflow")
-    jax_probs, tf_probs = np.load(paths["probs"]), np.load(tmp_path / "tf_probs.npy")
+    jax_probs, tf_probs = np.load(member / "test_probs.npy"), np.load(tmp_path / "tf_probs.npy")
+    assert jax_probs.shape == (50, 10)
     np.testing.assert_array_equal(jax_probs.argmax(1), tf_probs.argmax(1))
     np.testing.assert_allclose(jax_probs, tf_probs, atol=1e-4)
 

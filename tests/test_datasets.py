@@ -63,13 +63,36 @@ def test_folder_tree_loads_in_official_class_order_and_is_cached(tmp_path, caplo
     assert again.fingerprint == raw.fingerprint
 
 
-def test_cache_is_invalidated_when_a_file_changes(tmp_path):
+def test_cache_is_invalidated_when_a_file_changes(tmp_path, monkeypatch):
+    import cv2
+
+    decoded: list[str] = []
+    decode = datasets.decode
+
+    def counting_decode(path):
+        decoded.append(path.name)
+        return decode(path)
+
+    monkeypatch.setattr(datasets, "decode", counting_decode)
     root = write_class_folders(tmp_path / "tree")
     first = datasets.load_raw("cifar10", data_dir=root)
+    assert len(decoded) == 110  # 8 + 3 pictures a class, all decoded once
+    datasets.load_raw("cifar10", data_dir=root)
+    assert len(decoded) == 110  # unchanged files: served from the cache, nothing decoded
+
     target = root / "train" / "cat" / "0000.png"
-    os.utime(target, ns=(1, 1))
+    row = list(first.y_train).index(CIFAR10_CLASSES.index("cat"))  # cat's first picture
+    cv2.imwrite(str(target), np.full((32, 32, 3), 7, np.uint8))  # new pixels, same name
     second = datasets.load_raw("cifar10", data_dir=root)
+    assert len(decoded) == 220  # the cache was bypassed: every picture decoded again
     assert second.fingerprint != first.fingerprint
+    assert (second.x_train[row] == 7).all() and not (first.x_train[row] == 7).all()
+    assert len(list((tmp_path / "cache").glob("cifar10-*.npz"))) == 2  # a new entry, new key
+
+    os.utime(target, ns=(1, 1))  # a touch alone (same bytes, new time) also bypasses it
+    third = datasets.load_raw("cifar10", data_dir=root)
+    assert len(decoded) == 330 and third.fingerprint != second.fingerprint
+    np.testing.assert_array_equal(third.x_train, second.x_train)
 
 
 def test_generic_folder_dataset_uses_sorted_class_names(tmp_path):
@@ -107,9 +130,10 @@ def test_subsets_are_stratified(tmp_path):
         datasets.load("cifar10", data_dir=folder, train_size=5)
 
 
-def test_shared_jpeg_copy_loads_45k_5k_10k_balanced(shared_jpg, tmp_path):
+@pytest.mark.slow
+def test_shared_jpeg_copy_loads_45k_5k_10k_balanced(full_jpg, tmp_path):
     data = datasets.load(
-        "cifar10", data_dir=shared_jpg, cache_dir=os.path.expanduser("~/.cache/zoobench")
+        "cifar10", data_dir=full_jpg, cache_dir=os.path.expanduser("~/.cache/zoobench")
     )
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (45_000, 5_000, 10_000)
     assert data.source == "CIFAR-10 (JPEG copy)"
@@ -145,8 +169,25 @@ def test_corrupt_image_is_named(tmp_path):
     root = write_class_folders(tmp_path / "tree")
     bad = root / "train" / "dog" / "0003.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
-    with pytest.raises(DataError, match=r"cannot decode image .*dog/0003\.png"):
+    with pytest.raises(
+        DataError, match=r"dog/0003\.png: corrupt or not an image \(cannot decode\)"
+    ):
         datasets.load("cifar10", data_dir=root)
+
+
+def test_real_pictures_decode_as_opencv_reads_them_from_a_path_or_bytes(tiny_jpg, tmp_path):
+    """The one decoder (benchmark.images.decode) keeps the pixels the decode cache was built with."""
+    import cv2
+
+    from benchmark.images import decode
+
+    for path in sorted((tiny_jpg / "test" / "cat").glob("*.jpg"))[:5]:
+        want = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(decode(path), want)
+        np.testing.assert_array_equal(decode(path.read_bytes()), want)
+        png = tmp_path / f"{path.stem}.png"
+        cv2.imwrite(str(png), want[..., ::-1])
+        np.testing.assert_array_equal(decode(png), want)
 
 
 def test_wrong_image_size_is_named(tmp_path):

@@ -117,6 +117,45 @@ def test_gray_rgba_16bit_and_palette_become_8bit_rgb(images):
         np.testing.assert_array_equal(rgb[0, 39], [0, 0, 255], err_msg=key)
 
 
+def test_predict_decodes_as_the_dataset_loader_does(tmp_path):
+    """One decoder (benchmark.images): EXIF orientation applied, 16-bit to its high byte, float
+    TIFF scaled, so a prediction sees the pixels a class-folder dataset of the same files gave."""
+    from PIL import Image
+
+    from benchmark import images as image_io
+
+    rgb = cv2.cvtColor(picture(), cv2.COLOR_BGR2RGB)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(rgb).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    deep = np.full((30, 40, 3), 0x12FF, np.uint16)  # high byte 18; 0x12FF / 257 rounds to 19
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    cv2.imwrite(str(tmp_path / "float.tiff"), np.full((30, 40, 3), 0.5, np.float32))
+    for name in ("phone.jpg", "deep.png", "float.tiff"):
+        np.testing.assert_array_equal(
+            read_image(tmp_path / name), image_io.decode(tmp_path / name), err_msg=name
+        )
+    phone = read_image(tmp_path / "phone.jpg")
+    assert phone.shape == (40, 30, 3)  # upright: the red half is now on top
+    assert phone[5, 15, 0] > 200 and phone[35, 15, 2] > 200
+    assert np.all(read_image(tmp_path / "deep.png") == 18)
+    assert np.all(read_image(tmp_path / "float.tiff") == 128)
+
+
+def test_resize_shrinks_by_area_and_enlarges_bilinearly():
+    from benchmark.images import resize, resize_batch
+
+    img = np.random.default_rng(0).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    assert resize(img, (30, 40)) is img
+    small = cv2.resize(img, (20, 15), interpolation=cv2.INTER_AREA)
+    large = cv2.resize(img, (80, 60), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(resize(img, (15, 20)), small)
+    np.testing.assert_array_equal(resize(img, (60, 80)), large)
+    batch = resize_batch([img, img[:20]], (15, 20))
+    assert batch.shape == (2, 15, 20, 3) and batch.dtype == np.uint8
+    np.testing.assert_array_equal(batch[0], small)
+
+
 @pytest.mark.parametrize(
     "key, message",
     [
@@ -163,7 +202,7 @@ def test_all_good_inputs_exit_0_with_top_k_classes(capsys, run_dir, images):
 
 
 def test_json_output_matches_the_python_api_and_tta_averages_the_flip(capsys, run_dir, tmp_path):
-    from ensembles.images import resize_batch
+    from benchmark.images import resize_batch
     from ensembles.predictor import load_predictor
 
     noise = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)

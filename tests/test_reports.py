@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_run import make_fake_run, noisy_probs
+from reports_support import add_fake_ensemble
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-from test_reports_support import add_fake_ensemble
 
 from reports import leaderboard, scoring, stats
 from reports.figures import pareto_front

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_run import make_fake_run, noisy_probs
-from test_reports_support import full_fake_run
+from reports_support import full_fake_run
 
 from benchmark.cli import main as zoobench
 from benchmark.errors import ZoobenchError
@@ -84,7 +84,7 @@ def test_report_of_an_unfinished_run_shows_what_is_done(tmp_path):
     (store.data_dir / "x_test.npy").unlink()  # e.g. the runner had not written it yet
     index = build_report(store)
     board = leaderboard(store)
-    assert list(board["status"]) == ["done", "done", "incomplete", "incomplete"]
+    assert list(board["status"]) == ["done", "done", "unfinished", "unfinished"]
     assert "training\\|net" in (store.report_dir / "README.md").read_text()  # the table holds
     assert (store.report_dir / "figures" / "curves.png").is_file()  # member00's curves still drawn
     readme = (store.report_dir / "README.md").read_text()

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import SHARED_JPG
+from conftest import TINY_JPG, shrunk_smoke_toml
 
 pytest.importorskip("keras")
 
@@ -34,10 +34,10 @@ def tiny_smoke(nan_member: bool = True):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, shared_jpg):
+def smoke_run(tmp_path_factory, tiny_jpg):
     out = tmp_path_factory.mktemp("runs") / "smoke"
     lines: list[str] = []
-    runner = Runner(tiny_smoke(), out, data_dir=str(shared_jpg), progress=lines.append)
+    runner = Runner(tiny_smoke(), out, data_dir=str(tiny_jpg), progress=lines.append)
     runner.run()
     return runner, lines
 
@@ -98,7 +98,7 @@ def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
         assert bad.id not in ens.config["members"]
 
 
-def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, shared_jpg):
+def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, tiny_jpg):
     runner, _ = smoke_run
     store = runner.store
     before = {m.id: (m.metrics["val_accuracy"], (m.path / "metrics.json").stat().st_mtime_ns)
@@ -108,7 +108,7 @@ def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, 
     lines: list[str] = []
     profile = tiny_smoke()
     profile.report = {"enabled": False}  # the report was checked above; this is about the members
-    again = Runner(profile, store.root, data_dir=str(shared_jpg), progress=lines.append)
+    again = Runner(profile, store.root, data_dir=str(tiny_jpg), progress=lines.append)
     again.run()
     kept = [o for o in again.outcomes if o.kept]
     redone = [o for o in again.outcomes if not o.kept]
@@ -135,21 +135,21 @@ def test_the_api_reads_a_finished_run(smoke_run):
     assert set(board["kind"]) <= {"scratch", "pretrained", "ensemble"}
 
 
-def test_another_profile_in_the_same_folder_is_refused(smoke_run, shared_jpg):
+def test_another_profile_in_the_same_folder_is_refused(smoke_run, tiny_jpg):
     from benchmark.errors import ZoobenchError
 
     with pytest.raises(ZoobenchError, match="--fresh"):
-        Runner(tiny_smoke(), smoke_run[0].store.root, data_dir=str(shared_jpg), seed=5).run()
+        Runner(tiny_smoke(), smoke_run[0].store.root, data_dir=str(tiny_jpg), seed=5).run()
 
 
-def test_the_budget_is_honoured(tmp_path, shared_jpg):
+def test_the_budget_is_honoured(tmp_path, tiny_jpg):
     raw = {"name": "budget", "data": dict(TINY_DATA), "training": {"epochs": 40, "batch_size": 50},
            "members": [{"architecture": "seed_cnn", "name": "long", "hp": {"width": 0.5, "dense_units": 0}},
                        {"architecture": "seed_cnn", "name": "longer", "hp": {"width": 1.0},
                         "training": {"epochs": 400}}],
            "ensembles": {"enabled": False}, "report": {"enabled": False}}  # fmt: skip
     lines: list[str] = []
-    runner = Runner(parse_profile(raw, "test"), tmp_path / "run", data_dir=str(shared_jpg),
+    runner = Runner(parse_profile(raw, "test"), tmp_path / "run", data_dir=str(tiny_jpg),
                     budget_seconds=12, progress=lines.append)  # fmt: skip
     start = time.monotonic()
     runner.run()
@@ -165,7 +165,7 @@ def test_the_budget_is_honoured(tmp_path, shared_jpg):
         assert m.metrics["epochs"] < 40
 
 
-def test_plan_prints_without_training(tmp_path, shared_jpg, capsys):
+def test_plan_prints_without_training(tmp_path, tiny_jpg, capsys):
     from benchmark.cli import main
 
     profile = tmp_path / "p.toml"
@@ -173,12 +173,15 @@ def test_plan_prints_without_training(tmp_path, shared_jpg, capsys):
                        '[[members]]\narchitecture = "seed_cnn"\nhp = {width = 0.5}\nseeds = 2\n')  # fmt: skip
     out = tmp_path / "run"
     assert main(["run", str(profile), "--plan", "--budget", "10m", "--out", str(out),
-                 "--data-dir", str(shared_jpg)]) == 0  # fmt: skip
+                 "--data-dir", str(tiny_jpg)]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "seed_cnn [seed 0]" in text and "seed_cnn [seed 1]" in text and "estimated total" in text
     assert not out.exists()
 
 
+# -m slow only: tests/test_fault_injection.py kills `zoobench run` at random moments by default
+# (twice) and checks the whole leaderboard; this one also covers a search's member (the tuned one).
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     """Kill a run at a random moment, rerun it: same members, same val and test accuracies."""
     import os
@@ -187,25 +190,13 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     import subprocess
     import sys
 
-    if not (SHARED_JPG / "train").is_dir():
-        pytest.skip("no shared CIFAR-10 copy")
-    from importlib import resources
-
-    profile = tmp_path / "smoke.toml"
-    text = (resources.files("benchmark") / "profiles" / "smoke.toml").read_text()
-    text = text.replace("train_size = 300", "train_size = 100").replace(
-        "val_size = 100", "val_size = 50"
-    )
-    text = text.replace("test_size = 200", "test_size = 50").replace(
-        "batch_size = 32", "batch_size = 50"
-    )
-    text = text.replace("[report]\nenabled = true", "[report]\nenabled = false")
-    profile.write_text(text)
+    # Ensembles and the report off: the leaderboards compared below are the members'.
+    profile = shrunk_smoke_toml(tmp_path / "smoke.toml", report=False, ensembles=False)
     env = dict(os.environ, ZOOBENCH_CACHE=str(tmp_path / "cache"))
 
     def cmd(out):
         return [sys.executable, "-m", "benchmark.cli", "run", str(profile), "--out", str(out),
-                "--data-dir", str(SHARED_JPG)]  # fmt: skip
+                "--data-dir", str(TINY_JPG)]  # fmt: skip
 
     start = time.monotonic()
     subprocess.run(cmd(tmp_path / "a"), check=True, env=env, capture_output=True)
@@ -234,7 +225,7 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     assert json.loads((tmp_path / "b" / "run.json").read_text())["finished_at"]
 
 
-def test_stored_probabilities_are_reproduced_from_raw_pixels(tmp_path, shared_jpg):
+def test_stored_probabilities_are_reproduced_from_raw_pixels(tmp_path, tiny_jpg):
     """The stored val/test probabilities come from cached features; the saved raw-pixel model
     (with the member's preprocessing replayed) must give the same answers."""
     import keras
@@ -265,7 +256,7 @@ def test_stored_probabilities_are_reproduced_from_raw_pixels(tmp_path, shared_jp
         "ensembles": {"enabled": False},
         "report": {"enabled": False},
     }
-    runner = Runner(parse_profile(raw, "transfer test"), tmp_path / "t", data_dir=str(shared_jpg))
+    runner = Runner(parse_profile(raw, "transfer test"), tmp_path / "t", data_dir=str(tiny_jpg))
     runner.run()
     member, scratch = sorted(runner.store.members(), key=lambda m: m.config["kind"])
     assert member.ok and scratch.ok, (member.metrics, scratch.metrics)

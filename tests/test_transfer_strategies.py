@@ -16,9 +16,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture(scope="module")
 def tiny() -> Dataset:
-    """200 train / 100 val / 50 test real pictures (the shared JPEG copy)."""
+    """200 train / 100 val / 50 test real pictures (the in-repo JPEG copy)."""
     x_train, y_train = real_cifar("train", 20)
-    x_val, y_val = real_cifar("train", 10, offset=100)
+    x_val, y_val = real_cifar("train", 10, offset=20)
     x_test, y_test = real_cifar("test", 5)
     return Dataset(
         name="cifar10", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,

@@ -181,11 +181,18 @@ def _trials(tuner):
     return {t.trial_id: (t.status, t.hyperparameters.values) for t in tuner.oracle.trials.values()}
 
 
-@pytest.mark.parametrize("kill", ["inside trial 2", "between trial 1's file and oracle.json"])
-def test_a_killed_search_resumes_to_the_same_trials_and_best_trial(tmp_path, monkeypatch, kill):
-    unbroken = _tied(_tuner(tmp_path / "a", max_trials=3))
+@pytest.fixture(scope="module")
+def unbroken_trials(tmp_path_factory):
+    """The trials of an unbroken, tied 3-trial search: what each killed search must resume to."""
+    unbroken = _tied(_tuner(tmp_path_factory.mktemp("unbroken"), max_trials=3))
     unbroken.search(verbose=0)
+    return _trials(unbroken)
 
+
+@pytest.mark.parametrize("kill", ["inside trial 2", "between trial 1's file and oracle.json"])
+def test_a_killed_search_resumes_to_the_same_trials_and_best_trial(
+    tmp_path, monkeypatch, kill, unbroken_trials
+):
     broken = _tied(_tuner(tmp_path / "b", max_trials=3))
     if kill == "inside trial 2":
         calls = []
@@ -218,7 +225,7 @@ def test_a_killed_search_resumes_to_the_same_trials_and_best_trial(tmp_path, mon
     resumed = _tied(_tuner(tmp_path / "b", max_trials=3))
     resumed.search(verbose=0)
 
-    assert _trials(resumed) == _trials(unbroken)
+    assert _trials(resumed) == unbroken_trials
     assert all(status == "COMPLETED" for status, _ in _trials(resumed).values())
     assert [t.trial_id for t in resumed.best_trials(3)] == ["0", "1", "2"]
     assert resumed.oracle.get_best_trials(1)[0].trial_id == "0"  # Keras Tuner's own answer too
