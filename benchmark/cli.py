@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.debug:  # the tracebacks of failures a run survives (members, ensembles, report)
+        for name in ("benchmark", "ensembles", "reports"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         from zoo import backend
 

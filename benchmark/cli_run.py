@@ -44,21 +44,25 @@ def add_commands(sub) -> None:
     )
     dist.add_argument("--worker", metavar="HOST:PORT", help="run the trials of a chief's searches")
     run.add_argument("--tuner-id", help="this worker's id (default worker-<pid>)")
+    run.add_argument("--token", help="shared secret workers present to the chief (default "
+                     "$ZOOBENCH_TOKEN; a chief beyond loopback without one prints a new one)")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
+    import os
 
     from benchmark import distributed
     from benchmark.budget import parse_duration
+    from benchmark.errors import ZoobenchError
     from benchmark.formatting import duration
     from benchmark.profiles import load_profile
 
     if not getattr(args, "verbose", False):  # TensorFlow's retracing notes are not for people
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     budget = parse_duration(args.budget)
-    role = distributed.configure_tuning(args.chief, args.worker, args.tuner_id)
+    role = distributed.configure_tuning(args.chief, args.worker, args.tuner_id, args.token)
     profile = load_profile(args.profile)
 
     from benchmark.runner import Runner
@@ -67,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     out = args.out or f"runs/{profile.name}"
+    if os.path.exists(out) and not os.path.isdir(out):  # said before any data is loaded, --plan too
+        raise ZoobenchError(f"--out {out} is a file, not a folder: choose another --out")
     runner = Runner(profile, out, data_dir=args.data_dir, seed=args.seed, budget_seconds=budget,
                     fresh=args.fresh, tensorboard=args.tensorboard, strategy=args.strategy,
                     progress=say, verbose=2)  # fmt: skip

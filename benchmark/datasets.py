@@ -157,6 +157,10 @@ def load_raw(
     data_dir = data_dir or os.environ.get("ZOOBENCH_DATA") or None
     if data_dir is not None:
         root = Path(data_dir).expanduser()
+        if root.exists() and not root.is_dir():
+            raise DataError(
+                f"data folder {root} is a file, not a folder (from --data-dir / ZOOBENCH_DATA)"
+            )
         if not root.is_dir():
             raise DataError(f"data folder {root} does not exist (from --data-dir / ZOOBENCH_DATA)")
         official = _find_official(root, spec)
@@ -383,6 +387,11 @@ def _list_folder_split(root: Path, split_name: str) -> dict[str, list[Path]]:
 
 def _class_order(found: Sequence[str], spec: DatasetSpec, root: Path) -> tuple[str, ...]:
     """Official label order for CIFAR-10; sorted folder names otherwise."""
+    if len(found) < 2:  # one class: every prediction is right, every score a meaningless 1.000
+        raise DataError(
+            f"{root} has {len(found)} class folder{'s' if len(found) != 1 else ''} "
+            f"({', '.join(found)}); a classification dataset needs at least two classes"
+        )
     if spec.name == "cifar10":
         if set(found) != set(CIFAR10_CLASSES):
             raise DataError(

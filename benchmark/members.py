@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.errors import ZoobenchError
+from benchmark.errors import ZoobenchError, short_error, write_traceback
 from benchmark.formatting import duration
+from benchmark.hpspace import check_member_hp
 from benchmark.naming import slug
-from benchmark.plan import Task, short_error
+from benchmark.plan import Task
 from benchmark.profiles import MemberSpec
 from benchmark.provenance import now
 from benchmark.store import RunStore, member_id, save_model
@@ -135,10 +137,17 @@ class MemberTrainer:
         """Keep a member the store already has; else ``train()`` it and store the result."""
         folder = self.store.member_dir(mid)
         if self.store.is_complete(folder):
-            entry = self.store.member(mid)
-            self._record(MemberOutcome(mid, config["name"], entry.status, entry.metrics.get("val_accuracy"),
-                                       0.0, kept=True, reason=entry.metrics.get("reason", "")))  # fmt: skip
-            return
+            try:
+                entry = self.store.member(mid)
+                problems = entry.verify()
+            except ZoobenchError as exc:  # a torn config.json or metrics.json
+                entry, problems = None, [str(exc)]
+            if not problems:
+                self._record(MemberOutcome(mid, config["name"], entry.status, entry.metrics.get("val_accuracy"),
+                                           0.0, kept=True, reason=entry.metrics.get("reason", "")))  # fmt: skip
+                return
+            self.progress(f"    damaged {config['name']} [{mid}]: {'; '.join(problems)}; retraining it")
+            shutil.rmtree(folder)
         start = time.perf_counter()
         try:
             result = train()
@@ -183,7 +192,7 @@ class MemberTrainer:
         entry = zoo.get(spec.architecture)
         with distributed.scope(self.strategy):
             model = entry.build(hp, input_shape=x_train.shape[1:], num_classes=d.num_classes)
-            _check_hp(spec, hp)
+            check_member_hp(spec, hp)  # the plan checked it too: one function, on this build
             return training_mod.fit(
                 model, x_train, y_train, x_val, d.y_val, training, num_classes=d.num_classes,
                 augment=augment, seed=seed, epochs=epochs, deadline=self.clock.deadline,
@@ -219,9 +228,12 @@ class MemberTrainer:
     # ---- storing --------------------------------------------------------------------------------
     def store_failure(self, folder: Path, config: dict, exc: BaseException, seconds: float) -> None:
         status = "skipped" if _is_weights_unavailable(exc) else "failed"
-        if status == "failed":
-            log.warning("member %s failed", config["name"], exc_info=exc)
         reason = short_error(exc)
+        if status == "failed":  # one line; the traceback goes to the member's error.txt
+            where = write_traceback(folder, exc)
+            log.warning("member %s failed: %s%s", config["name"], reason,
+                        f" (traceback in {where})" if where else "")  # fmt: skip
+            log.debug("member %s failed", config["name"], exc_info=exc)
         metrics = {"status": status, "reason": reason, "train_seconds": round(seconds, 2),
                    "finished_at": now()}  # fmt: skip
         self.store.write_entry(folder, config=config, metrics=metrics)
@@ -282,16 +294,6 @@ class MemberTrainer:
         took = "" if outcome.kept else f" in {duration(outcome.seconds)}"
         why = f" ({outcome.reason})" if outcome.reason else ""
         self.progress(f"    {head} {outcome.name} [{outcome.id}] {acc}{took}{why}")
-
-
-def _check_hp(spec: MemberSpec, hp) -> None:
-    """A profile's hp key the architecture never asked for is a typo: say so, naming both."""
-    unknown = sorted(set(spec.hp) - {p.name for p in hp.space})
-    if unknown:
-        known = ", ".join(sorted(p.name for p in hp.space))
-        raise ZoobenchError(
-            f"member {spec.name!r}: {spec.architecture} has no hyperparameter {', '.join(unknown)} (it has: {known})"
-        )
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:

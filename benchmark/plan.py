@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmark import budget as budget_mod
+from benchmark import hpspace
+from benchmark.errors import short_error
 from benchmark.formatting import duration
 from benchmark.profiles import MemberSpec, Profile
 
@@ -70,20 +72,18 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
     from benchmark.tuning import fixed_hyperparameters
 
     spec, d = task.spec, data
-    hp = dict(spec.hp)
-    if spec.strategy is None:
-        size = spec.input_size
-    else:  # pretrained backbones take the data's pixels and resize to hp's input_size inside
-        size = None
-        if spec.input_size:
-            hp["input_size"] = spec.input_size
-    shape = (size, size, d.input_shape[2]) if size else d.input_shape
+    # pretrained backbones take the data's pixels and resize to hp's input_size inside
+    hp, shape = hpspace.build_inputs(spec, d.input_shape)
     batch = int(task.training["batch_size"])
     probe_spec = {"architecture": spec.architecture, "hp": hp, "shape": list(shape),
                   "batch": batch, "strategy": spec.strategy}  # fmt: skip
 
     def factory():
-        return zoo.build(spec.architecture, fixed_hyperparameters(hp), shape, d.num_classes)
+        built = fixed_hyperparameters(hp)
+        model = zoo.build(spec.architecture, built, shape, d.num_classes)
+        # the space this build declared: the hp check reads it instead of building again
+        hpspace.remember(hpspace.space_key(spec.architecture, hp, shape, d.num_classes), built)
+        return model
 
     tp = budget_mod.probe(factory, shape, d.num_classes, min(batch, 64), probe_spec)
     n_train, n_val, n_test = len(d.y_train), len(d.y_val), len(d.y_test)
@@ -113,21 +113,38 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
 
 
 def make_plan(profile: Profile, data, seed: int, remaining: float | None, probe: bool) -> list[Task]:
-    """Expand the profile and, with ``probe``, fit it to ``remaining`` seconds (None: no budget)."""
+    """Expand the profile and, with ``probe``, fit it to ``remaining`` seconds (None: no budget).
+
+    Every member's hp is checked against its architecture's space either way
+    (``benchmark.hpspace``): a typo or a value out of range is a ZoobenchError before any training.
+    """
     tasks = expand(profile, seed)
     if not probe:
+        check_members(profile, data)
         return tasks
     estimates = []
+    checked: set[int] = set()
     for task in tasks:
         try:
             estimates.append(estimate(task, data))
         except Exception as exc:  # noqa: BLE001 - e.g. pretrained weights unavailable offline
             task.note = short_error(exc)
             estimates.append(budget_mod.Estimate(0.0, 0.0, 0))
+        if id(task.spec) not in checked:  # on the probe's build when it built one
+            checked.add(id(task.spec))
+            hpspace.check_spec(task.spec, data.input_shape, data.num_classes)
     for task, decision in zip(tasks, budget_mod.fit_to_budget(estimates, remaining), strict=True):
         task.decision = decision
         _apply(task, decision)
     return tasks
+
+
+def check_members(profile: Profile, data) -> None:
+    """Every member's hp against its architecture's space (``benchmark.hpspace``), no probe: a
+    ZoobenchError naming the member, the key and what is allowed. Spaces are remembered, so the
+    plan's own check after this builds nothing again."""
+    for spec in profile.members:
+        hpspace.check_spec(spec, data.input_shape, data.num_classes)
 
 
 def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
@@ -153,12 +170,6 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
 
 def tune_summary(tune: dict) -> str:
     return f"{tune['algorithm']} x{tune['max_trials']} ({tune['epochs']} ep)"
-
-
-def short_error(exc: BaseException) -> str:
-    """``Type: first line`` of an exception, for a plan line or a member's recorded reason."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _apply(task: Task, decision: budget_mod.Decision) -> None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from benchmark import budget as budget_mod
 from benchmark import plan as plan_mod
-from benchmark import provenance
+from benchmark import provenance, runfolder
+from benchmark.errors import short_error
 from benchmark.formatting import duration
 from benchmark.members import MemberOutcome, MemberTrainer
 from benchmark.plan import Task
@@ -121,9 +121,20 @@ class Runner:
     def run(self) -> RunStore:
         """Train everything the plan keeps, then ensembles and report; returns the store."""
         from benchmark import distributed
-        from benchmark.searches import run_search
 
         role = distributed.role()
+        if role == "worker":  # a worker writes only its trials; the chief holds the folder
+            return self._run(role)
+        runfolder.check_out(self.store.root, fresh=self.fresh)
+        with runfolder.locked(self.store.root):
+            return self._run(role)
+
+    def _run(self, role: str | None) -> RunStore:
+        from benchmark import distributed
+        from benchmark.searches import run_search
+
+        if role != "worker":  # before the folder is touched: a typo must not claim it as a run
+            plan_mod.check_members(self.profile, self.data)
         self._start(role)
         d = self.data
         self.progress(f"run {self.store.root} ({self.profile.name}, seed {self.seed}, "
@@ -164,15 +175,17 @@ class Runner:
     def _start(self, role: str | None) -> None:
         import keras
 
-        if self.fresh and role != "worker" and self.store.root.exists():
-            shutil.rmtree(self.store.root)
-        if role != "worker":
-            provenance.check_same_run(self.store, self.profile, self.seed, self.data)
         if self.profile.deterministic:
             backend.enable_determinism()
         keras.utils.set_random_seed(self.seed)
         if role == "worker":
             return
+        root = self.store.root
+        if self.fresh and root.is_dir():
+            runfolder.remove_run_files(root)
+        identity = provenance.check_identity(self.store, self.profile, self.seed, self.data)
+        runfolder.mark(root, identity)
+        self.store.recover_ensembles()
         for folder in list(self.store.iter_incomplete()):
             log.info("discarding the incomplete %s", folder)
             self.store.discard_incomplete(folder)
@@ -213,7 +226,7 @@ class Runner:
         self.progress(f"finished in {duration(self.clock.elapsed)}: {self.store.root}")
 
     def _ensembles(self) -> None:
-        ok = [m for m in self.store.members() if m.ok]
+        ok = [m for m in self.store.members(notes=[]) if m.ok]  # damaged ones: left out
         if not ok:  # with one member there is no ensemble, but it is still exported as the best
             self.progress("ensembles: no finished member; skipped")
             return
@@ -225,8 +238,8 @@ class Runner:
         except ImportError as exc:
             self.progress(f"ensembles: unavailable ({exc}); skipped")
         except Exception as exc:  # noqa: BLE001 - the members are stored; the report still comes
-            log.warning("building the ensembles failed", exc_info=exc)
-            self.progress(f"ensembles: FAILED ({plan_mod.short_error(exc)}); the members are kept")
+            where = self._traceback_file(exc, "building the ensembles")
+            self.progress(f"ensembles: FAILED ({short_error(exc)}); the members are kept{where}")
 
     def _ensemble_config(self) -> dict:
         return {k: v for k, v in self.profile.ensembles.items() if k != "enabled"}
@@ -237,7 +250,15 @@ class Runner:
         try:
             return write_report(self.store)
         except Exception as exc:  # noqa: BLE001 - `zoobench report RUN` can rebuild it later
-            log.warning("building the report failed", exc_info=exc)
-            self.progress(f"report: FAILED ({plan_mod.short_error(exc)}); "
-                          f"rebuild it with `zoobench report {self.store.root}`")  # fmt: skip
+            where = self._traceback_file(exc, "building the report")
+            self.progress(f"report: FAILED ({short_error(exc)}); "
+                          f"rebuild it with `zoobench report {self.store.root}`{where}")  # fmt: skip
             return None
+
+    def _traceback_file(self, exc: BaseException, what: str) -> str:
+        """Keep ``exc``'s traceback in ``<run>/error.txt`` (the console gets one line); its note."""
+        from benchmark.errors import write_traceback
+
+        log.debug("%s failed", what, exc_info=exc)  # shown with --debug
+        where = write_traceback(self.store.root, exc)
+        return f" (traceback in {where})" if where else ""

@@ -12,6 +12,7 @@ import time
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
 from benchmark.members import MemberTrainer
+from benchmark.modelfile import load_model
 from benchmark.naming import slug
 from benchmark.plan import Task
 from benchmark.store import member_id
@@ -104,7 +105,7 @@ def _member_from_trial(members: MemberTrainer, task: Task, tuner, trial, rank: i
     def restore_trial():
         trial_dir = tuner.trial_dir(trial.trial_id)
         keras.backend.clear_session()
-        model = keras.saving.load_model(trial_dir / tuning.TRIAL_MODEL)
+        model = load_model(trial_dir / tuning.TRIAL_MODEL, f"trial {trial.trial_id} of {tuner.project_name}")
         history = pd.read_csv(trial_dir / tuning.TRIAL_HISTORY)
         costs = atomic.read_json(trial_dir / tuning.TRIAL_COSTS)
         return FitResult(model=model, history=history, epochs=len(history),

@@ -16,6 +16,7 @@ and reports read this store, never the training code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,8 +35,21 @@ from benchmark.errors import ZoobenchError
 STATUSES = ("done", "failed", "skipped")
 UNFINISHED = "unfinished"  # the status of an entry without metrics.json: running or interrupted
 BEST = "best"  # ensembles/best/: the exported winner, a pointer folder without metrics.json
+STAGED, RETIRED = "ensembles.new", "ensembles.old"  # an ensembles rebuild before / after the swap
+MARKER, LOCK = ".zoobench", ".zoobench.lock"  # benchmark.runfolder: "a zoobench run", "in use"
+# Everything zoobench writes at a run folder's top level (``--fresh`` removes these, nothing else).
+TOP_LEVEL = frozenset({MARKER, LOCK, "run.json", "data", "members", "ensembles", STAGED, RETIRED,
+                       "tuner", "leaderboard.csv", "report", "cache", "tensorboard", "error.txt"})  # fmt: skip
 MEMBER, ENSEMBLE = "member", "ensemble"
 _STATUS_ORDER = {"done": 0, UNFINISHED: 1, "skipped": 2, "failed": 3}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def member_id(definition: dict[str, Any]) -> str:
@@ -133,6 +147,20 @@ class Entry:
         """Predicted class probabilities on ``split`` ('val' or 'test'), shape (N, classes)."""
         return np.load(self.probs_path(split), allow_pickle=False)
 
+    def verify(self) -> list[str]:
+        """What no longer matches the hashes recorded when the entry was written ([]: intact).
+
+        Entries written before hashes were recorded have none to check and pass.
+        """
+        problems = []
+        for name, expected in (self.metrics.get("files") or {}).items():
+            path = self.path / name
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif file_sha256(path) != expected:
+                problems.append(f"{name} changed since it was written")
+        return problems
+
     def history(self):
         """Training history as a pandas DataFrame (empty when the entry has none)."""
         import pandas as pd
@@ -149,8 +177,9 @@ class RunStore:
     Without it a damaged file is a one-line ZoobenchError naming the file.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, ensembles_name: str = "ensembles"):
         self.root = Path(root)
+        self._ensembles_name = ensembles_name  # "ensembles.new" while a rebuild is staged
 
     # ---- run-level files -------------------------------------------------------------------------
     @property
@@ -225,7 +254,7 @@ class RunStore:
 
     @property
     def ensembles_dir(self) -> Path:
-        return self.root / "ensembles"
+        return self.root / self._ensembles_name
 
     def member_dir(self, mid: str) -> Path:
         return self.members_dir / mid
@@ -298,7 +327,10 @@ class RunStore:
         try:
             return atomic.read_json(path)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ZoobenchError(f"{path} is not valid JSON ({exc})") from None
+            raise ZoobenchError(
+                f"{path} is not valid JSON ({exc}): it was cut short or edited; the next "
+                "`zoobench run` into this folder repairs what it can"
+            ) from None
 
     def _rel(self, path: Path) -> str:
         try:
@@ -341,12 +373,37 @@ class RunStore:
         path = self.best_dir / "config.json"
         return self._read_json(path) if path.is_file() else None
 
-    def remove_stale_ensembles(self, keep: set[str]) -> None:
-        """Delete ensemble folders not in ``keep`` (a method since removed from the profile)."""
-        if self.ensembles_dir.is_dir():
-            for old in self.ensembles_dir.iterdir():
-                if old.is_dir() and old.name not in keep | {BEST}:
-                    shutil.rmtree(old)
+    @contextlib.contextmanager
+    def staged_ensembles(self) -> Iterator[RunStore]:
+        """A view of this run whose ensembles go to ``ensembles.new/``, swapped in on success.
+
+        A rebuild that fails half-way leaves the old ``ensembles/`` (and its working best model)
+        as it was; a kill between the two renames is undone by :meth:`recover_ensembles`.
+        """
+        self.recover_ensembles()
+        staged = RunStore(self.root, ensembles_name=STAGED)
+        if staged.ensembles_dir.exists():
+            shutil.rmtree(staged.ensembles_dir)
+        staged.ensembles_dir.mkdir(parents=True)
+        try:
+            yield staged
+        except BaseException:
+            shutil.rmtree(staged.ensembles_dir, ignore_errors=True)
+            raise
+        old = self.root / RETIRED
+        if self.ensembles_dir.exists():
+            os.replace(self.ensembles_dir, old)
+        os.replace(staged.ensembles_dir, self.ensembles_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def recover_ensembles(self) -> None:
+        """Finish or undo an ensembles swap a kill interrupted (``ensembles.old`` / ``.new`` left)."""
+        old, new = self.root / RETIRED, self.root / STAGED
+        if old.exists() and not self.ensembles_dir.exists():
+            os.replace(old, self.ensembles_dir)  # killed between the renames: the old set is whole
+        for leftover in (old, new):
+            if leftover.exists():
+                shutil.rmtree(leftover)
 
     # ---- writing ---------------------------------------------------------------------------------
     def write_entry(
@@ -374,6 +431,11 @@ class RunStore:
         if history is not None and len(history):
             with atomic.atomic_path(path / "history.csv") as tmp:
                 history.to_csv(tmp, index=False)
+        # What every file hashed to when written: resume, export and predict check it (Entry.verify).
+        metrics = {**metrics, "files": {
+            f.name: file_sha256(f) for f in sorted(path.iterdir())
+            if f.is_file() and f.name not in ("metrics.json", "error.txt") and not f.name.startswith(".")
+        }}  # fmt: skip
         atomic.write_json(path / "metrics.json", metrics)
         kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
         return Entry(path, config, metrics, kind)

@@ -146,18 +146,12 @@ def _member_backbone(folder: Path, input_shape) -> Backbone:
     """A zoobench member (``model.keras`` in a run store) without its ``probs`` layer."""
     import keras
 
-    import zoo
-
-    zoo.list_models()  # imports every architecture module: their custom layers become loadable
+    from benchmark.modelfile import load_model
 
     path = folder / "model.keras"
     if not path.is_file():
         raise ZoobenchError(f"member:{folder}: no model.keras there (is it a run-store member?)")
-    try:
-        trained = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
-        reason = " ".join(str(exc).split())[:200]
-        raise ZoobenchError(f"member:{folder}: cannot load model.keras ({reason})") from None
+    trained = load_model(path, f"member:{folder}")  # safe mode; a refusal is one line
     try:
         probs = trained.get_layer("probs")
     except ValueError:
@@ -414,7 +408,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
     import keras
     import keras_tuner
 
-    from benchmark import tuning
+    from benchmark import distributed, tuning
 
     backbone = multi_level(backbone, int(opts["feature_levels"]))
     flip = bool(opts["flip_features"])
@@ -456,15 +450,16 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             max_trials=int(tuner.get("max_trials", opts["head_trials"])),
             seed=seed,
         )
-        search = tuning.ResumableTuner(
-            oracle,
-            build,
-            directory=str(directory),
-            project_name=tuner.get("project_name", _safe_model_name(name)),
-            overwrite=bool(tuner.get("overwrite", tmp_dir is not None)),
-        )
-        search.search(f_train, y_train, validation_data=(f_val, data.y_val), epochs=epochs,
-                      batch_size=head_bs, callbacks=[stop], verbose=0)  # fmt: skip
+        with distributed.local_search():  # seconds of work: never a distributed search
+            search = tuning.ResumableTuner(
+                oracle,
+                build,
+                directory=str(directory),
+                project_name=tuner.get("project_name", _safe_model_name(name)),
+                overwrite=bool(tuner.get("overwrite", tmp_dir is not None)),
+            )
+            search.search(f_train, y_train, validation_data=(f_val, data.y_val), epochs=epochs,
+                          batch_size=head_bs, callbacks=[stop], verbose=0)  # fmt: skip
         best_hp = search.get_best_hyperparameters(1)[0]
         search_seconds = time.perf_counter() - t0
         # Refit the chosen head once to record its history (seconds on cached features).

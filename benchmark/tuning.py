@@ -257,6 +257,7 @@ class ZooTuner(AtomicTunerState, keras_tuner.engine.base_tuner.BaseTuner):
             oracle, hypermodel=space, directory=str(directory), project_name=project_name,
             overwrite=overwrite,
         )  # fmt: skip
+        authenticate_client(self.oracle)
 
     # ---- one trial ------------------------------------------------------------------------------
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
@@ -341,26 +342,71 @@ def _trial_number(trial_id: str) -> int:
     return int(digits) if digits else abs(hash(trial_id)) % 10_000
 
 
-def serve_oracle(oracle, poll_seconds: float = 0.5) -> None:
-    """The chief's side of distributed tuning: serve ``oracle`` until every worker has finished.
+def _oracle_address() -> str:
+    return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
 
-    Keras Tuner's own ``start_server`` never stops its gRPC server and waits in 20-second steps;
-    this one polls quickly and releases the port, so the chief can serve the next member's search.
+
+def start_oracle_server(oracle, address: str, token: str | None):
+    """Start the chief's gRPC server of ``oracle`` on ``address``; returns (server, servicer).
+
+    With a ``token``, a call that does not present it is refused with UNAUTHENTICATED
+    (:func:`benchmark.distributed.server_interceptors`).
     """
     from concurrent import futures
 
     import grpc
     from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
-    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    from benchmark import distributed
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=distributed.server_interceptors(token),
+    )
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     if not server.add_insecure_port(address):
         raise ZoobenchError(f"distributed tuning: cannot listen on {address} (port in use?)")
     server.start()
-    log.info("chief: serving the oracle of %s on %s", oracle._project_dir, address)
+    return server, servicer
+
+
+def authenticate_client(oracle) -> None:
+    """Make a worker's ``OracleClient`` present the token (``--token`` / ``ZOOBENCH_TOKEN``).
+
+    Keras Tuner builds the worker's proxy inside ``BaseTuner.__init__`` and its constructor opens
+    a plain ``grpc.insecure_channel`` to the chief, with no way to pass metadata or interceptors;
+    so its ``stub`` (a private attribute: keras-tuner is pinned below 1.5) is replaced by one over
+    :func:`benchmark.distributed.oracle_channel`, which adds the token and turns the chief's
+    refusal into a one-line ZoobenchError. Anything but an ``OracleClient`` is left alone.
+    """
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_client import OracleClient
+
+    from benchmark import distributed
+
+    if isinstance(oracle, OracleClient):
+        channel = distributed.oracle_channel(_oracle_address(), distributed.worker_token())
+        oracle.stub = protos.get_service_grpc().OracleStub(channel)
+
+
+def serve_oracle(oracle, poll_seconds: float = 0.5) -> None:
+    """The chief's side of distributed tuning: serve ``oracle`` until every worker has finished.
+
+    Keras Tuner's own ``start_server`` never stops its gRPC server, waits in 20-second steps and
+    admits any caller; this one polls quickly, releases the port (so the chief can serve the next
+    member's search) and demands the run's token when there is one.
+    """
+    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    from benchmark import distributed
+
+    address = _oracle_address()
+    token = distributed.chief_token()
+    server, servicer = start_oracle_server(oracle, address, token)
+    log.info("chief: serving the oracle of %s on %s (%s)", oracle._project_dir, address,
+             "workers must present the token" if token else "loopback, no token")  # fmt: skip
     try:
         while not (servicer.stop_triggered and exit_chief(oracle)):
             time.sleep(poll_seconds)

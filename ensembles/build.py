@@ -224,15 +224,20 @@ def write_diversity(store: RunStore, members: list[Entry]) -> None:
 
 
 def usable_members(store: RunStore) -> list[Entry]:
-    """Complete, successful members that have both probability files."""
+    """Complete, successful, intact members (hashes as written) that have both probability files."""
+    notes: list[str] = []
     out = []
-    for m in store.members():
+    for m in store.members(notes=notes):
         if not m.ok:
             continue
         if not m.has_probs():
             log.warning("ensembles: member %s has no stored probabilities; skipped", m.id)
-            continue
-        out.append(m)
+        elif problems := m.verify():
+            log.warning("ensembles: member %s left out: %s", m.id, "; ".join(problems))
+        else:
+            out.append(m)
+    for note in notes:
+        log.warning("ensembles: %s", note)
     return out
 
 
@@ -251,18 +256,20 @@ def select_best(members: list[Entry], ensembles: list[Entry]) -> Entry | None:
 def build_ensembles(store: RunStore, config: dict[str, Any] | None, seed: int) -> list[Entry]:
     """Fit, store and return every ensemble in the profile's [ensembles] table; export the best.
 
-    Failed or skipped members are left out. Stale ensemble folders from an earlier call (a method
-    since removed from the profile) are deleted, so the folder always matches this call.
+    Failed, skipped and damaged members are left out. The set is written to ``ensembles.new/``
+    and swapped in whole, so ``ensembles/`` always matches one complete call (no stale folders
+    of a method since removed) and a failed call leaves the previous set, best model included.
     """
     cfg = resolve_config(config)
     members = usable_members(store)
     y_val = store.labels("val")
     fitted = fit_ensembles(members, y_val, cfg, seed)
-    store.remove_stale_ensembles({f.name for f in fitted})
-    entries = [write_fitted(store, f, y_val) for f in fitted]
-    write_diversity(store, members)
+    # Built beside the old set and swapped in whole: a failure keeps the old ensembles and best.
+    with store.staged_ensembles() as staged:
+        written = [write_fitted(staged, f, y_val) for f in fitted]
+        write_diversity(staged, members)
+        write_best(staged, select_best(members, written), export=cfg["export_best"])
+    entries = [store.ensemble(e.id) for e in written]
     for e in entries:
         log.info("ensemble %s: val accuracy %.4f", e.name, e.metrics["val_accuracy"])
-    best = select_best(members, entries)
-    write_best(store, best, export=cfg["export_best"])
     return entries

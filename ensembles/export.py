@@ -19,24 +19,29 @@ from typing import Any
 import numpy as np
 
 from benchmark import atomic
-from benchmark.errors import ZoobenchError
+from benchmark.errors import ZoobenchError, short_error, write_traceback
 from benchmark.store import BEST as BEST_DIR
-from benchmark.store import Entry, RunStore
+from benchmark.store import Entry, RunStore, file_sha256
 
 log = logging.getLogger(__name__)
 
 
 def load_member_model(entry: Entry):
     """A member's saved model, loaded in safe mode (only Keras's and the zoo's registered layers)."""
-    import keras
-
     import zoo
 
     zoo.list_models()  # imports the zoo's modules (and plugins): their layers become loadable
 
     if not entry.model_path.is_file():
         raise ZoobenchError(f"member {entry.id} has no saved model at {entry.model_path}")
-    return keras.saving.load_model(entry.model_path, safe_mode=True, compile=False)
+    if problems := entry.verify():
+        raise ZoobenchError(
+            f"member {entry.id} in {entry.path} is damaged ({'; '.join(problems)}): the next "
+            "`zoobench run` into this folder retrains it"
+        )
+    from benchmark.modelfile import load_model  # safe mode; refused code is one line naming it
+
+    return load_model(entry.model_path, f"member {entry.id}")
 
 
 def ensemble_members(store: RunStore, entry: Entry) -> list[Entry]:
@@ -161,9 +166,13 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
         try:
             save_model(build_fused_model(store, best), folder / "model.keras")
             info["model"] = "model.keras"
+            info["model_sha256"] = file_sha256(folder / "model.keras")
         except Exception as exc:  # noqa: BLE001 - the pointer (and the one-by-one predictor) stays
-            log.warning("ensembles: exporting %s as one model failed", best.name, exc_info=exc)
-            info["reason"] = f"export failed: {type(exc).__name__}: {exc}"
+            info["reason"] = f"export failed: {short_error(exc)}"
+            where = write_traceback(folder, exc)  # one line here; the traceback in best/error.txt
+            log.warning("ensembles: exporting %s as one model failed: %s%s", best.name,
+                        short_error(exc), f" (traceback in {where})" if where else "")  # fmt: skip
+            log.debug("ensembles: exporting %s failed", best.name, exc_info=exc)
     if info["reason"]:
         log.info("ensembles: best (%s) not exported as one model: %s", best.name, info["reason"])
     info["exported_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

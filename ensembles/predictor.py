@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmark.errors import ZoobenchError
 from benchmark.images import resize_batch
-from benchmark.store import Entry, RunStore
+from benchmark.store import Entry, RunStore, file_sha256
 from ensembles.export import (
     BEST_DIR,
     ensemble_members,
@@ -199,13 +199,19 @@ def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor
         return _entry_predictor(store, _resolve(store, model))
     folder = store.best_dir
     if info.get("model") and (folder / info["model"]).is_file():
-        import keras
-
         import zoo
 
         zoo.list_models()  # imports the zoo's modules (and plugins): their layers become loadable
 
-        fused = keras.saving.load_model(folder / info["model"], safe_mode=True, compile=False)
+        path = folder / info["model"]
+        if info.get("model_sha256") and file_sha256(path) != info["model_sha256"]:
+            raise ZoobenchError(
+                f"{path} changed since it was exported (its hash differs): the next `zoobench run` "
+                "into this folder exports it again"
+            )
+        from benchmark.modelfile import load_model  # safe mode; refused code is one line
+
+        fused = load_model(path, f"the best model of run {store.root}")
         num_classes = int(fused.output_shape[-1])
         return Predictor(
             [Unit(fused, list(info.get("preprocess") or []))],

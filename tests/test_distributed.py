@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_JPG
+from conftest import TINY_JPG
 
 from benchmark import distributed
 from benchmark.errors import ZoobenchError
@@ -57,6 +57,7 @@ def test_roles_come_from_flags_and_environment(monkeypatch):
         distributed.ENV_ID,
         distributed.ENV_IP,
         distributed.ENV_PORT,
+        distributed.ENV_TOKEN,
         "ZOOBENCH_BASE_ORACLE_PORT",
     ):
         monkeypatch.setenv(name, "")  # recorded, so teardown restores the variable's absence
@@ -84,21 +85,21 @@ def test_roles_come_from_flags_and_environment(monkeypatch):
 
 
 def _run_distributed(tmp_path: Path, workers: int, trials: int) -> None:
-    if not (SHARED_JPG / "train").is_dir():
-        pytest.skip("no shared CIFAR-10 copy")
     profile = tmp_path / "dist.toml"
     profile.write_text(PROFILE.format(trials=trials))
     port, out = free_port(), tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
+    env.pop(distributed.ENV_TOKEN, None)
     env["ZOOBENCH_CACHE"] = str(tmp_path / "cache")
     base = [sys.executable, "-m", "benchmark.cli", "-v", "run", str(profile), "--out", str(out),
-            "--data-dir", str(SHARED_JPG)]  # fmt: skip
-    chief = subprocess.Popen(base + ["--chief", str(port)], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            "--data-dir", str(TINY_JPG)]  # fmt: skip
+    # The chief demands a token (--token), the workers present it (ZOOBENCH_TOKEN).
+    chief = subprocess.Popen(base + ["--chief", str(port), "--token", "dist-test-token"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     procs = [
         subprocess.Popen(
             base + ["--worker", f"127.0.0.1:{port}", "--tuner-id", f"worker{i}"],
-            env=env,
+            env={**env, "ZOOBENCH_TOKEN": "dist-test-token"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -129,6 +130,7 @@ def _run_distributed(tmp_path: Path, workers: int, trials: int) -> None:
     assert len(list(project.glob("trial_*/model.keras"))) == 1  # unused trial models pruned
 
 
+@pytest.mark.slow  # the two-worker search below runs the same chief / worker path by default
 def test_chief_and_one_worker(tmp_path):
     _run_distributed(tmp_path, workers=1, trials=2)
 
@@ -167,3 +169,183 @@ def test_mirrored_strategy_trains_on_two_logical_cpus():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "REPLICAS 2 EPOCHS 2" in proc.stdout
+
+
+# ---- the chief's token ---------------------------------------------------------------------------
+REFUSED = "the chief at {} refused this worker: wrong or missing token (--token / ZOOBENCH_TOKEN)"
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No KERASTUNER_* or ZOOBENCH_TOKEN variable; teardown restores them as they were."""
+    for name in (distributed.ENV_ID, distributed.ENV_IP, distributed.ENV_PORT,
+                 distributed.ENV_TOKEN, "ZOOBENCH_BASE_ORACLE_PORT"):  # fmt: skip
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def _oracle():
+    import keras_tuner
+
+    from benchmark import tuning
+
+    hp = keras_tuner.HyperParameters()
+    hp.Int("width", 1, 4)
+    return tuning.RandomSearchOracle(objective=keras_tuner.Objective("val_accuracy", "max"),
+                                     max_trials=2, hyperparameters=hp)  # fmt: skip
+
+
+@pytest.fixture
+def chief(clean_env, tmp_path):
+    """A chief's oracle server on a free loopback port that demands the token "right-token"."""
+    from benchmark import tuning
+
+    oracle, address = _oracle(), f"127.0.0.1:{free_port()}"
+    oracle._set_project_dir(str(tmp_path / "tuner"), "project")  # where it saves its trials
+    server, _ = tuning.start_oracle_server(oracle, address, "right-token")
+    yield address, oracle
+    server.stop(0)
+
+
+def _worker_client(monkeypatch, address: str, token: str | None):
+    """The worker's proxy to the chief at ``address``, as a ZooTuner on a worker makes it."""
+    from keras_tuner.src.distribute.oracle_client import OracleClient
+
+    from benchmark import tuning
+
+    host, port = address.rsplit(":", 1)
+    monkeypatch.setenv(distributed.ENV_IP, host)
+    monkeypatch.setenv(distributed.ENV_PORT, port)
+    monkeypatch.setenv(distributed.ENV_ID, "worker1")
+    if token is not None:
+        monkeypatch.setenv(distributed.ENV_TOKEN, token)
+    client = OracleClient(_oracle())
+    tuning.authenticate_client(client)
+    return client
+
+
+def _raw_get_space(address: str, metadata=None):
+    """GetSpace over a plain channel (no zoobench interceptor): what any local process can send."""
+    import grpc
+    from keras_tuner.src import protos
+
+    with grpc.insecure_channel(address) as channel:
+        stub = protos.get_service_grpc().OracleStub(channel)
+        return stub.GetSpace(protos.get_service().GetSpaceRequest(), metadata=metadata, timeout=30)
+
+
+def test_a_worker_with_the_token_reaches_the_oracle(chief, clean_env):
+    address, oracle = chief
+    client = _worker_client(clean_env, address, "right-token")
+    assert client.get_space().values == {"width": 1}
+    trial = client.create_trial("worker1")
+    assert trial.trial_id in oracle.trials  # created on the chief's oracle
+    response = _raw_get_space(address, metadata=[("authorization", "Bearer right-token")])
+    assert response.hyperparameters  # the metadata alone is the whole protocol
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token", "right-token-2", "right-toke"])
+def test_a_worker_without_the_token_is_refused(chief, clean_env, token):
+    import grpc
+
+    address, oracle = chief
+    client = _worker_client(clean_env, address, token)
+    for call in (client.get_space, lambda: client.create_trial("worker1")):
+        with pytest.raises(ZoobenchError) as refused:
+            call()
+        assert str(refused.value) == REFUSED.format(address)
+        assert refused.value.__cause__ is None and refused.value.__context__ is None
+    assert not oracle.trials and not oracle.tuner_ids  # nothing reached the oracle
+    # On the wire: gRPC's own UNAUTHENTICATED with a one-line detail, whatever the client.
+    metadata = None if token is None else [("authorization", f"Bearer {token}")]
+    with pytest.raises(grpc.RpcError) as rpc:
+        _raw_get_space(address, metadata)
+    assert rpc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert rpc.value.details() == distributed.REFUSAL and "\n" not in rpc.value.details()
+
+
+def test_a_loopback_chief_needs_no_token_but_honours_one(clean_env, capsys):
+    from benchmark import tuning
+
+    port = free_port()
+    assert distributed.configure_tuning(chief=str(port)) == "chief"
+    assert distributed.chief_token() is None and capsys.readouterr().err == ""
+    server, _ = tuning.start_oracle_server(_oracle(), f"127.0.0.1:{port}", None)
+    try:
+        assert _raw_get_space(f"127.0.0.1:{port}").hyperparameters  # as before: no token asked
+    finally:
+        server.stop(0)
+    assert distributed.configure_tuning(chief=f"localhost:{port}", token="given") == "chief"
+    assert distributed.chief_token() == "given" and capsys.readouterr().err == ""  # not printed
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "[::1]", "::1"):
+        assert distributed.is_loopback(host), host
+    for host in ("0.0.0.0", "::", "10.0.0.1", "example.org", ""):
+        assert not distributed.is_loopback(host), host
+
+
+def test_a_chief_beyond_loopback_generates_and_prints_a_token(clean_env, capsys):
+    from benchmark import tuning
+
+    port = free_port()
+    assert distributed.configure_tuning(chief=f"0.0.0.0:{port}") == "chief"
+    token = os.environ[distributed.ENV_TOKEN]
+    err = capsys.readouterr().err
+    assert len(token) >= 32 and err.count("\n") == 1 and f"--token {token}" in err, err
+    assert distributed.chief_token() == token  # every search of the run: the same token,
+    assert capsys.readouterr().err == ""  # printed once
+    server, _ = tuning.start_oracle_server(_oracle(), f"0.0.0.0:{port}", distributed.chief_token())
+    try:
+        assert _raw_get_space(f"127.0.0.1:{port}", [("authorization", f"Bearer {token}")])
+        clean_env.delenv(distributed.ENV_TOKEN)
+        client = _worker_client(clean_env, f"127.0.0.1:{port}", None)
+        with pytest.raises(ZoobenchError, match="refused this worker"):
+            client.get_space()
+    finally:
+        server.stop(0)
+    # Another generated token differs; a token given is kept, not replaced or printed.
+    clean_env.delenv(distributed.ENV_TOKEN, raising=False)
+    distributed.configure_tuning(chief=f"0.0.0.0:{port}")
+    assert os.environ[distributed.ENV_TOKEN] != token
+    capsys.readouterr()
+    distributed.configure_tuning(chief=f"0.0.0.0:{port}", token="mine")
+    assert os.environ[distributed.ENV_TOKEN] == "mine" and capsys.readouterr().err == ""
+
+
+def test_bad_tokens_are_refused_before_anything_changes(clean_env):
+    for bad in ("", "has space", "tab\there", "caf\u00e9"):
+        with pytest.raises(ZoobenchError, match="--token"):
+            distributed.configure_tuning(chief="8000", token=bad)
+        assert distributed.ENV_IP not in os.environ and distributed.ENV_TOKEN not in os.environ
+    clean_env.setenv(distributed.ENV_TOKEN, "bad token")
+    with pytest.raises(ZoobenchError, match="ZOOBENCH_TOKEN"):
+        distributed.configure_tuning(worker="127.0.0.1:8000")
+
+
+def test_the_cli_worker_refused_by_the_chief_says_one_line(chief, tmp_path):
+    """``zoobench run --worker`` without the chief's token: exit 2, the one line, no traceback."""
+    address, oracle = chief
+    profile = tmp_path / "dist.toml"
+    profile.write_text(PROFILE.format(trials=2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
+    env.pop(distributed.ENV_TOKEN, None)
+    env["ZOOBENCH_CACHE"] = str(tmp_path / "cache")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.cli", "run", str(profile), "--out", str(tmp_path / "run"),
+         "--data-dir", str(TINY_JPG), "--worker", address, "--token", "wrong-token"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == "zoobench: error: " + REFUSED.format(address)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not oracle.trials
+
+
+def test_a_local_search_hides_the_chief_settings_and_restores_them(monkeypatch):
+    """Feature extraction's head search must not start Keras Tuner's own (token-less) chief."""
+    monkeypatch.setenv(distributed.ENV_ID, "chief")
+    monkeypatch.setenv(distributed.ENV_IP, "127.0.0.1")
+    monkeypatch.setenv(distributed.ENV_PORT, "8000")
+    with distributed.local_search():
+        assert distributed.role() is None
+    assert distributed.role() == "chief" and os.environ[distributed.ENV_PORT] == "8000"

@@ -256,9 +256,9 @@ def test_rerun_recomputes_cleanly_and_drops_stale_methods(tmp_path):
 def test_bagging_and_seed_groups_are_averaged_per_group(tmp_path):
     store = make_fake_run(tmp_path / "run", accuracies=(0.8, 0.7, 0.75, 0.6, 0.65))
     groups = ["seeds:net", "seeds:net", "bagging:cnn", "bagging:cnn", "bagging:solo"]
-    for i, group in enumerate(groups):
-        path = store.member_dir(f"member{i:02d}") / "config.json"
-        atomic.write_json(path, {**atomic.read_json(path), "group": group})
+    for i, group in enumerate(groups):  # rewritten through the store: the hashes stay true
+        member = store.member(f"member{i:02d}")
+        store.write_entry(member.path, config={**member.config, "group": group}, metrics=member.metrics)
     entries = build_ensembles(store, {"methods": ["bagging", "seeds"]}, seed=0)
     by_name = {e.name: e for e in entries}
     assert sorted(by_name) == ["bagging-cnn", "seeds-net"]  # a one-member group is no ensemble
