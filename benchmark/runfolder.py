@@ -109,6 +109,25 @@ def locked(root: Path) -> Iterator[dict]:
         os.close(fd)
 
 
+def holder(root: Path) -> dict | None:
+    """Who holds ``root``'s run lock ({"pid", "host", "since", ...}), or None when nobody does."""
+    import fcntl
+
+    path = root / LOCK
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd) or {"pid": "?", "host": "?"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _holder(fd: int) -> dict:
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()

@@ -243,6 +243,17 @@ class RunStore:
     def leaderboard_csv(self) -> Path:
         return self.root / "leaderboard.csv"
 
+    def saved_leaderboard(self):
+        """The leaderboard the last report build saved (a DataFrame), or None before the first."""
+        import pandas as pd
+
+        if not self.leaderboard_csv.is_file():
+            return None
+        try:
+            return pd.read_csv(self.leaderboard_csv)
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+
     @property
     def report_dir(self) -> Path:
         return self.root / "report"

@@ -15,6 +15,15 @@ def add_commands(sub) -> None:
     )
     report.add_argument("run", metavar="RUN", help="run folder (or a run name under ./runs)")
     report.set_defaults(func=cmd_report)
+    runs = sub.add_parser(
+        "runs",
+        help="list the runs in a folder: profile, data, status, best model, test accuracy",
+        description="One line per run folder under DIR (default ./runs), read from run.json and "
+        "the saved leaderboard; nothing is recomputed.",
+    )
+    runs.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="default ./runs")
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    runs.set_defaults(func=cmd_runs, needs_keras=False)
 
 
 def resolve_run(run: str) -> Path:
@@ -38,4 +47,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"leaderboard: {store.leaderboard_csv}")
     print(f"report:      {index}")
     print(f"markdown:    {index.with_name('README.md')}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from tabulate import tabulate
+
+    from reports.runs import display, run_rows
+
+    rows = run_rows(Path(args.dir))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        headers = ["Run", "Profile", "Data", "Backend", "Status", "Best", "Test acc.", "Wall time"]
+        print(tabulate(display(rows), headers=headers, tablefmt="github", disable_numparse=True))
+    else:
+        print(f"no zoobench runs in {args.dir}")
     return 0
