@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_commands(sub) -> None:
@@ -51,11 +52,9 @@ def add_commands(sub) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
-    import os
 
-    from benchmark import distributed
+    from benchmark import distributed, runfolder
     from benchmark.budget import parse_duration
-    from benchmark.errors import ZoobenchError
     from benchmark.formatting import duration
     from benchmark.profiles import load_profile
 
@@ -71,8 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     out = args.out or f"runs/{profile.name}"
-    if os.path.exists(out) and not os.path.isdir(out):  # said before any data is loaded, --plan too
-        raise ZoobenchError(f"--out {out} is a file, not a folder: choose another --out")
+    runfolder.check_out(Path(out), fresh=args.fresh)  # said before any data is loaded, --plan too
     runner = Runner(profile, out, data_dir=args.data_dir, seed=args.seed, budget_seconds=budget,
                     fresh=args.fresh, tensorboard=args.tensorboard, strategy=args.strategy,
                     progress=say, verbose=2)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 
@@ -23,6 +24,11 @@ def count(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.3g}{unit}"
     return f"{value:.0f}"
+
+
+def utc_now() -> str:
+    """The time now as run files record it: ``2026-11-28T10:00:00Z``."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def percent(fraction: float, digits: int = 2) -> str:

@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import ZoobenchError, short_error, write_traceback
-from benchmark.formatting import duration
+from benchmark.formatting import duration, utc_now
 from benchmark.hpspace import check_member_hp
 from benchmark.naming import slug
 from benchmark.plan import Task
 from benchmark.profiles import MemberSpec
-from benchmark.provenance import now
 from benchmark.store import RunStore, member_id, save_model
 
 log = logging.getLogger(__name__)
@@ -235,7 +234,7 @@ class MemberTrainer:
                         f" (traceback in {where})" if where else "")  # fmt: skip
             log.debug("member %s failed", config["name"], exc_info=exc)
         metrics = {"status": status, "reason": reason, "train_seconds": round(seconds, 2),
-                   "finished_at": now()}  # fmt: skip
+                   "finished_at": utc_now()}  # fmt: skip
         self.store.write_entry(folder, config=config, metrics=metrics)
         self._record(MemberOutcome(config["id"], config["name"], status, None, seconds, reason=reason))
 
@@ -244,7 +243,7 @@ class MemberTrainer:
 
         if not result.ok:
             metrics = {"status": "failed", "reason": result.failed_reason, "epochs": result.epochs,
-                       "train_seconds": round(result.train_seconds, 2), "finished_at": now()}  # fmt: skip
+                       "train_seconds": round(result.train_seconds, 2), "finished_at": utc_now()}  # fmt: skip
             self.store.write_entry(folder, config=config, metrics=metrics, history=result.history)
             self._record(MemberOutcome(config["id"], config["name"], "failed", None,
                                        result.train_seconds, reason=result.failed_reason))  # fmt: skip
@@ -272,7 +271,7 @@ class MemberTrainer:
             "epochs": int(result.epochs),
             "train_images_per_second": round(result.images_per_second, 1),
             "inference_images_per_second": round(ips, 1),
-            "finished_at": now(),
+            "finished_at": utc_now(),
             **result.extra,
         }
         folder.mkdir(parents=True, exist_ok=True)

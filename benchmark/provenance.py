@@ -5,7 +5,6 @@ data arrays the report and the ensembles read, plus the check that a folder hold
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -14,15 +13,12 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import ZoobenchError
+from benchmark.formatting import utc_now
 from benchmark.profiles import Profile
 from benchmark.store import RunStore
 from zoo import backend
 
 log = logging.getLogger(__name__)
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def identity(profile: Profile, seed: int, data) -> dict[str, Any]:
@@ -118,7 +114,7 @@ def run_record(
         "machine": backend.describe(),
         "budget_seconds": budget_seconds,
         "started_at": started_at,
-        "finished_at": now() if finished else None,
+        "finished_at": utc_now() if finished else None,
         "wall_seconds": round(wall_seconds, 2) if finished else None,
         "deterministic": profile.deterministic,
         "strategy": strategy,

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
+from benchmark.formatting import utc_now
 from benchmark.store import LOCK, MARKER, RunStore
 from benchmark.store import TOP_LEVEL as OWNED  # what zoobench writes: --fresh removes only these
+from zoo.index import installed_version
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def check_out(root: Path, *, fresh: bool) -> None:
 
 def mark(root: Path, identity: dict | None = None) -> None:
     """Write zoobench's marker, with the run's identity (kept should run.json be torn)."""
-    atomic.write_json(root / MARKER, {"zoobench": _version(), "what": "a zoobench run folder",
+    atomic.write_json(root / MARKER, {"zoobench": installed_version("zoobench"), "what": "a zoobench run folder",
                                       "identity": identity})  # fmt: skip
 
 
@@ -95,7 +97,7 @@ def locked(root: Path) -> Iterator[dict]:
         previous = _holder(fd)
         if previous.get("pid"):  # the kernel released it: that process is gone
             log.info("taking over the lock left by PID %s on %s", previous["pid"], previous.get("host"))
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(),
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now(),
               "command": " ".join(sys.argv)[:300]}  # fmt: skip
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
@@ -134,18 +136,3 @@ def _holder(fd: int) -> dict:
         return json.loads(text) if text else {}
     except (OSError, ValueError):
         return {}
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("zoobench")
-    except PackageNotFoundError:
-        return "unknown"

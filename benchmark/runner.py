@@ -24,7 +24,7 @@ from benchmark import budget as budget_mod
 from benchmark import plan as plan_mod
 from benchmark import provenance, runfolder
 from benchmark.errors import short_error
-from benchmark.formatting import duration
+from benchmark.formatting import duration, utc_now
 from benchmark.members import MemberOutcome, MemberTrainer
 from benchmark.plan import Task
 from benchmark.profiles import Profile
@@ -189,7 +189,7 @@ class Runner:
         for folder in list(self.store.iter_incomplete()):
             log.info("discarding the incomplete %s", folder)
             self.store.discard_incomplete(folder)
-        self._started_at = provenance.now()
+        self._started_at = utc_now()
         self._write_run_json(finished=False)
         provenance.write_data_arrays(self.store, self.data, self.seed)
 

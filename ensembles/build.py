@@ -12,12 +12,12 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from benchmark import atomic
+from benchmark.formatting import utc_now
 from benchmark.metrics import accuracy, log_loss
 from benchmark.naming import slug
 from benchmark.schema import ENSEMBLE_DEFAULTS, ENSEMBLE_METHODS, resolve_ensembles
@@ -57,10 +57,6 @@ class Fitted:
     test_probs: np.ndarray
     stacker: StackingEnsemble | None = None
     fit_seconds: float = 0.0
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fit_average(name, method, est: WeightedAverage, members, val, test, y_val, params) -> Fitted:
@@ -186,7 +182,7 @@ def _metrics(fit: Fitted, y_val: np.ndarray) -> dict[str, Any]:
         "fit_seconds": round(fit.fit_seconds, 4),
         "inference_images_per_second": None if not seconds_per_image else 1.0 / seconds_per_image,
         "n_members": len(fit.members),
-        "finished_at": _now(),
+        "finished_at": utc_now(),
     }
 
 

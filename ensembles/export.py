@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from benchmark import atomic
 from benchmark.errors import ZoobenchError, short_error, write_traceback
+from benchmark.formatting import utc_now
 from benchmark.store import BEST as BEST_DIR
 from benchmark.store import Entry, RunStore, file_sha256
 
@@ -175,6 +175,6 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
             log.debug("ensembles: exporting %s failed", best.name, exc_info=exc)
     if info["reason"]:
         log.info("ensembles: best (%s) not exported as one model: %s", best.name, info["reason"])
-    info["exported_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    info["exported_at"] = utc_now()
     atomic.write_json(folder / "config.json", info)
     return info

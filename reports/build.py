@@ -7,10 +7,10 @@ any time, also on a run that is still going (the report shows what is done and s
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmark import atomic
+from benchmark.formatting import utc_now
 from benchmark.store import RunStore
 from reports import stats
 from reports.figures import make_figures
@@ -32,7 +32,7 @@ def collect(store: RunStore, figures_dir: Path, *, resamples: int = 1000, seed: 
         figures=figures,
         comparisons=stats.comparisons(run, board),
         about=stats.describe_run(run),
-        built_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        built_at=utc_now(),
         notes=list(run.notes),
     )
 

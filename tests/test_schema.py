@@ -26,13 +26,31 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
 HIDE_BACKENDS = REPO / "tests" / "no_tensorflow"  # its sitecustomize hides what we name
 
 
+# Proof that the child cannot import them (else the test proves nothing), and that it never did.
+BEFORE = """
+import sys
+for name in ("keras", "tensorflow"):
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(f"{name} is importable: the test proves nothing")
+"""
+AFTER = """
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "jax", "torch"))
+assert not heavy, heavy
+"""
+
+
 def run_without_backends(code: str, cwd: Path, cache: Path | None = None):
-    """``python -c code`` in a child where importing Keras, TensorFlow, JAX or PyTorch fails."""
+    """``python -c code`` in a child where importing Keras, TensorFlow, JAX or PyTorch fails;
+    the child fails unless those imports really fail and ``code`` imported none of them."""
     env = {**os.environ, "PYTHONPATH": f"{HIDE_BACKENDS}{os.pathsep}{REPO}",
            "ZOOBENCH_TEST_HIDDEN": "keras,tensorflow,jax,jaxlib,torch,keras_tuner,tf_keras"}  # fmt: skip
     if cache is not None:
         env["ZOOBENCH_CACHE"] = str(cache)
-    code = "import sys\n" + textwrap.dedent(code)
+    code = BEFORE + textwrap.dedent(code) + AFTER
     return subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=120)  # fmt: skip
 
@@ -45,21 +63,12 @@ def test_a_profile_loads_where_keras_and_tensorflow_cannot_be_imported(tmp_path)
     )
     code = (
         f"""
-        try:
-            import keras  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("keras is importable: the test proves nothing")
         from benchmark.profiles import load_profile, shipped_profiles
 
         for name in shipped_profiles():
             load_profile(name, check_architectures=False)
         mine = load_profile({str(mine)!r}, check_architectures=False)
         assert mine.ensembles["methods"] == ["greedy"] and not mine.report_enabled
-        heavy = sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("keras", "tensorflow", "jax", "torch"))
-        assert not heavy, heavy
         print("loaded")
         """
     )
@@ -86,12 +95,6 @@ def test_a_profile_checks_its_architectures_where_keras_cannot_be_imported(tmp_p
     typo.write_text('[[members]]\narchitecture = "resnet2"\n')
     code = (
         f"""
-        try:
-            import tensorflow  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("tensorflow is importable: the test proves nothing")
         from benchmark.errors import ZoobenchError
         from benchmark.profiles import load_profile
 
@@ -102,9 +105,6 @@ def test_a_profile_checks_its_architectures_where_keras_cannot_be_imported(tmp_p
             load_profile({str(typo)!r})
         except ZoobenchError as exc:
             print("error:", exc)
-        heavy = sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("keras", "tensorflow", "jax", "torch"))
-        assert not heavy, heavy
         print("loaded")
         """
     )
@@ -133,9 +133,6 @@ def test_zoo_list_answers_from_the_cache_where_keras_cannot_be_imported(tmp_path
         from benchmark.cli import main
 
         assert main(["zoo", "list", "--family", "resnet"]) == 0
-        heavy = sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("keras", "tensorflow", "jax", "torch"))
-        assert not heavy, heavy
         """
     )
     done = run_without_backends(code, tmp_path, cache)

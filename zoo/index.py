@@ -66,7 +66,8 @@ def index_path() -> Path:
     return cache_root() / INDEX_FILE
 
 
-def _version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (None: not installed); imports nothing."""
     try:
         return version(distribution)
     except PackageNotFoundError:
@@ -100,9 +101,9 @@ def cache_key() -> dict[str, Any]:
     """What the cached index must have been built under to be trusted."""
     return {
         "format": FORMAT,
-        "zoobench": _version("zoobench"),
-        "keras": _version("keras"),
-        "keras_tuner": _version("keras-tuner"),
+        "zoobench": installed_version("zoobench"),
+        "keras": installed_version("keras"),
+        "keras_tuner": installed_version("keras-tuner"),
         "zoo_sources": sources_hash(),
         "plugins": plugins(),
     }
@@ -128,7 +129,7 @@ def _backend() -> str:
 def rows_key(num_classes: int) -> str:
     """Which ``zoo list`` rows are the same: the backend, its version, the number of classes."""
     backend = _backend()
-    versions = (_version(d) for d in _BACKEND_DISTRIBUTIONS.get(backend, (backend,)))
+    versions = (installed_version(d) for d in _BACKEND_DISTRIBUTIONS.get(backend, (backend,)))
     found = next((v for v in versions if v), None)
     return f"{backend} {found or '?'} classes={int(num_classes)}"
 
