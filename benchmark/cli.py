@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "benchmark.cli_run",
     "reports.cli",
     "ensembles.cli_predict",
+    "ensembles.cli_export",
 )
 
 

@@ -49,6 +49,20 @@ def add_commands(sub) -> None:
                      "$ZOOBENCH_TOKEN; a chief beyond loopback without one prints a new one)")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
+    refit = sub.add_parser(
+        "refit",
+        help="retrain a run's best (or any row's) configuration on train + validation",
+        description="Retrain the chosen configuration's from-scratch members on train + validation "
+        "for the epochs validation chose; pretrained members are kept. The leaderboard and the "
+        "exported best do not change (selection stays on validation); the refit is kept in "
+        "RUN/refit/NAME and predicts with `--model refit:NAME`.",
+    )
+    refit.add_argument("run", metavar="RUN", help="run folder")
+    refit.add_argument("--model", default="best",
+                       help="best (default), a member ID or an ensemble name")  # fmt: skip
+    refit.add_argument("--data-dir", help="the run's data, when it moved since the run")
+    refit.set_defaults(func=cmd_refit)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
@@ -91,3 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"distributed tuning: this process is the {role}", file=sys.stderr)
     runner.run()
     return 0
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from benchmark.refit import refit_full
+
+    record = refit_full(args.run, args.model, data_dir=args.data_dir,
+                        progress=lambda line: print(line, flush=True))  # fmt: skip
+    print(f"predict with it: zoobench predict IMAGES --run {args.run} --model refit:{args.model}")
+    return 0 if record else 1

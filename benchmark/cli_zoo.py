@@ -93,6 +93,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"params  : {_count(info['params'])}   FLOPs/image: {_count(info['flops'])}{at}")
     for key, value in info["extra"].items():
         print(f"{key:8s}: {value}")
+    if info["kind"] == "pretrained":
+        from benchmark.schema import STRATEGIES
+
+        print(f"transfer: {', '.join(STRATEGIES)} (a member's strategy = \"...\")")
+    if info.get("weights"):
+        w = info["weights"]
+        print(f"origin  : {w['source']}")
+        if "available" in w:
+            where = w["path"] if w["available"] else f"not here ({w['reason']})"
+            print(f"here    : {where}")
     if info["note"]:
         print(f"note    : {info['note']}")
     if info["search_space"]:

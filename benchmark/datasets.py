@@ -114,6 +114,22 @@ class RawData:
     fingerprint: str
 
 
+TEST_SUBSET_SEED = 2  # a profile's ``test_size`` subset: the same pictures for every run seed
+
+
+def load_for_profile(data: dict, data_dir: str | os.PathLike | None, seed: int) -> Dataset:
+    """The split a profile's ``[data]`` table asks for: what a run trains on and a refit reloads."""
+    return load(
+        data.get("dataset", "cifar10"),
+        data_dir=data_dir,
+        val_fraction=data.get("val_fraction", 0.1),
+        seed=seed,
+        train_size=data.get("train_size"),
+        val_size=data.get("val_size"),
+        test_size=data.get("test_size"),
+    )
+
+
 def load(
     name: str = "cifar10",
     *,
@@ -222,7 +238,10 @@ def split(
     )
     train_idx = _subset(train_idx, raw.y_train, train_size, seed, "train_size")
     val_idx = _subset(val_idx, raw.y_train, val_size, seed + 1, "val_size")
-    test_idx = _subset(np.arange(len(raw.y_test)), raw.y_test, test_size, seed + 2, "test_size")
+    # The test subset does not follow the run's seed: runs of any seed are scored on the same
+    # pictures, so they can be compared (``zoobench compare``). Seed 2 is what seed 0 always drew.
+    test_idx = _subset(np.arange(len(raw.y_test)), raw.y_test, test_size, TEST_SUBSET_SEED,
+                       "test_size")  # fmt: skip
     # Sorted indices keep the official order within each split: easier to trace back to a file.
     train_idx, val_idx, test_idx = np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
     return Dataset(
@@ -243,6 +262,10 @@ def split(
             "train_size": train_size,
             "val_size": val_size,
             "test_size": test_size,
+            # Recorded where the fixed test subset differs from what this seed drew before it was
+            # fixed: such a run's identity changes, so its old members are never mixed with new.
+            **({"test_subset_seed": TEST_SUBSET_SEED}
+               if test_size is not None and seed + 2 != TEST_SUBSET_SEED else {}),
         },
     )
 

@@ -71,6 +71,9 @@ class MemberTrainer:
         self.verbose = verbose
         self.outcomes: list[MemberOutcome] = []
         self._prepared: dict[str, tuple] = {}
+        # boosting groups: the finished rounds so far, and why the next round cannot run
+        self._rounds: dict[str, list] = {}
+        self._blocked: dict[str, str] = {}
 
     # ---- what defines a member ------------------------------------------------------------------
     def definition(self, task: Task, hp: dict, training: dict, augment: list) -> dict[str, Any]:
@@ -123,6 +126,9 @@ class MemberTrainer:
         """Train ``task``'s one member unless the store has it."""
         from benchmark.tuning import fixed_hyperparameters
 
+        if task.boost is not None:
+            self._run_round(task)
+            return
         hp, training, augment = dict(task.spec.hp), dict(task.training), list(task.spec.augment)
         mid = member_id(self.definition(task, hp, training, augment))
         config = self.config(mid, task.label, task, hp, training, augment)
@@ -131,6 +137,56 @@ class MemberTrainer:
             lambda: self.train(task, fixed_hyperparameters(hp), training, augment, seed=task.seed,
                                member_key=mid),
         )  # fmt: skip
+
+    def _run_round(self, task: Task) -> None:
+        """One boosting round (``benchmark.boosting``): weights from the group's finished rounds'
+        stored training predictions, so a resumed run trains (or keeps) exactly the same round."""
+        from benchmark import boosting
+        from benchmark.tuning import fixed_hyperparameters
+
+        d, k, group = self.data, int(task.boost["round"]), str(task.group)
+        rounds = self._rounds.setdefault(group, [])
+        blocked = self._blocked.get(group, "")
+        if not blocked and len(rounds) != k:
+            blocked = f"round {len(rounds)} did not run (dropped by the budget or not reached)"
+        state = None
+        if not blocked:
+            predicted = [e.probs("train").argmax(axis=1) for e in rounds]
+            state = boosting.replay(predicted, d.y_train, d.num_classes)
+            blocked = state.stopped
+        if blocked or state is None:
+            self._blocked[group] = blocked  # the later rounds are skipped for the same reason
+            self._record(MemberOutcome("-", task.label, "skipped", None, 0.0,
+                                       reason=f"not trained: {blocked}"))  # fmt: skip
+            return
+        hp, training, augment = dict(task.spec.hp), dict(task.training), list(task.spec.augment)
+        info = {"round": k, "rounds": int(task.boost["rounds"]),
+                "weighting": boosting.weighting(task.spec.strategy, augment),
+                "weights_sha256": boosting.weights_hash(state.weights),
+                "previous": [boosting.link(e) for e in rounds]}  # fmt: skip
+        mid = member_id({**self.definition(task, hp, training, augment), "boosting": info})
+        config = self.config(mid, task.label, task, hp, training, augment, extra={"boosting": info})
+
+        def train():
+            result = self.train(task, fixed_hyperparameters(hp), training, augment, seed=task.seed,
+                                member_key=mid, boost_weights=state.weights)  # fmt: skip
+            if result.ok:  # SAMME's error and alpha, on the training split (never val or test)
+                size = task.spec.input_size if task.spec.strategy is None else None
+                x_train = self.prepare(task.spec.preprocess, size)[0]
+                result.train_probs = _predict_all(result.model, x_train)
+                wrong = result.train_probs.argmax(axis=1) != d.y_train
+                _, alpha, error = boosting.samme_update(state.weights, wrong, d.num_classes)
+                stop = boosting.stop_reason(error, d.num_classes, k)
+                result.extra["boosting"] = {"alpha": alpha, "error": error, "stop": stop}
+            return result
+
+        self.keep_or_train(mid, config, training, train)
+        done = self.store.is_complete(self.store.member_dir(mid))
+        entry = self.store.member(mid) if done else None
+        if entry is None or not entry.ok:
+            self._blocked[group] = f"round {k} {entry.status if entry else 'did not finish'}"
+        else:
+            rounds.append(entry)
 
     def keep_or_train(self, mid: str, config: dict, training: dict, train) -> None:
         """Keep a member the store already has; else ``train()`` it and store the result."""
@@ -158,8 +214,12 @@ class MemberTrainer:
         self._store_result(folder, config, result, training)
 
     def train(self, task: Task, hp, training: dict, augment: list, *, seed: int,
-              epochs: int | None = None, member_key: str | None = None):  # fmt: skip
-        """Build and train ``task``'s model with ``hp`` (a HyperParameters); a FitResult."""
+              epochs: int | None = None, member_key: str | None = None,
+              boost_weights: np.ndarray | None = None):  # fmt: skip
+        """Build and train ``task``'s model with ``hp`` (a HyperParameters); a FitResult.
+
+        ``boost_weights`` (a boosting round's, one a training image) become Keras ``sample_weight``
+        or a weighted resample of the training split (``benchmark.boosting.weighting``)."""
         import keras
 
         import zoo
@@ -176,6 +236,16 @@ class MemberTrainer:
             rng = np.random.default_rng(task.bootstrap["seed"] + 1000 * self.seed)
             idx = rng.integers(0, len(y_train), size=len(y_train))
             x_train, y_train = x_train[idx], y_train[idx]
+        sample_weight = None
+        if boost_weights is not None:
+            from benchmark import boosting
+
+            if boosting.weighting(spec.strategy, augment) == boosting.RESAMPLING:
+                round_index = int((task.boost or {}).get("round", 0))
+                idx = boosting.resample(boost_weights, [self.seed, round_index])
+                x_train, y_train = x_train[idx], y_train[idx]
+            else:
+                sample_weight = boosting.as_sample_weight(boost_weights)
         epochs = int(epochs or training["epochs"])
         tb = str(self.store.root / "tensorboard" / member_key) if self.tensorboard and member_key else None
         if spec.strategy is not None:
@@ -187,6 +257,7 @@ class MemberTrainer:
                 deadline=self.clock.deadline, tensorboard_dir=tb,
                 cache_dir=str(self.store.root / "cache" / "transfer"),
                 tuner=self._head_search(spec, member_key), options=spec.transfer_options,
+                verbose=_bar(self.verbose),
             )  # fmt: skip
         entry = zoo.get(spec.architecture)
         with distributed.scope(self.strategy):
@@ -196,7 +267,7 @@ class MemberTrainer:
                 model, x_train, y_train, x_val, d.y_val, training, num_classes=d.num_classes,
                 augment=augment, seed=seed, epochs=epochs, deadline=self.clock.deadline,
                 jit_compile=bool(entry.extra.get("jit_compile", False)), tensorboard_dir=tb,
-                verbose=self.verbose,
+                verbose=self.verbose, sample_weight=sample_weight,
             )  # fmt: skip
 
     def _head_search(self, spec: MemberSpec, key: str | None) -> dict[str, Any]:
@@ -276,6 +347,8 @@ class MemberTrainer:
         }
         folder.mkdir(parents=True, exist_ok=True)
         save_model(result.model, folder / "model.keras")
+        if result.train_probs is not None:  # a boosting round's: the next round's weights
+            self.store.write_train_probs(folder, result.train_probs)
         self.store.write_entry(folder, config=config, metrics=metrics, val_probs=val_probs,
                                test_probs=test_probs, history=result.history)  # fmt: skip
         self._record(MemberOutcome(config["id"], config["name"], "done", val["accuracy"],
@@ -293,6 +366,24 @@ class MemberTrainer:
         took = "" if outcome.kept else f" in {duration(outcome.seconds)}"
         why = f" ({outcome.reason})" if outcome.reason else ""
         self.progress(f"    {head} {outcome.name} [{outcome.id}] {acc}{took}{why}")
+
+
+def _predict_all(model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Probabilities on every row of ``x`` (the training split), a chunk at a time: no float copy
+    of the whole split."""
+    parts = [model.predict(x[i : i + chunk].astype(np.float32), batch_size=256, verbose=0)
+             for i in range(0, len(x), chunk)]  # fmt: skip
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _bar(verbose: int) -> int:
+    """Keras's verbosity for a long silent step (feature extraction): a live progress bar on a
+    terminal, one summary line in a log file, nothing when the run is quiet."""
+    import sys
+
+    if not verbose:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:

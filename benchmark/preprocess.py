@@ -60,6 +60,11 @@ def validate_steps(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "diameter": whole(),
             "sigma": number(0, low_open=True),
         },
+        "deblock": {
+            "strength": number(0, 1),
+            "threshold": number(0, low_open=True),
+            "flatness": number(0, low_open=True),
+        },
     }
     return check_step_values(
         check_steps(steps, available_steps(), "preprocess"), rules, "preprocess"
@@ -172,3 +177,104 @@ def denoise(
             f"denoise: method must be one of {', '.join(DENOISE_METHODS)}, got {method!r}"
         )
     return _per_image(fn, images)
+
+
+# JPEG's own colour transform (JFIF YCbCr, offsets left out: the filter works on differences).
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+    dtype=np.float32,
+)
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR).astype(np.float32)
+JPEG_BLOCK = 8
+
+
+def blockiness(images: np.ndarray) -> float:
+    """How blocky a uint8 batch is: the mean |difference| between neighbours across 8x8 block
+    edges minus that inside blocks (0 for a picture without JPEG blocking; the measure the
+    ``deblock`` tests and ``scripts/bench_deblocking.py`` report)."""
+    x = images.astype(np.float32)
+    excess = []
+    for axis in (1, 2):
+        diff = np.abs(np.diff(x, axis=axis))
+        edge = np.arange(diff.shape[axis]) % 8 == 7
+        excess.append(diff.compress(edge, axis).mean() - diff.compress(~edge, axis).mean())
+    return float(np.mean(excess))
+
+
+@step("deblock")
+def deblock(
+    images: np.ndarray, strength: float = 1.0, threshold: float = 30.0, flatness: float = 15.0
+) -> np.ndarray:
+    """Smooth away JPEG's 8x8 block edges, in the spirit of H.264's in-loop deblocking filter.
+
+    JPEG quantises each 8x8 block on its own, so at low quality neighbouring blocks meet with a step
+    that is not in the picture. Across every 8th column (then every 8th row), with p1 p0 | q0 q1 the
+    two pixels either side of the boundary, the step beyond the local slope, ``d = (q0 - p0) -
+    ((p0 - p1) + (q1 - q0)) / 2``, is spread as a linear ramp over those four pixels (p0 += 2d/5,
+    p1 += d/5, q0 -= 2d/5, q1 -= d/5, times ``strength``), so a blocky step becomes a gradient and a
+    smooth gradient is left as it was. As in H.264 a boundary is left alone where it is likely a
+    real edge: where ``|q0 - p0|`` reaches ``threshold`` or either side is not flat (``|p1 - p0|``
+    or ``|q1 - q0|`` reaches ``flatness``); values are 0..255 pixel levels. It works in JPEG's own
+    YCbCr planes (OpenCV ``cv2.transform``), where the quantisation happened, and maps the
+    correction back to RGB, so a pixel the filter does not touch keeps its exact value.
+
+    Why not non-local means (``denoise``): it does not know where the block grid lies, so it
+    smooths texture inside blocks as much as the block edges, and costs ~100x more (364 s against
+    a few seconds for 60,000 CIFAR images). The grid is JPEG's: blocks start at the image's top
+    left, so images resized after decoding have no grid here to find (the thresholds then leave most
+    of them unchanged). Measured (tests/test_preprocess.py): on CIFAR-10's JPEG q75 pictures the
+    block-edge excess (mean |difference| across block edges minus inside blocks) falls from about
+    1.8 to 0; on a synthetic picture saved at JPEG quality 10 from ~6 to ~2.2 and PSNR against the
+    original rises by ~0.3 dB. About as fast as ``clahe`` (60,000 CIFAR images in ~5 s here).
+    Whether it helps a model is another matter: fastnet trained on 5,000 pictures of the CIFAR-10
+    JPEG copy with and without it scored +0.4 points of test accuracy, within one seed's noise
+    (``scripts/bench_deblocking.py``).
+    """
+
+    def run(ix: np.ndarray) -> None:
+        part = slice(ix[0], ix[-1] + 1)
+        out[part] = _deblock_batch(images[part], strength, threshold, flatness)
+
+    out = np.empty_like(images)
+    if not len(images):
+        return out
+    # Chunks of about 1,024 images keep the float copies small; numpy releases the GIL on them.
+    chunks = np.array_split(np.arange(len(images)), max(1, -(-len(images) // 1024)))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), os.cpu_count() or 1))) as pool:
+        list(pool.map(run, chunks))
+    return out
+
+
+def _deblock_batch(
+    images: np.ndarray, strength: float, threshold: float, flatness: float
+) -> np.ndarray:
+    n, h, w, c = images.shape
+    flat = images.reshape(n * h, w, c).astype(np.float32)
+    ycc = cv2.transform(flat, _RGB_TO_YCBCR).reshape(n, h, w, c)
+    change = np.zeros_like(ycc)
+    _deblock_columns(ycc, change, strength, threshold, flatness)
+    # Rows: the same filter on the transposed batch, after the columns (as H.264 orders them).
+    _deblock_columns(
+        (ycc + change).transpose(0, 2, 1, 3), change.transpose(0, 2, 1, 3), strength, threshold,
+        flatness,
+    )  # fmt: skip
+    rgb_change = cv2.transform(change.reshape(n * h, w, c), _YCBCR_TO_RGB).reshape(n, h, w, c)
+    return np.clip(np.rint(images + rgb_change), 0, 255).astype(np.uint8)
+
+
+def _deblock_columns(
+    x: np.ndarray, change: np.ndarray, strength: float, threshold: float, flatness: float
+) -> None:
+    """Add to ``change`` the ramp that smooths each block boundary between columns of ``x``."""
+    edges = np.arange(JPEG_BLOCK, x.shape[2] - 1, JPEG_BLOCK)  # q1 must exist
+    if not len(edges):
+        return
+    p1, p0, q0, q1 = (x[:, :, edges + k] for k in (-2, -1, 0, 1))
+    step = q0 - p0
+    excess = step - ((p0 - p1) + (q1 - q0)) / 2
+    filtered = (
+        (np.abs(step) < threshold) & (np.abs(p1 - p0) < flatness) & (np.abs(q1 - q0) < flatness)
+    )
+    d = np.where(filtered, float(strength) * excess, 0.0)
+    for k, share in ((-2, 0.2), (-1, 0.4), (0, -0.4), (1, -0.2)):
+        change[:, :, edges + k] += share * d

@@ -30,6 +30,7 @@ from benchmark.schema import (
     MEMBER_KEYS,
     RANGE_KEYS,
     REPORT_DEFAULTS,
+    ROBUSTNESS_DEFAULTS,
     SAMPLINGS,
     SEARCHABLE,
     STRATEGIES,
@@ -38,6 +39,7 @@ from benchmark.schema import (
     TUNER_DEFAULTS,
     resolve_ensembles,
     resolve_report,
+    resolve_robustness,
     resolve_training,
     validate_transfer_options,
 )
@@ -60,6 +62,7 @@ class MemberSpec:
     tune: dict[str, Any] | None = None  # resolved tuner settings when the member is tuned
     seeds: int = 1
     bagging: int = 0
+    boosting: int = 0  # SAMME rounds (benchmark.boosting); 0: not boosted
     # benchmark.transfer options as the profile wrote them (part of the member's id: keep as is)
     transfer: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +88,7 @@ class Profile:
     ensembles: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    robustness: dict[str, Any] = field(default_factory=dict)  # [robustness], defaults applied
 
     @property
     def ensembles_enabled(self) -> bool:
@@ -93,6 +97,15 @@ class Profile:
     @property
     def report_enabled(self) -> bool:
         return bool(self.report.get("enabled", REPORT_DEFAULTS["enabled"]))
+
+    @property
+    def robustness_enabled(self) -> bool:
+        return bool(self.robustness.get("enabled", ROBUSTNESS_DEFAULTS["enabled"]))
+
+    @property
+    def robustness_config(self) -> dict[str, Any]:
+        """The [robustness] settings for benchmark.robustness: defaults applied, no ``enabled``."""
+        return {k: v for k, v in resolve_robustness(self.robustness).items() if k != "enabled"}
 
     @property
     def ensemble_config(self) -> dict[str, Any]:
@@ -233,7 +246,7 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         if not isinstance(hp, dict):
             raise fail(f"{where}.hp", "must be a table of hyperparameter values")
         counts = {}
-        for key in ("seeds", "bagging"):
+        for key in ("seeds", "bagging", "boosting"):
             value = m.get(key, 1 if key == "seeds" else 0)
             if not isinstance(value, int) or value < (1 if key == "seeds" else 0):
                 raise fail(
@@ -245,6 +258,10 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
             raise fail(where, "use either seeds or bagging, not both")
         if tune and (counts["bagging"] or counts["seeds"] > 1):
             raise fail(where, "a tuned member cannot also have seeds or bagging (use top_k)")
+        if counts["boosting"] and (tune or counts["bagging"] or counts["seeds"] > 1):
+            other = "tune" if tune else "bagging" if counts["bagging"] else "seeds"
+            raise fail(f"{where}.boosting", f"cannot be combined with {other} on the same member "
+                       "(each boosting round is one member trained on reweighted data)")  # fmt: skip
         input_size = m.get("input_size")
         if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
             raise fail(f"{where}.input_size", f"must be an integer >= 8, got {input_size!r}")
@@ -271,6 +288,7 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
                 tune=tune,
                 seeds=counts["seeds"],
                 bagging=counts["bagging"],
+                boosting=counts["boosting"],
                 transfer=dict(transfer),
             )  # fmt: skip
         )
@@ -282,7 +300,8 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         )
     tables = {}
     for section, known, resolve in (("ensembles", ENSEMBLES_TABLE, _resolve_ensembles_table),
-                                    ("report", REPORT_DEFAULTS, resolve_report)):  # fmt: skip
+                                    ("report", REPORT_DEFAULTS, resolve_report),
+                                    ("robustness", ROBUSTNESS_DEFAULTS, resolve_robustness)):  # fmt: skip
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise fail(section, "must be a table")
@@ -306,6 +325,7 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
         ensembles=tables["ensembles"],
         report=tables["report"],
         raw=raw,
+        robustness=tables["robustness"],
     )
 
 

@@ -74,23 +74,15 @@ class Runner:
         self.report_path: Path | None = None
         self._members: MemberTrainer | None = None
         self._started_at = ""
+        self._planned_at = 0.0
 
     # ---- data ---------------------------------------------------------------------------------------
     @property
     def data(self):
         if self._data is None:
-            from benchmark.datasets import load
+            from benchmark.datasets import load_for_profile
 
-            d = self.profile.data
-            self._data = load(
-                d.get("dataset", "cifar10"),
-                data_dir=self.data_dir,
-                val_fraction=d.get("val_fraction", 0.1),
-                seed=self.seed,
-                train_size=d.get("train_size"),
-                val_size=d.get("val_size"),
-                test_size=d.get("test_size"),
-            )
+            self._data = load_for_profile(self.profile.data, self.data_dir, self.seed)
         return self._data
 
     @property
@@ -140,9 +132,13 @@ class Runner:
         self.progress(f"run {self.store.root} ({self.profile.name}, seed {self.seed}, "
                       f"data {d.source}: {len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)})")  # fmt: skip
         tasks = self.plan(estimate=self.budget_seconds is not None)
+        self._planned_at = self.clock.elapsed  # the plan's pace is measured from here
         for line in self.describe_plan(tasks):
             self.progress(line)
         self.members.strategy = distributed.make_strategy(self.strategy_name)
+        if role is not None:  # chief and workers meet search by search: profile order, no re-plans
+            tasks.sort(key=lambda t: t.order)
+        replanner = plan_mod.Replanner(tasks, d, self.budget_seconds, replanning=role is None)
         for i, task in enumerate(tasks, 1):
             if task.dropped:
                 self.progress(f"dropped {task.label}: {task.decision.note}")
@@ -152,14 +148,22 @@ class Runner:
                 self.progress(f"budget reached: not started: {', '.join(left)}")
                 break
             self.progress(self._status_line(i, len(tasks), task))
+            started, seen = self.clock.elapsed, len(self.members.outcomes)
             if task.tuned:
                 # The k-th tuned member of the profile, dropped ones counted: a chief and a worker
                 # whose budgets drop different members still meet on the same port per search.
-                search_index = sum(1 for t in tasks[: i - 1] if t.tuned)
+                search_index = sum(1 for t in tasks if t.tuned and t.order < task.order)
                 with distributed.search_port(search_index):
                     run_search(self.members, task, role, self.seed)
             elif role != "worker":
                 self.members.run(task)
+            if role != "worker":  # the real time and what it trained: the pace, a re-plan
+                trained = [self.store.member(o.id).metrics for o in self.members.outcomes[seen:]
+                           if o.status == "done" and not o.kept]  # fmt: skip
+                line = replanner.finished(i - 1, self.clock.elapsed - started, trained,
+                                          self.clock.remaining)  # fmt: skip
+                if line:
+                    self.progress(line)
         if role == "worker":
             self.progress("worker: all searches finished")
             return self.store
@@ -167,10 +171,15 @@ class Runner:
         return self.store
 
     def _status_line(self, i: int, n: int, task: Task) -> str:
-        elapsed = duration(self.clock.elapsed)
-        left = (f", {duration(max(0, self.clock.remaining))} of budget left"
-                if self.budget_seconds else "")  # fmt: skip
-        return f"[{i}/{n}] {elapsed} elapsed{left}: {'tuning' if task.tuned else 'training'} {task.label}"
+        """``[3/7] 4m12s elapsed, 25m48s of budget left, plan 41% done, ETA ~9m (12% slower than
+        planned): training X``: the overall progress line, one per task."""
+        parts = [f"[{i}/{n}] {duration(self.clock.elapsed)} elapsed"]
+        if self.budget_seconds:
+            parts.append(f"{duration(max(0, self.clock.remaining))} of budget left")
+        note = plan_mod.progress_note(self.tasks, i - 1, self.clock.elapsed - self._planned_at)
+        if note:
+            parts.append(note)
+        return f"{', '.join(parts)}: {'tuning' if task.tuned else 'training'} {task.label}"
 
     def _start(self, role: str | None) -> None:
         import keras
@@ -204,6 +213,8 @@ class Runner:
     def _finish(self) -> None:
         if self.profile.ensembles_enabled:
             self._ensembles()
+        if self.profile.robustness_enabled:
+            self._robustness()
         # run.json records the finish first, so the report shows the wall time and a finished run.
         self._write_run_json(finished=True)
         from reports.leaderboard import console_lines, leaderboard, save_leaderboard
@@ -241,12 +252,29 @@ class Runner:
             where = self._traceback_file(exc, "building the ensembles")
             self.progress(f"ensembles: FAILED ({short_error(exc)}); the members are kept{where}")
 
+    def _robustness(self) -> None:
+        """Corruption, AdaBN and FGSM accuracies of every entry (benchmark.robustness)."""
+        if self.clock.expired:
+            self.progress("robustness: budget reached; skipped (a rerun measures it)")
+            return
+        try:
+            from benchmark.robustness import measure_run
+
+            start = self.clock.elapsed
+            n = measure_run(self.store, self.profile.robustness_config, self.seed,
+                            progress=self.progress, expired=lambda: self.clock.expired)  # fmt: skip
+            self.progress(f"robustness: {n} measured in {duration(self.clock.elapsed - start)}")
+        except Exception as exc:  # noqa: BLE001 - the members are stored; the report still comes
+            where = self._traceback_file(exc, "measuring robustness")
+            self.progress(f"robustness: FAILED ({short_error(exc)}); the members are kept{where}")
+
     def _ensemble_config(self) -> dict:
         return {k: v for k, v in self.profile.ensembles.items() if k != "enabled"}
 
     def _report(self):
         from reports.build import write_report
 
+        self.progress("report: scoring the leaderboard and drawing the figures")
         try:
             return write_report(self.store)
         except Exception as exc:  # noqa: BLE001 - `zoobench report RUN` can rebuild it later

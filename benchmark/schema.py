@@ -16,6 +16,7 @@ Tables and what checks them:
 - ``[ensembles]``: :data:`ENSEMBLES_TABLE` (``enabled`` plus :data:`ENSEMBLE_DEFAULTS`),
   :func:`resolve_ensembles`
 - ``[report]``: :data:`REPORT_DEFAULTS`, :func:`resolve_report`
+- ``[robustness]``: :data:`ROBUSTNESS_DEFAULTS`, :data:`CORRUPTIONS`, :func:`resolve_robustness`
 - preprocessing and augmentation step parameters: :class:`Param` rules, :func:`check_step_values`
   (the rules sit beside the steps, in ``validate_steps`` / ``validate_policy``)
 """
@@ -32,12 +33,13 @@ from benchmark.errors import ZoobenchError
 # ---- the profile's top level, [data], [[members]] ------------------------------------------------
 
 TOP_KEYS = frozenset({"name", "description", "seed", "budget", "deterministic", "data", "training",
-                      "tuner", "members", "ensembles", "report"})  # fmt: skip
+                      "tuner", "members", "ensembles", "report", "robustness"})  # fmt: skip
 DATA_KEYS = frozenset(
     {"dataset", "data_dir", "val_fraction", "train_size", "val_size", "test_size"}
 )
 MEMBER_KEYS = frozenset({"architecture", "name", "hp", "training", "preprocess", "augment",
-                         "strategy", "input_size", "tune", "seeds", "bagging", "transfer"})  # fmt: skip
+                         "strategy", "input_size", "tune", "seeds", "bagging", "boosting",
+                         "transfer"})  # fmt: skip
 
 # ---- [training] -----------------------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ def transfer_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 # ---- [ensembles] (ensembles.build) ----------------------------------------------------------------
 
-ENSEMBLE_METHODS = ("average-all", "top-k", "greedy", "stacking", "bagging", "seeds")
+ENSEMBLE_METHODS = ("average-all", "top-k", "greedy", "stacking", "bagging", "seeds", "boosting")
 ENSEMBLE_STACKERS = ("logistic", "mlp")
 # Every key ensembles.build_ensembles takes, with its default. Documented in docs/CONTRACTS.md.
 ENSEMBLE_DEFAULTS: dict[str, Any] = {
@@ -263,6 +265,56 @@ def resolve_report(table: Mapping[str, Any] | None) -> dict[str, Any]:
     out = {**REPORT_DEFAULTS, **table}
     if not isinstance(out["enabled"], bool):
         raise ZoobenchError(f"[report] enabled must be true or false, got {out['enabled']!r}")
+    return out
+
+
+# ---- [robustness] (benchmark.robustness, benchmark.corruptions) ----------------------------------
+
+# The generated corruptions (their parameters: benchmark.corruptions.PARAMETERS) and severities.
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "gaussian_blur", "motion_blur", "jpeg", "contrast",
+               "brightness", "pixelate")  # fmt: skip
+SEVERITIES = (1, 2, 3, 4, 5)
+# Off unless a profile turns it on: a profile without the table costs nothing more.
+ROBUSTNESS_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "corruptions": list(CORRUPTIONS),
+    "severities": [1, 3, 5],
+    "images": 1000,  # test images corrupted, per (corruption, severity)
+    "adabn": True,  # also score with the BN statistics re-estimated on each corrupted set
+    "fgsm_epsilon": 2.0,  # pixels of the raw 0-255 input, like training's adversarial epsilon
+    "fgsm_images": 1000,  # clean test images attacked (0: no FGSM column)
+}
+
+
+def resolve_robustness(table: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The [robustness] table with defaults filled in; unknown keys and bad values are user errors."""
+    table = dict(table or {})
+    unknown = sorted(set(table) - set(ROBUSTNESS_DEFAULTS))
+    if unknown:
+        raise ZoobenchError(f"[robustness] has unknown key(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(ROBUSTNESS_DEFAULTS)}")  # fmt: skip
+    out = {**ROBUSTNESS_DEFAULTS, **table}
+    for key in ("enabled", "adabn"):
+        if not isinstance(out[key], bool):
+            raise ZoobenchError(f"[robustness] {key} must be true or false, got {out[key]!r}")
+    for key, choices in (("corruptions", CORRUPTIONS), ("severities", SEVERITIES)):
+        values = out[key]
+        if (isinstance(values, str) or not isinstance(values, (list, tuple)) or not values
+                or len(set(map(repr, values))) != len(values)):  # fmt: skip
+            raise ZoobenchError(f"[robustness] {key} must be a non-empty list without repeats, "
+                                f"got {values!r}")  # fmt: skip
+        bad = [v for v in values if isinstance(v, bool) or v not in choices]
+        if bad:
+            raise ZoobenchError(f"[robustness] {key}: unknown {', '.join(map(repr, bad))}; "
+                                f"choose from {', '.join(map(str, choices))}")  # fmt: skip
+        out[key] = list(values)
+    for key, least in (("images", 1), ("fgsm_images", 0)):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < least:
+            raise ZoobenchError(f"[robustness] {key} must be a whole number >= {least}, "
+                                f"got {out[key]!r}")  # fmt: skip
+    if not is_number(out["fgsm_epsilon"]) or out["fgsm_epsilon"] < 0:
+        raise ZoobenchError(f"[robustness] fgsm_epsilon must be a number >= 0 (pixels of the "
+                            f"0-255 input), got {out['fgsm_epsilon']!r}")  # fmt: skip
     return out
 
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,11 @@ STAGED, RETIRED = "ensembles.new", "ensembles.old"  # an ensembles rebuild befor
 MARKER, LOCK = ".zoobench", ".zoobench.lock"  # benchmark.runfolder: "a zoobench run", "in use"
 # Everything zoobench writes at a run folder's top level (``--fresh`` removes these, nothing else).
 TOP_LEVEL = frozenset({MARKER, LOCK, "run.json", "data", "members", "ensembles", STAGED, RETIRED,
-                       "tuner", "leaderboard.csv", "report", "cache", "tensorboard", "error.txt"})  # fmt: skip
+                       "tuner", "leaderboard.csv", "report", "cache", "tensorboard", "error.txt",
+                       "refit"})  # fmt: skip
 MEMBER, ENSEMBLE = "member", "ensemble"
+# benchmark.robustness's results in an entry's folder: written after the entry, outside its hashes.
+ROBUSTNESS_JSON, ROBUSTNESS_PROBS = "robustness.json", "robustness_probs.npz"
 _STATUS_ORDER = {"done": 0, UNFINISHED: 1, "skipped": 2, "failed": 3}
 
 
@@ -144,8 +148,14 @@ class Entry:
         return all(self.probs_path(split).is_file() for split in ("val", "test"))
 
     def probs(self, split: str) -> np.ndarray:
-        """Predicted class probabilities on ``split`` ('val' or 'test'), shape (N, classes)."""
+        """Predicted class probabilities on ``split`` ('val' or 'test'; 'train' for a boosting
+        round, see :meth:`RunStore.write_train_probs`), shape (N, classes)."""
         return np.load(self.probs_path(split), allow_pickle=False)
+
+    @property
+    def train_probs_sha256(self) -> str | None:
+        """The hash recorded for a boosting round's training-split probabilities (None: none)."""
+        return (self.metrics.get("files") or {}).get(self.probs_path("train").name)
 
     def verify(self) -> list[str]:
         """What no longer matches the hashes recorded when the entry was written ([]: intact).
@@ -167,6 +177,25 @@ class Entry:
 
         path = self.path / "history.csv"
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+    def robustness(self) -> dict[str, Any] | None:
+        """``benchmark.robustness``'s record (summary, per-corruption table, config hash), or None
+        when the entry has none or it cannot be read (it is then measured again)."""
+        path = self.path / ROBUSTNESS_JSON
+        try:
+            record = atomic.read_json(path) if path.is_file() else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def robustness_probs(self) -> dict[str, np.ndarray]:
+        """The stored probabilities on the corrupted images ({} when none or unreadable)."""
+        path = self.path / ROBUSTNESS_PROBS
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return {}
 
 
 class RunStore:
@@ -349,6 +378,17 @@ class RunStore:
         except ValueError:
             return str(path)
 
+    # ---- what benchmark.robustness writes ---------------------------------------------------------
+    def write_robustness(
+        self, entry: Entry, record: dict[str, Any], probs: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """An entry's robustness results: the probabilities (float16) first, the record last, so a
+        record on disk always has its probabilities; each file is replaced atomically."""
+        if probs:
+            with atomic.atomic_path(entry.path / ROBUSTNESS_PROBS) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{k: np.asarray(v, dtype=np.float16) for k, v in probs.items()})
+        atomic.write_json(entry.path / ROBUSTNESS_JSON, record)
+
     # ---- what ensembles write --------------------------------------------------------------------
     @property
     def diversity_json(self) -> Path:
@@ -445,11 +485,18 @@ class RunStore:
         # What every file hashed to when written: resume, export and predict check it (Entry.verify).
         metrics = {**metrics, "files": {
             f.name: file_sha256(f) for f in sorted(path.iterdir())
-            if f.is_file() and f.name not in ("metrics.json", "error.txt") and not f.name.startswith(".")
+            if f.is_file() and f.name not in ("metrics.json", "error.txt", ROBUSTNESS_JSON,
+                                              ROBUSTNESS_PROBS) and not f.name.startswith(".")
         }}  # fmt: skip
         atomic.write_json(path / "metrics.json", metrics)
         kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
         return Entry(path, config, metrics, kind)
+
+    def write_train_probs(self, path: Path, probs: np.ndarray) -> None:
+        """A boosting round's probabilities on the training split (``benchmark.boosting``: the
+        next round's weights come from them). Call before :meth:`write_entry`, which hashes them."""
+        path.mkdir(parents=True, exist_ok=True)
+        atomic.save_npy(path / "train_probs.npy", np.asarray(probs, dtype=np.float32))
 
     def discard_incomplete(self, folder: Path) -> None:
         """Remove the leftovers of an entry whose run was interrupted (no metrics.json)."""
@@ -465,6 +512,47 @@ class RunStore:
                     for p in folder.iterdir()
                     if p.is_dir() and not self.is_complete(p) and p != self.best_dir
                 )
+
+    # ---- refits on train + validation (benchmark.refit): outside the leaderboard ----------------
+    def refit_dir(self, name: str) -> Path:
+        return self.root / "refit" / name
+
+    def refit_model_path(self, name: str, mid: str) -> Path:
+        return self.refit_dir(name) / f"{mid}.keras"
+
+    def write_refit(self, name: str, record: dict[str, Any], test_probs: np.ndarray) -> None:
+        """``refit/NAME/refit.json`` last (after the models and test probabilities): it marks the
+        refit complete and records every file's hash."""
+        folder = self.refit_dir(name)
+        atomic.save_npy(folder / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
+        files = {f.name: file_sha256(f) for f in sorted(folder.iterdir())
+                 if f.is_file() and f.suffix in (".keras", ".npy")}  # fmt: skip
+        atomic.write_json(folder / "refit.json", {**record, "files": files})
+
+    def read_refit(self, name: str) -> dict[str, Any] | None:
+        """A complete refit's record (None when there is none); damaged files are a ZoobenchError."""
+        path = self.refit_dir(name) / "refit.json"
+        if not path.is_file():
+            return None
+        record = self._read_json(path)
+        folder = self.refit_dir(name)
+        for fname, expected in (record.get("files") or {}).items():
+            if not (folder / fname).is_file() or file_sha256(folder / fname) != expected:
+                raise ZoobenchError(
+                    f"{folder / fname} is missing or changed since the refit wrote it: "
+                    "run the refit again"
+                )
+        return record
+
+    def refit_test_probs(self, name: str) -> np.ndarray:
+        return np.load(self.refit_dir(name) / "test_probs.npy", allow_pickle=False)
+
+    def refits(self) -> list[str]:
+        """Names of the complete refits, sorted."""
+        folder = self.root / "refit"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / "refit.json").is_file())
 
 
 def save_model(model, path: str | os.PathLike) -> None:

@@ -287,6 +287,8 @@ class FitResult:
     # Feature extraction already scored val and test through its cached features: no second pass.
     val_probs: np.ndarray | None = None
     test_probs: np.ndarray | None = None
+    # A boosting round's probabilities on the training split (benchmark.boosting), stored with it.
+    train_probs: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
@@ -310,10 +312,13 @@ def fit(
     jit_compile: bool = False,
     tensorboard_dir: str | None = None,
     verbose: int = 0,
+    sample_weight: np.ndarray | None = None,
 ) -> FitResult:
     """Compile and fit ``model``; early stopping, NaN and budget guards are always on.
 
     The validation set drives early stopping (best weights restored); the test set never enters.
+    ``sample_weight`` (one weight a training image, e.g. a boosting round's) weights the training
+    loss; validation stays unweighted.
     """
     import pandas as pd
 
@@ -323,7 +328,7 @@ def fit(
     steps = max(1, math.ceil(len(x_train) / batch_size))
     train_ds = make_dataset(
         x_train, y_train, num_classes=num_classes, batch_size=batch_size, policy=augment,
-        shuffle=True, seed=seed, sparse=sparse,
+        shuffle=True, seed=seed, sparse=sparse, sample_weight=sample_weight,
     )  # fmt: skip
     val_ds = make_dataset(
         x_val, y_val, num_classes=num_classes, batch_size=max(batch_size, 256), shuffle=False,
@@ -373,6 +378,7 @@ def fit_pretrained(
     cache_dir: str,
     tuner: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    verbose: int = 0,
 ) -> FitResult:
     """A pretrained member trained by ``benchmark.transfer.run_strategy``, with ``fit``'s guards.
 
@@ -389,7 +395,7 @@ def fit_pretrained(
     result = transfer.run_strategy(
         strategy, architecture, hp, data, cache_dir=cache_dir, epochs=int(epochs or training["epochs"]),
         batch_size=int(training["batch_size"]), seed=seed, learning_rate=float(training["learning_rate"]),
-        callbacks=guards.callbacks, tuner=tuner or {}, options=options or {},
+        callbacks=guards.callbacks, tuner=tuner or {}, options=options or {}, verbose=verbose,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     history, done = result.history, len(result.history)

@@ -269,6 +269,7 @@ def run_strategy(
     callbacks: list | None = None,
     tuner: dict | None = None,
     options: dict | None = None,
+    verbose: int = 0,
 ) -> TransferResult:
     """Train ``architecture``'s backbone on ``data`` (a ``benchmark.datasets.Dataset``) by ``strategy``.
 
@@ -278,6 +279,7 @@ def run_strategy(
     ``project_name``, ``overwrite``). ``options`` overrides
     :data:`DEFAULT_OPTIONS`. Validation data is used for monitoring and selection only; the test
     split is only passed through the finished model (feature extraction's ``test_probs``).
+    ``verbose`` 1 shows Keras's progress bar while features are extracted (minutes on a CPU).
     """
     import keras
     import keras_tuner
@@ -298,7 +300,7 @@ def run_strategy(
     t0 = time.perf_counter()
     if strategy == "feature-extraction":
         result = _feature_extraction(backbone, data, cache_dir=Path(cache_dir), seed=seed,
-                                     tuner=dict(tuner or {}), **common)  # fmt: skip
+                                     tuner=dict(tuner or {}), verbose=verbose, **common)  # fmt: skip
     elif strategy == "fine-tuning":
         result = _fine_tuning(backbone, data, **common)
     else:
@@ -339,7 +341,7 @@ def feature_cache_key(backbone: Backbone, x: np.ndarray, data_fingerprint: str) 
 
 def extract_features(
     backbone: Backbone, x: np.ndarray, *, cache_dir: Path, data_fingerprint: str,
-    batch_size: int = 128, split: str = "split",
+    batch_size: int = 128, split: str = "split", verbose: int = 0,
 ) -> tuple[np.ndarray, dict]:  # fmt: skip
     """Pooled features of ``x`` (float32), read from the cache or computed once and cached.
 
@@ -364,7 +366,7 @@ def extract_features(
         h = layer(h)
     extractor = keras.Model(inputs, backbone.model(h, training=False), name="extractor")
     t0 = time.perf_counter()
-    feats = extractor.predict(x, batch_size=batch_size, verbose=0).astype(np.float32)
+    feats = extractor.predict(x, batch_size=batch_size, verbose=verbose).astype(np.float32)
     seconds = time.perf_counter() - t0
     atomic.save_npy(path, feats)
     info = {"cache": "miss", "seconds": round(seconds, 3), "path": str(path),
@@ -404,7 +406,7 @@ def _head_hypermodel(
 
 
 def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch_size,
-                        learning_rate, callbacks, opts, name) -> TransferResult:  # fmt: skip
+                        learning_rate, callbacks, opts, name, verbose=0) -> TransferResult:  # fmt: skip
     import keras
     import keras_tuner
 
@@ -421,7 +423,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             feats[view], cache[view] = extract_features(
                 backbone, np.ascontiguousarray(pixels), cache_dir=cache_dir,
                 data_fingerprint=data.fingerprint, batch_size=int(opts["extract_batch_size"]),
-                split=view,
+                split=view, verbose=verbose,
             )  # fmt: skip
     feature_seconds = sum(c["seconds"] for c in cache.values())
     y_train = data.y_train

@@ -2,8 +2,10 @@
 
 The runner calls :func:`build_ensembles` after training. Everything here is fit on the members'
 validation probabilities and ``data/y_val.npy``; test probabilities are only *combined* with the
-learned weights, and ``data/y_test.npy`` is never read. Ensembles are cheap, so each call recomputes
-them all from scratch and replaces what an earlier call stored.
+learned weights, and ``data/y_test.npy`` is never read. Boosting's weights are the alphas its
+rounds recorded from their training-split errors (``benchmark.boosting``): nothing of val or test.
+Ensembles are cheap, so each call recomputes them all from scratch and replaces what an earlier
+call stored.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import atomic
+from benchmark import atomic, boosting
 from benchmark.formatting import utc_now
 from benchmark.metrics import accuracy, log_loss
 from benchmark.naming import slug
@@ -25,10 +27,12 @@ from benchmark.store import Entry, RunStore
 from ensembles.export import write_best
 from ensembles.methods import (
     AverageEnsemble,
+    BoostedAverage,
     GreedyEnsemble,
     StackingEnsemble,
     WeightedAverage,
     disagreement_matrix,
+    samme_vote,
 )
 
 log = logging.getLogger(__name__)
@@ -137,12 +141,7 @@ def fit_ensembles(
     for method in ("bagging", "seeds"):
         if method not in methods:
             continue
-        groups: dict[str, list[int]] = {}
-        for i, m in enumerate(members):
-            group = m.config.get("group") or ""
-            if group.startswith(f"{method}:"):
-                groups.setdefault(group.split(":", 1)[1], []).append(i)
-        for gname, idx in sorted(groups.items()):
+        for gname, idx in sorted(_groups(members, method).items()):
             if len(idx) < 2:
                 log.info(
                     "ensembles: %s group %r has %d member(s); skipped", method, gname, len(idx)
@@ -155,6 +154,51 @@ def fit_ensembles(
                     y_val, {"group": f"{method}:{gname}"},
                 )
             )  # fmt: skip
+    if "boosting" in methods:
+        fitted += _fit_boosting(members, val, test, y_val)
+    return fitted
+
+
+def _groups(members: list[Entry], method: str) -> dict[str, list[int]]:
+    """Group name -> indices of the members whose config ``group`` is ``"<method>:<name>"``."""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(members):
+        group = m.config.get("group") or ""
+        if group.startswith(f"{method}:"):
+            groups.setdefault(group.split(":", 1)[1], []).append(i)
+    return groups
+
+
+def _fit_boosting(members: list[Entry], val, test, y_val: np.ndarray) -> list[Fitted]:
+    """One SAMME ensemble a boosting group: its linked rounds (``benchmark.boosting.chain``: a
+    stale or discarded round is left out), weighted by the alphas the rounds recorded. The alphas
+    come from training-split errors; validation only scores the result (and the discrete vote)."""
+    fitted = []
+    position = {m.id: i for i, m in enumerate(members)}
+    for gname, idx in sorted(_groups(members, "boosting").items()):
+        rounds = boosting.chain([members[i] for i in idx])
+        if len(rounds) < 2:
+            log.info("ensembles: boosting group %r has %d usable round(s); skipped",
+                     gname, len(rounds))  # fmt: skip
+            continue
+        at = [position[r.id] for r in rounds]
+        stats = [r.metrics["boosting"] for r in rounds]
+        alphas = [float(s["alpha"]) for s in stats]
+        params = {
+            "group": f"boosting:{gname}",
+            "combine": "alpha-weighted average of the rounds' probabilities (weights = alpha / sum)",
+            "rounds": [int(r.config["boosting"]["round"]) for r in rounds],
+            "alphas": alphas,
+            "errors": [float(s["error"]) for s in stats],
+            "weighting": rounds[0].config["boosting"].get("weighting"),
+            "vote_val_accuracy": accuracy(samme_vote([val[i] for i in at], alphas), y_val),
+        }
+        fitted.append(
+            _fit_average(
+                f"boosting-{slug(gname, 'group')}", "boosting", BoostedAverage(alphas),
+                rounds, [val[i] for i in at], [test[i] for i in at], y_val, params,
+            )
+        )  # fmt: skip
     return fitted
 
 

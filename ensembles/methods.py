@@ -6,9 +6,10 @@ predictions, ``predict_proba(probs_list)`` combines any later predictions (test,
 Learned state lives in trailing-underscore attributes (``weights_``, ``classes_``, ``coef_``) so it
 can be inspected and stored as JSON / npz, never pickled.
 
-Averaging-type methods (all, top-k, greedy, group averages) reduce to one weight vector over the
-members; the stacker is a multinomial logistic regression (or a one-hidden-layer MLP) over the
-concatenated member probabilities, fit with cross-validation so its own validation score is honest.
+Averaging-type methods (all, top-k, greedy, group averages, boosting's alphas) reduce to one weight
+vector over the members; the stacker is a multinomial logistic regression (or a one-hidden-layer
+MLP) over the concatenated member probabilities, fit with cross-validation so its own validation
+score is honest.
 """
 
 from __future__ import annotations
@@ -170,6 +171,46 @@ class GreedyEnsemble(WeightedAverage):
         self.weights_ = counts / counts.sum()
         self.classes_ = np.arange(mats[0].shape[1])
         return self
+
+
+class BoostedAverage(WeightedAverage):
+    """A SAMME boosting group's rounds, combined with weights alpha_m / sum(alpha) (Zhu et al. 2009).
+
+    The paper's discrete SAMME predicts argmax_k sum_m alpha_m [h_m(x) = k] (:func:`samme_vote`);
+    this is its soft twin, the alpha-weighted average of the rounds' probabilities. Being a
+    weighted average, it is stored, exported as one model and predicted like every averaging
+    ensemble. The alphas come from the rounds' training-split errors (``benchmark.boosting``), so
+    ``fit`` learns nothing from validation: ``y`` is only checked.
+    """
+
+    def __init__(self, alphas: Sequence[float]):
+        self.alphas = alphas
+
+    def fit(self, probs_list: Sequence[np.ndarray], y: Any = None) -> BoostedAverage:
+        mats = check_probs_list(probs_list)
+        if y is not None:
+            check_labels(y, len(mats[0]), mats[0].shape[1])
+        self.weights_ = _normalised_alphas(self.alphas, len(mats))
+        self.classes_ = np.arange(mats[0].shape[1])
+        return self
+
+
+def _normalised_alphas(alphas: Sequence[float], members: int) -> np.ndarray:
+    a = np.asarray(alphas, dtype=np.float64)
+    if a.shape != (members,) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError(f"alphas must be {members} finite positive numbers, got {list(alphas)!r}")
+    return a / a.sum()
+
+
+def samme_vote(probs_list: Sequence[np.ndarray], alphas: Sequence[float]) -> np.ndarray:
+    """Discrete SAMME: each row's class scores sum_m alpha_m [argmax probs_m = k], scaled to sum 1."""
+    mats = check_probs_list(probs_list)
+    weights = _normalised_alphas(alphas, len(mats))
+    scores = np.zeros_like(mats[0])
+    rows = np.arange(len(scores))
+    for w, m in zip(weights, mats, strict=True):
+        scores[rows, m.argmax(axis=1)] += w
+    return scores
 
 
 # ---- stacking ------------------------------------------------------------------------------------

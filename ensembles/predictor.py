@@ -33,6 +33,8 @@ from ensembles.methods import WeightedAverage
 
 log = logging.getLogger(__name__)
 
+REFIT_PREFIX = "refit:"  # load_predictor(run, "refit:best"): benchmark.refit's retrained "best"
+
 
 @dataclass
 class Unit:
@@ -152,25 +154,72 @@ def _resolve(store: RunStore, model: str) -> Entry:
     raise ZoobenchError(f"unknown model {model!r} in run {store.root}; choose {_choices(store)}")
 
 
-def _entry_predictor(store: RunStore, entry: Entry) -> Predictor:
+def combiner(entry: Entry, num_classes: int) -> Callable[[list[np.ndarray]], np.ndarray] | None:
+    """How ``entry`` combines its members' probabilities (None for a member: nothing to combine)."""
+    if not entry.is_ensemble:
+        return None
+    if entry.config.get("method") == "stacking":
+        return load_stacker(entry).predict_proba
+    return WeightedAverage.from_weights(entry.config["weights"], num_classes).predict_proba
+
+
+def _entry_predictor(
+    store: RunStore,
+    entry: Entry,
+    load: Callable[[Entry], Any] = load_member_model,
+    description: str | None = None,
+) -> Predictor:
     members = ensemble_members(store, entry)
-    for m in members:
-        if not m.model_path.is_file():
-            raise ZoobenchError(f"member {m.id} of {entry.name!r} has no model.keras in {m.path}")
-    units = [Unit(load_member_model(m), list(m.config.get("preprocess") or [])) for m in members]
+    units = [Unit(load(m), list(m.config.get("preprocess") or [])) for m in members]
     num_classes = int(units[0].model.output_shape[-1])
-    combine = None
-    if entry.is_ensemble:
-        if entry.config.get("method") == "stacking":
-            stacker = load_stacker(entry)
-            combine = stacker.predict_proba
-        else:
-            combine = WeightedAverage.from_weights(
-                entry.config["weights"], num_classes
-            ).predict_proba
     return Predictor(
-        units, _class_names(store, num_classes), entry.name, combine, image_size=_image_size(store)
-    )
+        units, _class_names(store, num_classes), description or entry.name,
+        combiner(entry, num_classes), image_size=_image_size(store),
+    )  # fmt: skip
+
+
+def resolve_entry(store: RunStore, model: str) -> Entry:
+    """The member or ensemble that ``model`` names: "best" (the exported winner), an ID or a name."""
+    info = check_target(store.root, model)
+    if model != BEST_DIR:
+        return _resolve(store, model)
+    return store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
+
+
+def _refit_record(store: RunStore, model: str) -> dict[str, Any]:
+    """``refit:<name>``'s record (``benchmark.refit``), or a one-line error saying what exists."""
+    from benchmark.naming import slug
+
+    name = slug(model[len(REFIT_PREFIX) :], "best")
+    record = store.read_refit(name)
+    if record is None:
+        have = ", ".join(REFIT_PREFIX + n for n in store.refits()) or "none yet"
+        raise ZoobenchError(
+            f"run {store.root} has no refit {name!r} ({have}); make one with "
+            f"`zoobench refit {store.root} --model {name}`"
+        )
+    return record
+
+
+def _refit_predictor(store: RunStore, model: str) -> Predictor:
+    """``refit:<name>``: the members ``benchmark.refit`` retrained on train + validation."""
+    from benchmark.modelfile import load_model
+    from benchmark.naming import slug
+
+    name = slug(model[len(REFIT_PREFIX) :], "best")
+    record = _refit_record(store, model)
+    refit = {row["id"] for row in record["members"] if row.get("refit")}
+    entry = store.find(record["of"]["key"].split("/", 1)[1]) or resolve_entry(store, record["of"]["model"])
+
+    def load(member: Entry):
+        if member.id not in refit:
+            return load_member_model(member)
+        import zoo
+
+        zoo.list_models()  # the zoo's layers become loadable
+        return load_model(store.refit_model_path(name, member.id), f"refit member {member.id}")
+
+    return _entry_predictor(store, entry, load, f"{entry.name} (refit on train + validation)")
 
 
 def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, Any]:
@@ -179,6 +228,9 @@ def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, A
     Returns best/config.json for "best", else ``{"id": ..., "kind": "member"|"ensemble"}``.
     """
     store = _run_store(run_dir)
+    if model.startswith(REFIT_PREFIX):
+        record = _refit_record(store, model)
+        return {"id": record["of"]["key"], "kind": "refit", "display_name": record["of"]["name"]}
     if model != BEST_DIR:
         entry = _resolve(store, model)
         return {"id": entry.id, "kind": entry.kind, "display_name": entry.name}
@@ -192,7 +244,10 @@ def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, A
 
 
 def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor:
-    """A :class:`Predictor` for ``model``: "best", a member ID or an ensemble name of the run."""
+    """A :class:`Predictor` for ``model``: "best", a member ID or an ensemble name of the run, or
+    ``refit:<name>`` for its refit on train + validation (``benchmark.refit``)."""
+    if model.startswith(REFIT_PREFIX):
+        return _refit_predictor(_run_store(run_dir), model)
     info = check_target(run_dir, model)
     store = RunStore(run_dir)
     if model != BEST_DIR:

@@ -16,6 +16,7 @@ from reports import stats
 from reports.figures import make_figures
 from reports.leaderboard import build_leaderboard, save_leaderboard
 from reports.report import Report
+from reports.robustness_figure import robustness_about, robustness_figure
 from reports.rundata import load_run
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,13 @@ def collect(store: RunStore, figures_dir: Path, *, resamples: int = 1000, seed: 
     run = load_run(store)
     board = build_leaderboard(run, resamples=resamples, seed=seed)
     figures = make_figures(run, board, figures_dir)
+    robustness = robustness_figure(run, board, figures_dir)  # None: the run measured none
     return Report(
         run=run,
         board=board,
-        figures=figures,
+        figures=figures if robustness is None else [*figures, robustness],
         comparisons=stats.comparisons(run, board),
-        about=stats.describe_run(run),
+        about=[*stats.describe_run(run), *robustness_about(run, board)],
         built_at=utc_now(),
         notes=list(run.notes),
     )

@@ -24,6 +24,18 @@ def add_commands(sub) -> None:
     runs.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="default ./runs")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     runs.set_defaults(func=cmd_runs, needs_keras=False)
+    compare = sub.add_parser(
+        "compare",
+        help="two runs' leaderboards side by side on the same test split, with McNemar's test",
+        description="Put two runs' leaderboards side by side and test their bests against each "
+        "other (McNemar) on the test images both were scored on; runs whose test splits differ "
+        "are refused.",
+    )
+    compare.add_argument("run_a", metavar="RUN_A", help="run folder (or a run name under ./runs)")
+    compare.add_argument("run_b", metavar="RUN_B", help="run folder (or a run name under ./runs)")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    compare.add_argument("--html", metavar="PATH", help="also write a small HTML page to PATH")
+    compare.set_defaults(func=cmd_compare, needs_keras=False)
 
 
 def resolve_run(run: str) -> Path:
@@ -65,4 +77,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(tabulate(display(rows), headers=headers, tablefmt="github", disable_numparse=True))
     else:
         print(f"no zoobench runs in {args.dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from tabulate import tabulate
+
+    from reports import compare
+
+    result = compare.compare_runs(resolve_run(args.run_a), resolve_run(args.run_b))
+    page = compare.write_html(result, args.html) if args.html else None
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    print(tabulate(compare.summary_table(result), headers=compare.SUMMARY_HEADERS,
+                   tablefmt="github", disable_numparse=True))  # fmt: skip
+    print()
+    print(result.split_line)
+    print(result.sentence)
+    print()
+    print(tabulate(compare.board_table(result), headers=compare.board_headers(),
+                   tablefmt="github", disable_numparse=True))  # fmt: skip
+    if page is not None:
+        print(f"\nhtml: {page}")
     return 0

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,12 @@ from reports.rundata import RunData
 
 log = logging.getLogger(__name__)
 
-DPI = 110
+# Figures are drawn for a page that shows them at CSS_DPI (the web's 96 px per inch) and rendered at
+# twice that, so labels stay sharp on high-density screens and when zoomed; the HTML page sets each
+# image's displayed size to its drawn size (Figure.width/height), never larger.
+CSS_DPI = 96
+DPI = 2 * CSS_DPI
+MAX_WIDTH_IN = 12.0  # the page's content column (1200 CSS px) at CSS_DPI, less a margin
 KIND_COLORS = {"scratch": "#0173b2", "pretrained": "#de8f05", "ensemble": "#029e73"}
 MISTAKES = 16
 TOP_MULTIPLES = 6
@@ -46,6 +52,8 @@ class Figure:
     caption: str
     path: Path | None = None
     note: str = ""
+    width: int = 0  # CSS pixels the figure was drawn for (0 while not drawn)
+    height: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ def make_figures(run: RunData, board: pd.DataFrame, out_dir: str | os.PathLike) 
             with _style():
                 draw(run, board, chosen, path)
             figure.path = path
+            figure.width, figure.height = drawn_size(path)
         except Skip as skip:
             figure.note = str(skip)
             path.unlink(missing_ok=True)  # a stale PNG from an earlier build must not linger
@@ -113,14 +122,72 @@ def _style() -> Iterator[None]:
             plt.close("all")
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+def save_png(fig, path: Path, layout: bool = True, photos: bool = False) -> None:
+    """Write ``fig`` as a PNG at :data:`DPI`. A chart (not ``photos``) is stored with a 256-colour
+    palette: it looks the same and takes about a third of the bytes, which the self-contained
+    HTML page carries as base64; pictures keep every colour."""
+    import io
+
+    from PIL import Image
+
+    if layout:  # False: the figure was laid out already (one with a shared colour bar)
+        fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        if photos:
+            fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+            return
+        buffer = io.BytesIO()  # fast to write and read back: compressed once, after quantizing
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight",
+                    pil_kwargs={"compress_level": 1})  # fmt: skip
+        chart = Image.open(buffer).convert("RGB")
+        chart = chart.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        chart.save(tmp, format="PNG", dpi=(DPI, DPI))
 
 
-def _short(name: str, width: int = 28) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def drawn_size(path: str | os.PathLike) -> tuple[int, int]:
+    """The (width, height) in CSS pixels a PNG was drawn for: its pixels at its recorded dpi."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        dpi = float((image.info.get("dpi") or (CSS_DPI,))[0]) or CSS_DPI
+        return round(image.width * CSS_DPI / dpi), round(image.height * CSS_DPI / dpi)
+
+
+def shorten(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, cut in the middle: members of one architecture
+    differ at the end ("efficientnet_lite0 (fine-tuning)"), so the end is kept."""
+    name = str(name)
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return name[: width - 1 - tail].rstrip() + "…" + name[len(name) - tail :].lstrip()
+
+
+def wrap_label(name: str, width: int = 24, lines: int = 2) -> str:
+    """``name`` wrapped onto at most ``lines`` lines of ``width`` characters; when it does not fit,
+    the first lines keep the start and the last line the end ("…" marks the cut), so members of one
+    architecture, which differ at the end, do not read the same."""
+    text = " ".join(str(name).split())
+    if lines <= 1:
+        return shorten(text, width)
+    wrapped = textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False) or [""]
+    if len(wrapped) > lines or max(map(len, wrapped)) > width:  # spaces alone do not do: hyphens
+        wrapped = textwrap.wrap(text, width, break_on_hyphens=True)
+    if len(wrapped) > lines:
+        head, end = wrapped[: lines - 1], 0
+        for line in head:  # where the kept lines end in the text (wrap drops spaces at breaks)
+            end = text.index(line, end) + len(line)
+        rest = text[end:].strip()
+        wrapped = [*head, "…" + rest[len(rest) - (width - 1) :].lstrip()]
+    return "\n".join(wrapped)
+
+
+def distinct_labels(names: list[str], width: int = 24, lines: int = 2) -> list[str]:
+    """:func:`wrap_label` of each name, numbered ("1. ...") if two would still read the same."""
+    labels = [wrap_label(n, width, lines) for n in names]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i}. {label}" for i, label in enumerate(labels, start=1)]
+    return labels
 
 
 def _names(board: pd.DataFrame) -> pd.Series:
@@ -149,25 +216,71 @@ def sample_grid(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
         raise Skip("data/sample_x.npy and sample_y.npy do not hold matching images and labels")
     if int(labels.max()) >= run.num_classes:
         raise Skip("data/sample_y.npy has labels beyond the run's classes")
-    draw_grid(
-        images, labels, run.class_names, path, title=(run.meta.get("data") or {}).get("source")
-    )
+    draw_grid(images, labels, run.class_names, path,
+              title=(run.meta.get("data") or {}).get("source"), dpi=DPI)  # fmt: skip
+
+
+def heatmap(
+    ax,
+    matrix: np.ndarray,
+    labels,
+    *,
+    cmap,
+    vmin: float,
+    vmax: float,
+    fmt: str | None = None,
+    colorbar: str | None = None,
+    percent: bool = False,
+):
+    """A square-cell heatmap with its labels (None: none), values written in when ``fmt`` is given
+    and a colour bar labelled ``colorbar``; returns the mesh so a figure can share its colour bar.
+
+    Plain matplotlib rather than seaborn's heatmap, which draws the whole figure once per call to
+    test its tick labels for overlap: a report's seven matrices took seconds more that way.
+    """
+    from matplotlib.colors import to_rgb
+    from matplotlib.ticker import PercentFormatter
+
+    matrix = np.asarray(matrix, dtype=float)
+    rows, cols = matrix.shape
+    mesh = ax.pcolormesh(np.ma.masked_invalid(matrix), cmap=cmap, vmin=vmin, vmax=vmax,
+                         edgecolors="white", linewidth=0.3)  # fmt: skip
+    ax.set_xlim(0, cols)
+    ax.set_ylim(rows, 0)  # first row at the top, as the matrix reads
+    ax.set_aspect("equal")
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    # Every label while the cells are tall enough for the 8 pt text, else every step-th one.
+    box = ax.get_position()
+    side_pt = 72 * min(box.width * ax.figure.get_figwidth(), box.height * ax.figure.get_figheight())
+    step = max(1, math.ceil(9.0 * max(rows, cols) / max(side_pt, 1.0)))
+    names = list(labels) if labels is not None else None
+    ax.set_xticks(np.arange(0, cols, step) + 0.5, names[::step] if names is not None else [])
+    ax.set_yticks(np.arange(0, rows, step) + 0.5, names[::step] if names is not None else [])
+    ax.tick_params(axis="x", labelrotation=90, length=0)
+    ax.tick_params(axis="y", labelrotation=0, length=0)
+    if fmt is not None:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                red, green, blue = to_rgb(mesh.cmap(mesh.norm(value)))
+                light = 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.408
+                ax.text(j + 0.5, i + 0.5, format(value, fmt), ha="center", va="center",
+                        fontsize=7, color="#222222" if light else "white")  # fmt: skip
+    if colorbar is not None:
+        ax.figure.colorbar(mesh, ax=ax, label=colorbar, fraction=0.046, pad=0.03,
+                           format=PercentFormatter(1.0) if percent else None)  # fmt: skip
+    return mesh
 
 
 def _confusion_heatmap(ax, matrix: np.ndarray, class_names, annotate: bool, cbar: bool = True):
-    import seaborn as sns
-
     many = len(class_names) > 30
-    sns.heatmap(
-        matrix, ax=ax, vmin=0.0, vmax=1.0, cmap="Blues", square=True, cbar=cbar,
-        annot=annotate and len(class_names) <= 20, fmt=".0%", annot_kws={"fontsize": 7},
-        xticklabels=False if many else list(class_names),
-        yticklabels=False if many else list(class_names), linewidths=0.3, linecolor="white",
-    )  # fmt: skip
+    mesh = heatmap(ax, matrix, None if many else class_names, cmap="Blues", vmin=0.0, vmax=1.0,
+                   fmt=".0%" if annotate and len(class_names) <= 20 else None,
+                   colorbar="share of the true class" if cbar else None, percent=True)  # fmt: skip
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.tick_params(axis="x", labelrotation=90)
-    ax.tick_params(axis="y", labelrotation=0)
+    return mesh
 
 
 def _confusion_of(run: RunData, board: pd.DataFrame, key: str | None, what: str, path: Path):
@@ -175,13 +288,13 @@ def _confusion_of(run: RunData, board: pd.DataFrame, key: str | None, what: str,
 
     probs = _test_probs(run, key, what)
     matrix = scoring.confusion(probs, run.y_test, run.num_classes, normalize=True)
-    size = max(5.0, 0.45 * run.num_classes + 2.0) if run.num_classes <= 30 else 9.0
+    size = min(10.5, max(5.0, 0.45 * run.num_classes + 2.0)) if run.num_classes <= 30 else 9.0
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     _confusion_heatmap(ax, matrix, run.class_names, annotate=True)
     accuracy = metrics.accuracy(probs, run.y_test)
-    ax.set_title(f"{_short(_names(board)[key], 48)}: test accuracy {accuracy:.1%}\n"
+    ax.set_title(f"{wrap_label(_names(board)[key], 60)}: test accuracy {accuracy:.1%}\n"
                  "(each row: share of that true class)")  # fmt: skip
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def confusion_best_member(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> None:
@@ -199,18 +312,33 @@ def confusion_top_members(run: RunData, board: pd.DataFrame, chosen: Picks, path
     keys = [k for k in chosen.top_members if run.probs(run.entry(k), "test") is not None]
     if len(keys) < 2:
         raise Skip("fewer than two members have test predictions")
+    from matplotlib.ticker import PercentFormatter
+
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.5 * rows), squeeze=False)
-    names = _names(board)
-    for ax, key in zip(axes.ravel(), keys, strict=False):
+    width = 3.5 * cols + 0.9
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.7 * rows), squeeze=False)
+    titles = distinct_labels([str(_names(board)[key]) for key in keys], width=30)
+    for ax, key, title in zip(axes.ravel(), keys, titles, strict=False):
         probs = run.probs(run.entry(key), "test")
         matrix = scoring.confusion(probs, run.y_test, run.num_classes, normalize=True)
-        _confusion_heatmap(ax, matrix, run.class_names, annotate=False, cbar=False)
-        ax.set_title(f"{_short(names[key])}\n{metrics.accuracy(probs, run.y_test):.1%}", fontsize=9)
+        mesh = _confusion_heatmap(ax, matrix, run.class_names, annotate=False, cbar=False)
+        ax.set_title(f"{title}\n{metrics.accuracy(probs, run.y_test):.1%}", fontsize=9)
     for ax in axes.ravel()[len(keys) :]:
         ax.axis("off")
-    _save(fig, path)
+    # One colour bar for all (every matrix spans 0-100%), in a strip kept free at the right and
+    # put beside the right-most matrix once the square matrices have their final places.
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 0.9 / width, 1.0))
+    drawn = axes.ravel()[: len(keys)]
+    for ax in drawn:
+        ax.apply_aspect()
+    boxes = [ax.get_position() for ax in drawn]
+    right = max(b.x1 for b in boxes)
+    low, high = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+    strip = fig.add_axes((right + 0.2 / width, low + 0.2 * (high - low), 0.15 / width,
+                          0.6 * (high - low)))  # fmt: skip
+    fig.colorbar(mesh, cax=strip, format=PercentFormatter(1.0), label="share of the true class")
+    save_png(fig, path, layout=False)
 
 
 def per_class_scores(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> None:
@@ -238,8 +366,8 @@ def per_class_scores(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
         ax.set_xlabel("")
         ax.tick_params(axis="x", labelrotation=30)
     ax.legend(title=None, ncols=3, loc="upper right", frameon=True)
-    ax.set_title(f"Per-class precision, recall and F1: {_short(_names(board)[chosen.best], 48)}")
-    _save(fig, path)
+    ax.set_title(f"Per-class precision, recall and F1: {shorten(_names(board)[chosen.best], 60)}")
+    save_png(fig, path)
 
 
 _ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy", "acc")
@@ -248,7 +376,6 @@ _ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "categorical_accura
 def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> None:
     """Training and validation loss and accuracy per member (history.csv), best members first."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     order = [k for k in board["id"] if k.startswith("members/")]
     histories = []
@@ -265,10 +392,12 @@ def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path
     shown = histories[:MAX_CURVES]
     per_row = 1 if len(shown) <= 4 else 2
     rows = math.ceil(len(shown) / per_row)
-    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(5.0 * per_row * 2 / 1.3, 2.3 * rows),
+    panel = 4.4 if per_row == 1 else 3.0  # inches per axes: two panels a member, <= MAX_WIDTH_IN
+    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(panel * 2 * per_row, 2.4 * rows),
                              squeeze=False)  # fmt: skip
-    names = _names(board)
-    for i, (key, history) in enumerate(shown):
+    titles = distinct_labels([str(_names(board)[key]) for key, _ in shown],
+                             width=50 if per_row == 1 else 34)  # fmt: skip
+    for i, ((_, history), title) in enumerate(zip(shown, titles, strict=True)):
         ax_loss, ax_acc = (
             axes[i // per_row, 2 * (i % per_row)],
             axes[i // per_row, 2 * (i % per_row) + 1],
@@ -288,15 +417,25 @@ def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path
                 ax.plot(epochs, history[f"val_{key_train}"], color="#d55e00", label="validation",
                         linestyle="--", marker=".")  # fmt: skip
             ax.set_ylabel(label)
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_loss.set_title(_short(names[key], 40), loc="left")
+            epoch_axis(ax, epochs)
+        ax_loss.set_title(title, loc="left")
         ax_acc.legend(loc="lower right")
     for ax in axes.ravel()[2 * len(shown) :]:
         ax.axis("off")
     if len(histories) > len(shown):
         fig.suptitle(f"top {len(shown)} of {len(histories)} members by validation accuracy")
-    _save(fig, path)
+    save_png(fig, path)
+
+
+def epoch_axis(ax, epochs) -> None:
+    """Whole epochs only on the x axis; one epoch gets a tick "1", not a 0.945-1.050 span."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    low, high = float(np.min(epochs)), float(np.max(epochs))
+    if high - low < 1:
+        ax.set_xlim(low - 0.5, high + 0.5)
 
 
 def pareto_front(cost: np.ndarray, score: np.ndarray, lower_is_better: bool) -> np.ndarray:
@@ -322,7 +461,8 @@ def accuracy_vs_cost(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
     usable = [p for p in panels if (pd.to_numeric(scored[p[0]], errors="coerce") > 0).sum() >= 1]
     if scored.empty or not usable:
         raise Skip("no finished entry has both a test accuracy and a recorded cost")
-    fig, axes = plt.subplots(1, len(usable), figsize=(5.0 * len(usable), 4.2), squeeze=False)
+    panel = min(5.0, MAX_WIDTH_IN / len(usable))
+    fig, axes = plt.subplots(1, len(usable), figsize=(panel * len(usable), 4.4), squeeze=False)
     for ax, (col, label, lower, fmt) in zip(axes[0], usable, strict=True):
         cost = pd.to_numeric(scored[col], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(cost) & (cost > 0)
@@ -338,19 +478,24 @@ def accuracy_vs_cost(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
                 zorder=2, label="Pareto front")  # fmt: skip
         ax.scatter(cost[front], acc[front], s=90, facecolor="none", edgecolor="#cc78bc",
                    linewidth=1.5, zorder=4)  # fmt: skip
-        for i in front:
-            ax.annotate(_short(str(frame["model"].iloc[i]), 22), (cost[i], acc[i]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.autoscale_view()
+        low, high = np.log(ax.get_xlim())
+        labels = distinct_labels([str(m) for m in frame["model"].iloc[front]])
+        for i, text in zip(front, labels, strict=True):
+            right = (np.log(cost[i]) - low) / max(high - low, 1e-12) > 0.6  # label to the left
+            ax.annotate(text, (cost[i], acc[i]), fontsize=7, xytext=(-4 if right else 4, 4),
+                        textcoords="offset points", ha="right" if right else "left",
+                        linespacing=1.0)  # fmt: skip
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _, f=fmt: f(v)))
         ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _, f=fmt: _minor_label(v, f)))
         ax.legend(loc="best")
-    fig.suptitle("Accuracy against cost (better: higher, and cheaper: left for time and parameters, "
-                 "right for speed)", fontsize=10)  # fmt: skip
-    _save(fig, path)
+    fig.suptitle("Accuracy against cost (better: higher, and cheaper: left for time and "
+                 "parameters, right for speed)", fontsize=10)  # fmt: skip
+    save_png(fig, path)
 
 
 def _minor_label(value: float, fmt: Callable[[float], str]) -> str:
@@ -385,12 +530,12 @@ def reliability(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy in bin")
     ax.legend(loc="upper left")
-    ax.set_title(f"Reliability: {_short(_names(board)[chosen.best], 40)} (ECE {ece:.3f})")
+    ax.set_title(f"Reliability: {wrap_label(_names(board)[chosen.best], 40)} (ECE {ece:.3f})")
     ax_count.bar(table["low"], table["count"] / max(1, table["count"].sum()), width=width,
                  align="edge", color="#949494", edgecolor="white")  # fmt: skip
     ax_count.set_ylabel("share of images")
     ax_count.set_xlabel("confidence (top-class probability)")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def confident_mistakes(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> None:
@@ -420,8 +565,8 @@ def confident_mistakes(run: RunData, board: pd.DataFrame, chosen: Picks, path: P
         ax.imshow(np.asarray(images[i]), interpolation="nearest")
         ax.set_title(f"true: {names[run.y_test[i]]}\npred: {names[predicted[i]]} "
                      f"({probs[i, predicted[i]]:.0%})", fontsize=8, color="#a00000")  # fmt: skip
-    fig.suptitle(f"Most confident mistakes: {_short(_names(board)[chosen.best], 48)}", fontsize=10)
-    _save(fig, path)
+    fig.suptitle(f"Most confident mistakes: {shorten(_names(board)[chosen.best], 60)}", fontsize=10)
+    save_png(fig, path, photos=True)
 
 
 def diversity(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> None:
@@ -435,16 +580,15 @@ def diversity(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> N
         raise Skip(str(exc)) from exc
     if len(names) < 2:
         raise Skip(f"ensembles/diversity.json has {len(names)} member(s): nothing to compare")
-    size = min(11.0, max(4.5, 0.45 * len(names) + 2.5))
+    size = min(9.0, max(4.5, 0.45 * len(names) + 2.5))
+    labels = distinct_labels(names)
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
-    sns.heatmap(matrix, ax=ax, cmap="mako_r", vmin=0.0, square=True, annot=len(names) <= 12,
-                fmt=".2f", annot_kws={"fontsize": 7}, xticklabels=[_short(n, 20) for n in names],
-                yticklabels=[_short(n, 20) for n in names], linewidths=0.3, linecolor="white",
-                cbar_kws={"label": "share of images the two disagree on"})  # fmt: skip
-    ax.tick_params(axis="x", labelrotation=90)
-    ax.tick_params(axis="y", labelrotation=0)
+    matrix = np.asarray(matrix, dtype=float)
+    heatmap(ax, matrix, labels, cmap=sns.color_palette("mako_r", as_cmap=True), vmin=0.0,
+            vmax=max(float(np.nanmax(matrix)), 1e-9), fmt=".2f" if len(names) <= 12 else None,
+            colorbar="share of images the two disagree on")  # fmt: skip
     ax.set_title("Member diversity: pairwise disagreement")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 Draw = Callable[[RunData, pd.DataFrame, Picks, Path], None]

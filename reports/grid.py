@@ -29,6 +29,7 @@ def sample_grid(
     rows: int = 5,
     cols: int = 5,
     title: str | None = None,
+    dpi: int = 110,
 ) -> None:
     """Write a rows x cols grid of uint8 RGB ``images`` with their class names to a PNG at ``path``."""
     import matplotlib
@@ -49,5 +50,5 @@ def sample_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)

@@ -14,24 +14,48 @@ from html import escape
 
 import pandas as pd
 
-from reports.leaderboard import DISPLAY, display_table
+from reports.figures import drawn_size
+from reports.leaderboard import DISPLAY, display_columns, display_table
+from reports.markdown import comparison_headers
 from reports.report import Report
 from reports.stats import summary_sentence
 
+# Layout: the page never scrolls sideways. Tables wrap their text cells and headers instead of
+# growing (numbers stay whole), and long unbroken words (file paths, shapes in an error) may break.
+# The leaderboard's header sticks to the top of the window while its rows scroll past. A sticky
+# header sticks within its nearest scrolling box, so the table has none around it wherever it fits
+# (every column fits the 1200 px page column: the interval goes under the accuracy, names and
+# headers wrap, a failure's reason wraps in a 10rem Status column). Where it cannot fit (a narrow
+# window: the media query; or data wider than expected: the script below measures and sets
+# "boxed") the table sits in a box that scrolls both ways inside itself and is at most a window
+# high, so the header sticks to the top of that box instead and the page itself still never
+# scrolls sideways. Figures are shown at the size they were drawn for (width/height attributes,
+# see reports.figures.DPI), never larger, and shrink with a narrower window.
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
 max-width:1200px;padding:0 1rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+p,li{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
-th,td{padding:.3rem .55rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
-th{background:#f3f5f8;position:sticky;top:0}
-td.text,th.text{text-align:left}td.wrap{white-space:normal;min-width:12rem}
-table.sortable th{cursor:pointer;user-select:none}
+th,td{padding:.3rem .5rem;border-bottom:1px solid #e4e4e4;text-align:right;vertical-align:top;
+overflow-wrap:break-word}
+td.num,td.kind{white-space:nowrap}
+thead th{background:#f3f5f8;position:sticky;top:0;z-index:1;vertical-align:bottom}
+td.text,th.text{text-align:left}
+#leaderboard{width:100%;font-size:.76rem}#leaderboard th,#leaderboard td{padding:.3rem .35rem}
+#leaderboard .ci{display:block;color:#666}
+#leaderboard td.status,table.about td{overflow-wrap:anywhere}
+#leaderboard td.status{width:10rem;min-width:7rem}
+table.sortable thead th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 tr.status-failed td,tr.status-skipped td,tr.status-unfinished td{color:#888}
-.scroll{overflow-x:auto}.muted{color:#666;font-size:.9rem}.note{color:#8a5a00}
-figure{margin:1.2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+table.about th{white-space:nowrap;text-align:left;font-weight:600}
+.board.boxed{overflow:auto;max-height:calc(100vh - 1rem)}
+@media (max-width:960px){.board{overflow:auto;max-height:calc(100vh - 1rem)}}
+.muted{color:#666;font-size:.9rem}.note{color:#8a5a00}
+figure{margin:1.2rem 0}figure img{display:block;max-width:100%;height:auto;
+box-shadow:0 0 0 1px #eee}
 figcaption{color:#555;font-size:.9rem}
 """
 
@@ -60,7 +84,11 @@ _JS_BODY = """
       });
     });
   });
+  function fit(){document.querySelectorAll(".board").forEach(function(box){
+    box.classList.toggle("boxed",box.firstElementChild.offsetWidth>box.clientWidth);});}
+  fit();window.addEventListener("resize",fit);
   window.addEventListener("load",function(){
+    fit();
     var imgs=document.images,broken=[];
     for(var i=0;i<imgs.length;i++){if(!imgs[i].complete||imgs[i].naturalWidth===0){broken.push(imgs[i].alt);}}
     var root=document.documentElement;
@@ -115,29 +143,32 @@ def leaderboard_html(board: pd.DataFrame) -> str:
     """The leaderboard as a sortable table; each cell keeps its raw value in ``data-value``."""
     if board.empty:
         return "<p><em>No members or ensembles stored yet.</em></p>"
-    shown = display_table(board)
+    columns = display_columns(board)
+    shown = display_table(board, columns)
     text_cols = {"model", "kind", "status"}
-    head = "".join(
-        f'<th class="{"text" if col in text_cols else "num"}" scope="col">{escape(header)}</th>'
-        for col, header in DISPLAY.items()
+    head = "".join(  # "FLOPs/img" may break after its slash
+        f'<th class="{"text" if col in text_cols else "num"}" scope="col">'
+        f"{escape(header).replace('/', '/<wbr>') if len(header) > 6 else escape(header)}</th>"
+        for col, header in ((c, DISPLAY[c]) for c in columns)
     )
     rows = []
     for i, (_, raw) in enumerate(board.iterrows()):
         cells = []
-        for col, header in DISPLAY.items():
-            cls = "text" if col in text_cols else "num"
-            cls += " wrap" if col == "status" else ""
+        for col, header in ((c, DISPLAY[c]) for c in columns):
+            cls = f"text {col}" if col in text_cols else "num"
             value = _sort_value(raw[col])
             title = (
                 f' title="{escape(str(raw["reason"]))}"'
                 if col == "status" and raw["reason"]
                 else ""
             )
-            cells.append(f'<td class="{cls}" data-value="{escape(value)}"{title}>'
-                         f"{escape(shown[header].iloc[i])}</td>")  # fmt: skip
+            text = escape(shown[header].iloc[i])
+            if col == "test_accuracy" and " [" in text:  # "79.50% [75.5, 83.5]": two lines
+                text = text.replace(" [", '<span class="ci">[', 1) + "</span>"
+            cells.append(f'<td class="{cls}" data-value="{escape(value)}"{title}>{text}</td>')
         rows.append(f'<tr class="status-{escape(str(raw["status"]))}">{"".join(cells)}</tr>')
     return (
-        '<div class="scroll"><table id="leaderboard" class="sortable">'
+        '<div class="board"><table id="leaderboard" class="sortable">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -161,14 +192,16 @@ def _comparisons(report: Report) -> list[str]:
     for c in report.comparisons:
         out += [f"<h3>{escape(c.title)}</h3>", f"<p>{escape(summary_sentence(c))}</p>"]
         rows = "".join(
-            f'<tr><td class="text">{escape(r["class"])}</td><td>{r["a"]:.1%}</td>'
-            f"<td>{r['b']:.1%}</td><td>{r['difference']:+.1%}</td><td>{r['support']}</td></tr>"
+            f'<tr><td class="text">{escape(r["class"])}</td><td class="num">{r["a"]:.1%}</td>'
+            f'<td class="num">{r["b"]:.1%}</td><td class="num">{r["difference"]:+.1%}</td>'
+            f'<td class="num">{r["support"]}</td></tr>'
             for _, r in c.per_class.iterrows()
         )
+        heads = "".join(f'<th scope="col" style="max-width:11rem">{escape(h)}</th>'
+                        for h in comparison_headers(c)[1:])  # fmt: skip
         out.append(
-            '<div class="scroll"><table class="sortable"><thead><tr><th class="text">class</th>'
-            "<th>A</th><th>B</th><th>A &minus; B</th><th>support</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>"
+            '<table class="sortable per-class"><thead><tr><th class="text" scope="col">class</th>'
+            f"{heads}</tr></thead><tbody>{rows}</tbody></table>"
         )
     return out
 
@@ -181,8 +214,10 @@ def _figures(report: Report) -> list[str]:
             out.append(f'<p class="note">Skipped: {escape(fig.note)}.</p>')
             continue
         data = base64.b64encode(fig.path.read_bytes()).decode("ascii")
+        width, height = (fig.width, fig.height) if fig.width else drawn_size(fig.path)
+        size = f' width="{width}" height="{height}"'
         out.append(
-            f'<figure><img alt="{escape(fig.title)}" src="data:image/png;base64,{data}">'
+            f'<figure><img alt="{escape(fig.title)}"{size} src="data:image/png;base64,{data}">'
             f"<figcaption>{escape(fig.caption)}</figcaption></figure>"
         )
     return out
@@ -193,4 +228,4 @@ def _about(about: list[tuple[str, str]]) -> str:
         f'<tr><th class="text" scope="row">{escape(k)}</th><td class="text">{escape(v)}</td></tr>'
         for k, v in about
     )
-    return f"<table>{rows}</table>"
+    return f'<table class="about">{rows}</table>'

@@ -23,11 +23,14 @@ from reports.rundata import RunData, load_run
 
 log = logging.getLogger(__name__)
 
+# benchmark.robustness's summary numbers (blank where a run did not measure them).
+ROBUSTNESS_COLUMNS = ("corruption_accuracy", "corruption_accuracy_adabn", "fgsm_accuracy")
 COLUMNS = (
     "rank", "model", "kind", "method", "architecture", "strategy", "input_size",
     "test_accuracy", "test_accuracy_low", "test_accuracy_high",
     "precision_macro", "recall_macro", "f1_macro", "val_accuracy", "val_loss", "ece",
     "params", "flops", "train_seconds", "images_per_second", "status", "reason", "id",
+    *ROBUSTNESS_COLUMNS,
 )  # fmt: skip
 
 # Column -> (header, formatter) of the table people read (Markdown and HTML).
@@ -36,6 +39,9 @@ DISPLAY = {
     "model": "Model",
     "kind": "Kind",
     "test_accuracy": "Test acc. [95% CI]",
+    "corruption_accuracy": "Corrupted acc.",
+    "corruption_accuracy_adabn": "+ AdaBN",
+    "fgsm_accuracy": "FGSM acc.",
     "precision_macro": "Macro P",
     "recall_macro": "Macro R",
     "f1_macro": "Macro F1",
@@ -107,6 +113,8 @@ def _row(run: RunData, entry: Entry, resamples: int, seed: int) -> dict:
     }
     if status != "done":
         return row
+    summary = (entry.robustness() or {}).get("summary") or {}
+    row.update({col: _number(summary.get(col)) for col in ROBUSTNESS_COLUMNS})
     val_probs = run.probs(entry, "val")
     if math.isnan(row["val_accuracy"]) and val_probs is not None:
         row["val_accuracy"] = accuracy(val_probs, run.y_val)
@@ -140,8 +148,17 @@ CONSOLE = ("rank", "model", "kind", "test_accuracy", "val_accuracy", "params", "
            "status")  # fmt: skip
 
 
-def display_table(board: pd.DataFrame, columns=tuple(DISPLAY)) -> pd.DataFrame:
+def display_columns(board: pd.DataFrame) -> tuple[str, ...]:
+    """The columns people see: every DISPLAY column, less robustness columns no row measured."""
+    return tuple(
+        col for col in DISPLAY
+        if col not in ROBUSTNESS_COLUMNS or (col in board and board[col].notna().any())
+    )  # fmt: skip
+
+
+def display_table(board: pd.DataFrame, columns=None) -> pd.DataFrame:
     """The leaderboard as strings for people: accuracies in %, the CI inline, costs humanised."""
+    columns = display_columns(board) if columns is None else columns
     out = pd.DataFrame(index=board.index)
     for col in columns:
         out[DISPLAY[col]] = [_cell(col, row) for _, row in board.iterrows()]
@@ -172,7 +189,7 @@ def _cell(col: str, row: pd.Series) -> str:
     if col == "test_accuracy":
         low, high = row["test_accuracy_low"], row["test_accuracy_high"]
         return f"{formatting.percent(value)} [{100 * low:.1f}, {100 * high:.1f}]"
-    if col in ("val_accuracy", "precision_macro", "recall_macro", "f1_macro"):
+    if col in ("val_accuracy", "precision_macro", "recall_macro", "f1_macro", *ROBUSTNESS_COLUMNS):
         return formatting.percent(value)
     if col == "ece":
         return f"{value:.3f}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from tabulate import tabulate
 
 from reports.leaderboard import display_table
 from reports.report import Report
-from reports.stats import summary_sentence
+from reports.stats import Comparison, summary_sentence
 
 
 def leaderboard_markdown(board) -> str:
@@ -33,13 +34,15 @@ def render(report: Report) -> str:
         lines += ["_Needs at least two rows with test predictions._", ""]
     for c in report.comparisons:
         lines += [f"### {c.title}", "", summary_sentence(c), ""]
-        per_class = c.per_class.assign(
-            **{"A": c.per_class["a"].map("{:.1%}".format), "B": c.per_class["b"].map("{:.1%}".format),
-               "A - B": c.per_class["difference"].map("{:+.1%}".format)}
-        )[["class", "A", "B", "A - B", "support"]]  # fmt: skip
+        per_class = pd.DataFrame({"class": c.per_class["class"],
+                                  "a": c.per_class["a"].map("{:.1%}".format),
+                                  "b": c.per_class["b"].map("{:.1%}".format),
+                                  "difference": c.per_class["difference"].map("{:+.1%}".format),
+                                  "support": c.per_class["support"]})  # fmt: skip
         per_class = _escape(per_class.astype(str))
-        lines += [tabulate(per_class, headers="keys", tablefmt="github", showindex=False,
-                           disable_numparse=True), ""]  # fmt: skip
+        headers = [_cell(h) for h in comparison_headers(c)]
+        lines += [tabulate(per_class, headers=headers, tablefmt="github", showindex=False,
+                           disable_numparse=True, colalign=("left", *["right"] * 4)), ""]  # fmt: skip
     lines += ["## Figures", ""]
     for fig in report.figures:
         lines += [f"### {fig.title}", ""]
@@ -48,11 +51,17 @@ def render(report: Report) -> str:
         else:
             lines += [f"![{fig.title}](figures/{fig.path.name})", "", fig.caption, ""]
     lines += ["## Data and settings", "",
-              tabulate([(k, _cell(v)) for k, v in report.about], headers=["", ""], tablefmt="github",
-                       disable_numparse=True), ""]  # fmt: skip
+              tabulate([(_cell(k), _cell(v)) for k, v in report.about],
+                       headers=["Setting", "Value"], tablefmt="github", disable_numparse=True),
+              ""]  # fmt: skip
     if report.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
     return "\n".join(lines)
+
+
+def comparison_headers(c: Comparison) -> list[str]:
+    """Headers of a per-class comparison: both models by name, A and B as in its sentence."""
+    return ["class", f"A: {c.a}", f"B: {c.b}", "A \u2212 B", "support"]
 
 
 def _cell(text: str) -> str:

@@ -202,7 +202,9 @@ def test_array_batches_reshuffle_each_epoch_from_the_seed(real_images):
                                     seed=seed, sparse=True, drop_remainder=False)  # fmt: skip
         out = []
         for _ in range(2):
-            out.append(np.concatenate([keras.ops.convert_to_numpy(ds[i][1]) for i in range(len(ds))]))
+            out.append(
+                np.concatenate([keras.ops.convert_to_numpy(ds[i][1]) for i in range(len(ds))])
+            )
             ds.on_epoch_end()
         return out, len(ds)
 
@@ -213,3 +215,102 @@ def test_array_batches_reshuffle_each_epoch_from_the_seed(real_images):
     np.testing.assert_array_equal(a2, b2)
     assert not np.array_equal(a1, a2)  # a new order each epoch
     assert sorted(a1.tolist()) == sorted(y.tolist())  # every image once per epoch
+
+
+# ---- learned policies: RandAugment, AugMix (Keras's layers), TrivialAugment (built here) ----------
+
+LEARNED = {
+    "randaugment": {"name": "randaugment"},
+    "augmix": {"name": "augmix", "variants": 2},
+    "trivialaugment": {"name": "trivialaugment"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNED))
+def test_learned_policy_is_seeded_changes_images_and_keeps_labels(real_images, name):
+    x, y = real_images
+    x, y = x[:16].astype(np.float32), y[:16]
+    policy = [LEARNED[name]]
+    first, again = _run(policy, x, y, seed=7), _run(policy, x, y, seed=7)
+    assert first[0].shape == x.shape and first[0].dtype == np.float32
+    np.testing.assert_array_equal(first[0], again[0])  # same seed, same images
+    np.testing.assert_array_equal(first[1], np.eye(10, dtype=np.float32)[y])  # labels untouched
+    assert np.abs(first[0] - x).mean() > 2.0  # the images really change
+    assert not np.array_equal(first[0], _run(policy, x, y, seed=8)[0])
+
+
+def test_trivialaugment_gives_each_image_its_own_op(real_images):
+    x = real_images[0][:64].astype(np.float32)
+    out, _ = _run([{"name": "trivialaugment"}], x, seed=1)
+    unchanged = np.all(out == x, axis=(1, 2, 3))
+    # One op of 14 per image: some images are left as they were (identity, and ops such as
+    # posterize that may leave an image alone), most are not. A batch-wide choice gives all or none.
+    assert 0 < unchanged.sum() < len(x) // 2
+
+
+def test_learned_policies_run_in_the_dataset_pipeline(real_images):
+    # On TensorFlow: traced into the tf.data map (one chain set for AugMix and one op for
+    # RandAugment keep the trace short).
+    x, y = real_images[0][:40], real_images[1][:40]
+    policy = [LEARNED["trivialaugment"], {"name": "randaugment", "num_ops": 1},
+              {"name": "augmix", "variants": 1}]  # fmt: skip
+    batches = _batches(make_dataset(x, y, num_classes=10, batch_size=32, policy=policy, seed=3))
+    assert [b[0].shape for b in batches] == [(32, 32, 32, 3), (8, 32, 32, 3)]
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert images.dtype == np.float32 and images.min() >= 0 and images.max() <= 255
+    np.testing.assert_array_equal(labels.sum(1), 1.0)  # one-hot still: no policy mixes labels
+    assert sorted(labels.argmax(1).tolist()) == sorted(y.tolist())
+    # Shuffled, so compare the pixel distributions: the policy has changed them.
+    assert np.abs(np.sort(images, axis=None) - np.sort(x, axis=None)).mean() > 1.0
+
+
+def test_augmix_repeats_from_the_seed_call_after_call(real_images):
+    # Keras's AugMix picks its chains with Python's global random: without the step's seeding, two
+    # builds with one seed would differ, and one trace would fix the chains for a whole run.
+    x = real_images[0][:16].astype(np.float32)
+    fn = build_policy([{"name": "augmix", "variants": 4}], seed=2)
+    again = build_policy([{"name": "augmix", "variants": 4}], seed=2)
+    tensor = keras.ops.convert_to_tensor(x)
+    labels = keras.ops.one_hot(keras.ops.zeros(16, "int32"), 10)
+    for _ in range(3):
+        a = keras.ops.convert_to_numpy(fn(tensor, labels)[0])
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(again(tensor, labels)[0]))
+
+
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ({"name": "randaugment", "magnitude": 9}, "augment step 'randaugment' has no parameter"),
+        ({"name": "randaugment", "factor": 1.5}, "'randaugment': factor must be a number in"),
+        ({"name": "randaugment", "num_ops": 0}, "'randaugment': num_ops must be a whole number"),
+        ({"name": "augmix", "severity": 3}, "augment step 'augmix' has no parameter severity"),
+        ({"name": "augmix", "alpha": 0}, "'augmix': alpha must be a number > 0"),
+        ({"name": "trivialaugment", "num_bins": 31}, "'trivialaugment' has no parameter num_bins"),
+    ],
+)
+def test_learned_policy_parameters_are_checked(step, message):
+    with pytest.raises(ZoobenchError, match=message) as info:
+        validate_policy([step])
+    assert "\n" not in str(info.value)
+
+
+def test_a_tuner_augment_choice_between_learned_policies_validates():
+    from benchmark.profiles import parse_profile
+    from benchmark.tuning import declare_training_hps
+
+    search = {"ra": [{"name": "randaugment", "num_ops": 3, "factor": 0.2}],
+              "am": [{"name": "flip"}, {"name": "augmix"}], "ta": [{"name": "trivialaugment"}]}  # fmt: skip
+    raw = {"name": "t", "members": [{"architecture": "seed_cnn", "tune": True}],
+           "tuner": {"search": {"augment": search}}}  # fmt: skip
+    profile = parse_profile(raw, "t.toml", check_architectures=False)
+    assert profile.members[0].tune["search"]["augment"] == search
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    _, policy = declare_training_hps(hp, {"augment": search}, {}, [])
+    assert policy == search[hp.get("train_augment")]
+    bad = {**search, "ra": [{"name": "randaugment", "factor": 2.0}]}
+    with pytest.raises(ZoobenchError, match=r"search\.augment\.ra: augment step 'randaugment'"):
+        parse_profile({**raw, "tuner": {"search": {"augment": bad}}}, "t.toml",
+                      check_architectures=False)  # fmt: skip

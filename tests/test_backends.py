@@ -89,7 +89,10 @@ def test_the_smoke_profile_runs_and_resumes_on_each_backend(backend, smoke_runs)
     assert meta["backend"] == backend and meta["machine"]["backend"] == backend
     board = pd.read_csv(out / "leaderboard-first.csv")
     members = board[board.kind != "ensemble"]
-    assert len(members) == 3 and set(members.status) == {"done"}, board[["model", "status", "reason"]]
+    # Round 1 of the boosted member runs unless round 0 was no better than chance (SAMME stops).
+    assert {"seed_cnn tiny", "seed_cnn tiny (tuned)", "seed_cnn tiny swish [boost 0]"} <= set(
+        members.model) and len(members) <= 4, board[["model", "status", "reason"]]
+    assert set(members.status) == {"done"}, board[["model", "status", "reason"]]
     assert (board.kind == "ensemble").any()
     assert members.test_accuracy.between(0, 1).all()
     assert (out / "report" / "index.html").exists()

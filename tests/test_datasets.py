@@ -128,6 +128,14 @@ def test_subsets_are_stratified(tmp_path):
     assert summary["sizes"] == {"train": 50, "val": 30, "test": 40}
     with pytest.raises(DataError, match="train_size=5 is smaller than the number of classes"):
         datasets.load("cifar10", data_dir=folder, train_size=5)
+    # The test subset is the same pictures whatever the run's seed (runs stay comparable); the
+    # training and validation subsets follow the seed.
+    other = datasets.load("cifar10", data_dir=folder, train_size=50, val_size=30, test_size=40,
+                          seed=7)  # fmt: skip
+    np.testing.assert_array_equal(other.x_test, data.x_test)
+    np.testing.assert_array_equal(other.y_test, data.y_test)
+    assert not np.array_equal(other.x_val, data.x_val)
+    assert other.split["test_subset_seed"] == 2 and "test_subset_seed" not in data.split
 
 
 @pytest.mark.slow

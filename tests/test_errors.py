@@ -251,6 +251,7 @@ def test_failed_ensembles_and_report_print_one_line_each(tmp_path, caplog, monke
     error = tmp_path / "run" / "error.txt"
     assert lines == [
         f"ensembles: FAILED (RuntimeError: boom); the members are kept (traceback in {error})",
+        "report: scoring the leaderboard and drawing the figures",
         f"report: FAILED (RuntimeError: boom); rebuild it with `zoobench report {tmp_path / 'run'}` "
         f"(traceback in {error})",
     ]

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark.encoding import one_hot, sparse, to_unit_range
 from benchmark.errors import ZoobenchError
-from benchmark.preprocess import apply_steps, available_steps, validate_steps
+from benchmark.preprocess import apply_steps, available_steps, blockiness, validate_steps
 
 
 def _low_contrast(images: np.ndarray) -> np.ndarray:
@@ -96,6 +96,9 @@ def test_steps_compose_in_order_and_record_defaults(real_images):
         ([{"space": "hsv"}], "must be a table with a 'name'"),
         ([{"name": "color_space", "space": "xyz"}], "space must be one of"),
         ([{"name": "denoise", "method": "median"}], "method must be one of"),
+        ([{"name": "deblock", "strength": 1.5}], "'deblock': strength must be a number in"),
+        ([{"name": "deblock", "threshold": 0}], "'deblock': threshold must be a number > 0"),
+        ([{"name": "deblock", "block": 16}], "preprocess step 'deblock' has no parameter block"),
     ],
 )
 def test_bad_steps_are_refused(real_images, steps, message):
@@ -120,3 +123,62 @@ def test_encodings():
     assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
     with pytest.raises(ZoobenchError, match="expects uint8"):
         to_unit_range(np.array([0.5]))
+
+
+# ---- deblock: JPEG block edges ---------------------------------------------------------------------
+
+
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / ((a.astype(np.float64) - b) ** 2).mean()))
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def _synthetic_picture() -> np.ndarray:
+    """128x128: smooth colour gradients (where JPEG's blocks show) and hard-edged shapes."""
+    yy, xx = np.mgrid[0:128, 0:128] / 128
+    img = np.stack([120 + 100 * np.sin(3 * xx + yy), 80 + 150 * xx * yy,
+                    200 - 300 * np.hypot(xx - 0.5, yy - 0.4)], axis=-1)  # fmt: skip
+    img = np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
+    cv2.circle(img, (40, 50), 25, (250, 30, 30), -1)
+    cv2.rectangle(img, (70, 70), (115, 100), (20, 60, 200), -1)
+    cv2.line(img, (5, 120), (120, 10), (255, 255, 255), 2)
+    return cv2.GaussianBlur(img, (0, 0), 0.7)
+
+
+def test_deblock_flattens_block_edges_of_real_jpeg_q75_pictures(real_images):
+    x = real_images[0]  # CIFAR-10 pictures as stored: JPEG quality 75
+    out = apply_steps(x, [{"name": "deblock"}])
+    assert out.shape == x.shape and out.dtype == np.uint8
+    before, after = blockiness(x), blockiness(out)
+    assert before > 1.0 and abs(after) < 0.3 * before  # measured: 1.8 -> about -0.1
+    assert _psnr(out, x) > 38  # a light touch: ~42 dB from the input, most pixels untouched
+    np.testing.assert_array_equal(apply_steps(x[5], [{"name": "deblock"}]), out[5])  # per image
+
+
+def test_deblock_removes_jpeg_q10_blocks_without_losing_psnr():
+    original = _synthetic_picture()
+    blocky = _jpeg(original, 10)
+    out = apply_steps(blocky, [{"name": "deblock"}])
+    assert blockiness(blocky[None]) > 4  # measured ~6
+    assert blockiness(out[None]) < 0.5 * blockiness(blocky[None])  # measured ~2.2
+    assert _psnr(out, original) >= _psnr(blocky, original)  # measured 25.86 -> 26.14 dB
+    weaker = apply_steps(blocky, [{"name": "deblock", "strength": 0.5}])
+    assert blockiness(out[None]) < blockiness(weaker[None]) < blockiness(blocky[None])
+
+
+def test_deblock_leaves_gradients_and_real_edges_exactly_alone():
+    ramp = np.tile(np.linspace(10, 240, 32)[None, :, None], (32, 1, 3)).astype(np.uint8)
+    edge = np.zeros((32, 32, 3), np.uint8)
+    edge[:, 16:] = 200  # a hard edge right on a block boundary: far above the threshold
+    for img in (ramp, edge, ramp.transpose(1, 0, 2).copy()):
+        np.testing.assert_array_equal(apply_steps(img, [{"name": "deblock"}]), img)
+    step = np.full((16, 16, 3), 100, np.uint8)
+    step[:, 8:] = 110  # a small step between two flat blocks: a blocking artefact, smoothed
+    out = apply_steps(step, [{"name": "deblock"}]).astype(int)
+    np.testing.assert_array_equal(out[0, 5:11, 0], [100, 102, 104, 106, 108, 110])

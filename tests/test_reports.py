@@ -12,7 +12,7 @@ from reports_support import add_fake_ensemble
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from reports import leaderboard, scoring, stats
-from reports.figures import pareto_front
+from reports.figures import distinct_labels, epoch_axis, pareto_front, shorten, wrap_label
 from reports.rundata import load_run
 
 
@@ -200,3 +200,39 @@ def test_pareto_front_keeps_only_undominated_points():
     assert list(pareto_front(cost, acc, lower_is_better=True)) == [0, 1, 3]
     speed = np.array([100.0, 50.0, 10.0])
     assert list(pareto_front(speed, np.array([0.6, 0.5, 0.8]), lower_is_better=False)) == [0, 2]
+
+
+def test_figure_labels_never_cut_distinct_models_to_the_same_text():
+    strategies = ["efficientnet_lite0 (feature-extraction)", "efficientnet_lite0 (fine-tuning)",
+                  "efficientnet_lite0 (progressive-unfreezing)"]  # fmt: skip
+    labels = distinct_labels(strategies)
+    assert labels == [name.replace(" ", "\n") for name in strategies]
+    # Too long for two lines: the start and the distinguishing end stay, "…" marks the cut.
+    long = "mobilenet_v3_small (fine-tuning, 96 px) with a learning rate of 0.001"
+    label = wrap_label(long, width=24, lines=2)
+    lines = label.split("\n")
+    assert len(lines) == 2 and all(len(line) <= 24 for line in lines), label
+    assert lines[0] == "mobilenet_v3_small" and lines[1].startswith("…") and label.endswith("0.001")
+    assert shorten(long, 30) == "mobilenet_v3_sm…rate of 0.001"
+    # Names alike in their first and last 24 characters are numbered rather than merged.
+    twins = ["a" * 30 + " x " + "b" * 30, "a" * 30 + " y " + "b" * 30]
+    numbered = distinct_labels(twins)
+    assert len(set(numbered)) == 2 and numbered[0].startswith("1. ")
+    assert distinct_labels(twins, width=40, lines=1) == [f"{i}. " + shorten(twins[0], 40)
+                                                         for i in (1, 2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("epochs, ticks", [([1], [1]), ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])])
+def test_epoch_axis_shows_whole_epochs_only(epochs, ticks):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(epochs, np.linspace(1.0, 0.5, len(epochs)), marker=".")
+    epoch_axis(ax, np.asarray(epochs))
+    low, high = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if low <= t <= high]
+    plt.close(fig)
+    assert shown == ticks  # a one-epoch run: "1", not a 0.945-1.050 span

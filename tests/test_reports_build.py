@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_run import make_fake_run, noisy_probs
-from reports_support import full_fake_run
+from reports_support import add_fake_ensemble
 
 from benchmark.cli import main as zoobench
 from benchmark.errors import ZoobenchError
@@ -24,9 +24,47 @@ FIGURES = ("samples", "confusion_best_member", "confusion_best_ensemble", "confu
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+# What a real run's report shows: names that differ only at the end, one member stopped after one
+# epoch, a failure with a long unbroken reason and the long versions line run.json records.
+LONG_NAMES = {
+    "net0": "efficientnet_lite0 (feature-extraction)",
+    "net1": "efficientnet_lite0 (fine-tuning)",
+    "net2": "efficientnet_lite0 (progressive-unfreezing)",
+    "net3": "resnet20",
+}
+VERSIONS = dict(
+    python="3.12.3", tensorflow="2.21.0", keras="3.12.0", numpy="2.1.3", pandas="2.3.3",
+    matplotlib="3.10.7", seaborn="0.13.2", scipy="1.16.3", jax="0.7.2", torch="2.9.0+cpu",
+    tabulate="0.9.0", **{"keras-tuner": "1.4.7", "scikit-learn": "1.7.2",
+                         "opencv-python-headless": "4.12.0.88"},
+)  # fmt: skip
+REASON = "loss became NaN at epoch 1; ResourceExhaustedError: OOM allocating shape[128,768,14,14]"
+
+
+def realistic_fake_run(root: Path) -> RunStore:
+    """A finished fake run (four members, a failed one, an ensemble) named like a real one."""
+    store = make_fake_run(root)
+    for entry in store.members():
+        metrics = {k: v for k, v in entry.metrics.items() if k != "files"}
+        if not entry.ok:
+            metrics["reason"] = REASON
+        history = entry.history()
+        name = LONG_NAMES.get(entry.name, entry.name)
+        probs = {split: entry.probs(split) for split in ("val", "test")} if entry.ok else {}
+        store.write_entry(entry.path, config={**entry.config, "name": name}, metrics=metrics,
+                          val_probs=probs.get("val"), test_probs=probs.get("test"),
+                          history=history.head(1) if name == "resnet20" else history)  # fmt: skip
+    add_fake_ensemble(store)
+    meta = store.read_run()
+    meta.update({"budget_seconds": 1800, "wall_seconds": 95.5, "started_at": "2026-01-01T00:00:00Z",
+                 "finished_at": "2026-01-01T00:03:00Z", "versions": VERSIONS})  # fmt: skip
+    store.write_run(meta)
+    return store
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[RunStore, Path]:
-    store = full_fake_run(tmp_path_factory.mktemp("run") / "finished")
+    store = realistic_fake_run(tmp_path_factory.mktemp("run") / "finished")
     return store, build_report(store)
 
 
@@ -46,6 +84,28 @@ def test_build_report_writes_leaderboard_markdown_html_and_every_figure(built):
     assert "the run finished 2026-01-01T00:03:00Z; 5 of 6 leaderboard rows done" in readme
     assert "synthetic probabilities" in readme and "1,000 / 300 / 400" in readme
     assert not list(store.report_dir.rglob("*.tmp"))  # atomic writes leave no temp files
+    # Tables say what they hold: the settings table has a header row, comparisons name the models.
+    assert re.search(r"^\| Setting +\| Value +\|$", readme, re.M)
+    headers = (
+        r"^\| class +\| +A: average of 3 +\| +B: efficientnet_lite0 \(feature-extraction\) +\|"
+    )
+    assert re.search(headers + r" +A − B +\| +support +\|$", readme, re.M)
+    # The small confusion matrices share one colour bar, a smooth ramp at the figure's right.
+    assert _colour_bar_levels(store.report_dir / "figures" / "confusion_top_members.png") >= 15
+
+
+def _colour_bar_levels(png: Path) -> int:
+    """The most grey levels on one smooth top-to-bottom ramp in the right third of a PNG: a colour
+    bar has dozens, the cells of a matrix (constant colour, white lines between) a handful."""
+    import cv2
+
+    grey = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE).astype(int)
+    best = 0
+    for column in grey[:, grey.shape[1] * 2 // 3 :].T:
+        steps = np.diff(column)
+        parts = np.split(column, np.flatnonzero((steps < 0) | (steps > 4)) + 1)
+        best = max(best, *(len(np.unique(part)) for part in parts))
+    return best
 
 
 def test_html_is_self_contained_and_every_image_is_a_png_data_uri(built):
@@ -53,9 +113,9 @@ def test_html_is_self_contained_and_every_image_is_a_png_data_uri(built):
     page = index.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "@import" not in page and "url(" not in page
-    sources = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", page)
-    assert len(sources) == len(FIGURES)
-    for src in sources:
+    images = re.findall(r'<img[^>]* width="(\d+)" height="(\d+)" src="([^"]*)"', page)
+    assert len(images) == len(FIGURES)
+    for width, height, src in images:
         assert src.startswith("data:image/png;base64,")
         raw = base64.b64decode(src.split(",", 1)[1], validate=True)
         assert raw.startswith(PNG)
@@ -63,6 +123,11 @@ def test_html_is_self_contained_and_every_image_is_a_png_data_uri(built):
 
         image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and min(image.shape[:2]) > 100
+        # Shown at the size drawn for, at half its pixels (sharp on 2x screens), within the page.
+        assert abs(2 * int(width) - image.shape[1]) <= 1
+        assert abs(2 * int(height) - image.shape[0]) <= 1
+        assert int(width) <= 1200
+    assert '<th scope="col" style="max-width:11rem">A: average of 3</th>' in page
     assert page.count('<tr class="status-') == 6  # five done rows and the failed one
     best_val = leaderboard(built[0])["val_accuracy"].iloc[0]
     assert f'data-value="{best_val}"' in page  # raw values sort; the text shows percentages
@@ -146,11 +211,13 @@ def _chromium() -> str | None:
     return None
 
 
-def _dump_dom(browser: str, page: Path, profile: Path) -> tuple[str, str]:
+def _dump_dom(
+    browser: str, page: Path, profile: Path, *extra: str, dump: bool = True
+) -> tuple[str, str]:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=5000", "--dump-dom"]  # fmt: skip
+             "--virtual-time-budget=5000", *extra, *(["--dump-dom"] if dump else [])]  # fmt: skip
     done = subprocess.run(
         [browser, *flags, page.as_uri()], capture_output=True, text=True, timeout=90
     )
@@ -192,3 +259,58 @@ window.addEventListener("load", function () {
     board = leaderboard(store)
     expected = board.sort_values("val_accuracy", ascending=False, na_position="last")["model"]
     assert re.search(r'data-sorted="([^"]*)"', dom).group(1) == "|".join(expected)
+
+
+# After load: how wide the page is against the window, whether the Status column is inside the
+# window, and how large each figure is shown against how many pixels it was drawn with. Then the
+# leaderboard gets rows enough to scroll (three windows high) and is scrolled well into: the
+# header must sit at the top of what scrolls it, the window or (narrow) the table's own box.
+_LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  var root = document.documentElement, table = document.getElementById("leaderboard");
+  var cells = table.tHead.rows[0].cells, status = cells[cells.length - 1], body = table.tBodies[0];
+  var shown = Array.prototype.map.call(document.images, function (img) {
+    return img.naturalWidth / img.getBoundingClientRect().width; });
+  root.setAttribute("data-page", root.scrollWidth + "/" + window.innerWidth);
+  root.setAttribute("data-status-right", String(status.getBoundingClientRect().right));
+  root.setAttribute("data-zoom", shown.map(function (r) { return r.toFixed(2); }).join(" "));
+  while (table.offsetHeight < 3 * window.innerHeight) {
+    body.appendChild(body.rows[0].cloneNode(true)); }
+  var box = table.parentNode, boxed = getComputedStyle(box).overflowY !== "visible";
+  if (boxed) { box.scrollTop = box.clientHeight; }
+  else { window.scrollBy(0, table.getBoundingClientRect().top + window.innerHeight); }
+  var top = boxed ? box.getBoundingClientRect().top : 0;
+  root.setAttribute("data-boxed", String(boxed));
+  root.setAttribute("data-head", String(status.getBoundingClientRect().top - top));
+});
+</script></body>"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_page_never_scrolls_sideways_and_keeps_its_header(built, tmp_path, width):
+    """At 1400 px everything fits and the header sticks to the window; at 800 px the leaderboard
+    scrolls inside its own box, whose top the header sticks to; the page never scrolls sideways."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium / chromium-browser / google-chrome on PATH")
+    import cv2
+
+    _, index = built
+    probe = tmp_path / "layout.html"
+    probe.write_text(index.read_text().replace("</body>", _LAYOUT_PROBE))
+    size = f"--window-size={width},1000"
+    dom, _ = _dump_dom(browser, probe, tmp_path / "profile", size)
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<html[^>]*>", dom).group(0)))
+    page_width, window = map(int, attrs["page"].split("/"))
+    assert window == width and page_width <= window, attrs  # no sideways scroll of the page
+    assert abs(float(attrs["head"])) < 1, attrs  # the header stayed at the top of its scroller
+    assert attrs["boxed"] == ("false" if width == 1400 else "true"), attrs
+    zoom = [float(z) for z in attrs["zoom"].split()]
+    assert len(zoom) == len(FIGURES) and min(zoom) >= 1.9, zoom  # figures drawn at 2x what is shown
+    if width == 1400:  # the whole leaderboard fits: the Status column shows in the window...
+        assert float(attrs["status-right"]) <= width, attrs
+        assert max(zoom) < 2.1, zoom  # ... and every figure is shown at the size it was drawn
+    shot = tmp_path / f"report-{width}.png"
+    _dump_dom(browser, index, tmp_path / "profile", size, f"--screenshot={shot}", dump=False)
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (1000, width)

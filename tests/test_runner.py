@@ -56,11 +56,13 @@ def test_smoke_run_fills_the_store(smoke_run):
     members = {m.name: m for m in store.members()}
     assert set(members) == {
         "seed_cnn tiny",
-        "seed_cnn tiny swish",
+        "seed_cnn tiny swish [boost 0]",
+        "seed_cnn tiny swish [boost 1]",
         "seed_cnn tiny (tuned)",
         "exploding",
     }
-    for name in ("seed_cnn tiny", "seed_cnn tiny swish", "seed_cnn tiny (tuned)"):
+    swish = ("seed_cnn tiny swish [boost 0]", "seed_cnn tiny swish [boost 1]")
+    for name in ("seed_cnn tiny", *swish, "seed_cnn tiny (tuned)"):
         m = members[name]
         assert m.ok, m.metrics
         for f in ("config.json", "model.keras", "history.csv", "val_probs.npy", "test_probs.npy"):
@@ -82,9 +84,15 @@ def test_smoke_run_fills_the_store(smoke_run):
     assert tuned["training"]["learning_rate"] in (0.001, 0.003)
     projects = list(store.tuner_dir.iterdir())
     assert len(projects) == 1 and len(list(projects[0].glob("trial_*/trial.json"))) == 2
+    # The shipped smoke profile boosts one member: two SAMME rounds and their ensemble row.
+    rounds = [members[n] for n in swish]
+    assert [r.config["boosting"]["round"] for r in rounds] == [0, 1]
+    assert {r.config["group"] for r in rounds} == {"boosting:seed_cnn tiny swish"}
+    boosted = next(e for e in store.ensembles() if e.config["method"] == "boosting")
+    assert boosted.config["members"] == [r.id for r in rounds]
     assert len(list(projects[0].glob("trial_*/model.keras"))) == 1  # the unused trial was pruned
     assert store.leaderboard_csv.is_file()
-    assert any("leaderboard" in line for line in lines) and any("[1/4]" in line for line in lines)
+    assert any("leaderboard" in line for line in lines) and any("[1/5]" in line for line in lines)
 
 
 def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
@@ -96,6 +104,47 @@ def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
     assert runner.store.ensembles()
     for ens in runner.store.ensembles():
         assert bad.id not in ens.config["members"]
+
+
+def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
+    """[robustness] in smoke: the three leaderboard columns for members and ensembles, the report's
+    figure and settings, and a rerun that measures only what is missing."""
+    from benchmark.robustness import measure_run
+    from benchmark.store import ROBUSTNESS_PROBS
+
+    runner, lines = smoke_run
+    store = runner.store
+    board = store.saved_leaderboard()
+    done = board[board["status"] == "done"]
+    assert set(done["kind"]) == {"scratch", "ensemble"}
+    for col in ("corruption_accuracy", "corruption_accuracy_adabn", "fgsm_accuracy"):
+        assert done[col].between(0, 1).all(), col
+    assert board[board["status"] == "failed"]["fgsm_accuracy"].isna().all()
+    members = {m.name: m.robustness()["summary"] for m in store.members() if m.ok}
+    swish = members["seed_cnn tiny swish [boost 0]"]
+    assert swish["note"].startswith("no BN")  # batch_norm = false
+    assert swish["corruption_accuracy_adabn"] == swish["corruption_accuracy"]
+    assert members["seed_cnn tiny"]["bn_layers"] > 0
+    assert len(store.members()[0].robustness()["table"]) == 8  # 8 corruptions x 1 severity
+    # An averaging ensemble's numbers are its weights applied to its members' stored predictions.
+    ens = next(e for e in store.ensembles() if e.config["method"] != "stacking")
+    record = ens.robustness()
+    labels = store.labels("test")[record["indices"]]
+    member_probs = [store.member(mid).robustness_probs() for mid in ens.config["members"]]
+    for row in record["table"]:
+        key = f"adabn-{row['corruption']}-{row['severity']}"
+        mixed = sum(w * p[key].astype(float) for w, p in zip(ens.config["weights"], member_probs,
+                                                             strict=True))  # fmt: skip
+        assert row["accuracy_adabn"] == pytest.approx(float(np.mean(mixed.argmax(1) == labels)))
+    assert any(line.startswith("robustness: ") and "measured in" in line for line in lines)
+    readme = (store.report_dir / "README.md").read_text()
+    assert "Generated corruptions" in readme and "FGSM acc." in readme
+    assert (store.report_dir / "figures" / "robustness.png").is_file()
+    config = runner.profile.robustness_config
+    assert measure_run(store, config, runner.seed) == 0  # every record is current: nothing redone
+    victim = next(m for m in store.members() if m.name == "seed_cnn tiny")
+    (victim.path / ROBUSTNESS_PROBS).write_bytes(b"torn")
+    assert measure_run(store, config, runner.seed) == 1  # lost probabilities: that member again
 
 
 def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, tiny_jpg):
@@ -113,7 +162,7 @@ def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, 
     kept = [o for o in again.outcomes if o.kept]
     redone = [o for o in again.outcomes if not o.kept]
     assert [o.name for o in redone] == ["seed_cnn tiny"] and redone[0].id == victim.id
-    assert len(kept) == 3
+    assert len(kept) == 4  # the two boosting rounds, the tuned member, the failed one
     after = {m.id: m for m in store.members() if m.ok}
     assert set(after) == set(before)
     for mid, (acc, mtime) in before.items():
@@ -133,6 +182,86 @@ def test_the_api_reads_a_finished_run(smoke_run):
     assert probs.shape == (4, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert {"model", "kind", "val_accuracy", "test_accuracy", "params"} <= set(board.columns)
     assert set(board["kind"]) <= {"scratch", "pretrained", "ensemble"}
+
+
+def test_the_api_predicts_evaluates_and_reads_the_searches(smoke_run):
+    from sklearn.metrics import f1_score
+
+    from benchmark.errors import ZoobenchError
+
+    bench = Benchmark.load(smoke_run[0].store.root)
+    store = bench.store
+    x, y = store.load_array("x_test"), store.labels("test")
+    board = bench.leaderboard()
+    best = store.find(board.iloc[0]["id"]) if board.iloc[0]["kind"] != "ensemble" else next(
+        e for e in store.ensembles() if e.name == board.iloc[0]["model"])
+    probs = bench.predict_proba(x)
+    assert np.allclose(probs, best.probs("test"), atol=1e-4)  # the fused best is the stored best
+    assert np.array_equal(bench.predict(x), probs.argmax(axis=1))
+    scores = bench.evaluate(x, y)
+    assert scores["images"] == len(y) == scores["confusion_matrix"].sum()
+    assert scores["accuracy"] == pytest.approx(board.iloc[0]["test_accuracy"])
+    assert np.trace(scores["confusion_matrix"]) / len(y) == pytest.approx(scores["accuracy"])
+    assert scores["f1_macro"] == pytest.approx(
+        f1_score(y, probs.argmax(1), average="macro", labels=np.arange(10), zero_division=0))
+    one_hot = np.eye(10)[y]
+    assert bench.evaluate(x, one_hot)["accuracy"] == scores["accuracy"]
+    member = next(m for m in store.members() if m.name == "seed_cnn tiny")
+    assert bench.evaluate(x, y, model=member.id)["accuracy"] == pytest.approx(
+        float((member.probs("test").argmax(1) == y).mean()))
+    with pytest.raises(ZoobenchError, match="50 images but 3 labels"):
+        bench.evaluate(x, y[:3])
+    with pytest.raises(ZoobenchError, match="class indices"):
+        bench.evaluate(x[:2], [0, 10])
+    # Keras Tuner's trials, read back from the run's tuner/ folder.
+    trials = bench.tuner_results()
+    searched = trials[trials["search"] == "seed_cnn tiny (tuned)"]
+    assert len(searched) == 2 and set(searched["status"]) == {"COMPLETED"}
+    assert list(searched["score"]) == sorted(searched["score"], reverse=True)
+    tuned = next(m for m in store.members() if m.name.startswith("seed_cnn tiny (tuned)"))
+    best_hp = bench.best_hyperparameters()["seed_cnn tiny (tuned)"]
+    assert best_hp["training"]["learning_rate"] == tuned.config["training"]["learning_rate"]
+    assert best_hp["training"]["learning_rate"] in (0.001, 0.003)
+    assert best_hp["hp"] == tuned.config["hp"]
+
+
+def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(smoke_run, capsys,
+                                                                              tmp_path):
+    from benchmark.cli import main
+    from benchmark.errors import ZoobenchError
+    from benchmark.metrics import accuracy
+
+    store = smoke_run[0].store
+    bench = Benchmark.load(store.root)
+    board_before = store.leaderboard_csv.read_bytes()
+    best_before = store.best_pointer()
+    member = next(m for m in store.members() if m.name == "seed_cnn tiny")
+    record = bench.refit_full(member.id)
+    assert record["train_images"] == 150  # 100 train + 50 validation
+    assert record["members"] == [{"id": member.id, "name": "seed_cnn tiny", "refit": True,
+                                  "epochs": 1, "train_seconds": record["members"][0]["train_seconds"]}]
+    assert record["original_test_accuracy"] == pytest.approx(
+        accuracy(member.probs("test"), store.labels("test")))
+    refit_probs = store.refit_test_probs(member.id)
+    assert record["test_accuracy"] == accuracy(refit_probs, store.labels("test"))
+    assert not np.allclose(refit_probs, member.probs("test"), atol=1e-3)  # really retrained
+    x = store.load_array("x_test")
+    assert np.allclose(bench.predict_proba(x, model=f"refit:{member.id}"), refit_probs, atol=1e-4)
+    # Selection is untouched: same leaderboard file, same exported best, no new row.
+    assert store.leaderboard_csv.read_bytes() == board_before
+    assert store.best_pointer() == best_before
+    assert member.id not in {e.name for e in store.ensembles()} and len(bench.leaderboard()) == len(
+        Benchmark.load(store.root).leaderboard())
+    with pytest.raises(ZoobenchError, match="no refit 'nope'"):
+        bench.predict(x, model="refit:nope")
+    import cv2
+
+    picture = tmp_path / "first.png"
+    cv2.imwrite(str(picture), cv2.cvtColor(x[0], cv2.COLOR_RGB2BGR))
+    assert main(["predict", str(picture), "--run", str(store.root), "--model", f"refit:{member.id}"]) == 0
+    assert "(refit on train + validation)" in capsys.readouterr().out
+    assert main(["refit", str(store.root), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
 
 
 def test_another_profile_in_the_same_folder_is_refused(smoke_run, tiny_jpg):

@@ -124,7 +124,7 @@ def test_bad_durations(text):
         parse_duration(text)
 
 
-def test_the_plan_keeps_shortens_or_drops_in_profile_order():
+def test_the_plan_without_values_keeps_shortens_or_drops_in_profile_order():
     estimates = [
         Estimate(10, 5, 10),
         Estimate(10, 5, 10),
@@ -135,12 +135,12 @@ def test_the_plan_keeps_shortens_or_drops_in_profile_order():
     assert [d.action for d in kept] == ["run", "run", "run"]
     tight = fit_to_budget(estimates, 150, reserve_fraction=0)
     assert tight[0].action == "run"
-    assert tight[1].action == "shortened" and tight[1].changes == {
-        "epochs": 2
-    }  # 10 -> 5 -> 2: 25 s
+    # the most epochs that fit the 45 s left: 5 + 4 * 10
+    assert tight[1].action == "shortened" and tight[1].changes == {"epochs": 4}
     assert tight[1].estimate.seconds <= 45
-    assert tight[2].action == "shortened" and tight[2].changes["trials"] < 8
     assert "shortened" in tight[1].note
+    searched = fit_to_budget(estimates, 225, reserve_fraction=0)  # 15 s left for the search
+    assert searched[2].action == "shortened" and searched[2].changes == {"trials": 3}
     none_left = fit_to_budget(estimates, 30, reserve_fraction=0)
     assert none_left[0].action == "shortened" and none_left[1].action == "dropped"
     assert "needs ~" in none_left[1].note

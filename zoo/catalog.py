@@ -188,6 +188,22 @@ def layer_table(model) -> list[dict[str, Any]]:
     return rows
 
 
+def weights_provenance(entry) -> dict[str, Any] | None:
+    """Where a pretrained entry's weights come from and whether this machine has them (never
+    downloads); None for an architecture trained from scratch."""
+    source = entry.extra.get("weights_source")
+    if not source:
+        return None
+    info: dict[str, Any] = {"source": source, "file": entry.extra.get("weights_file")}
+    locate = entry.extra.get("weights_locate")
+    if locate is not None:
+        try:
+            info.update(available=True, path=str(locate()))
+        except Exception as exc:  # noqa: BLE001 - WeightsUnavailable and its kin: say why
+            info.update(available=False, reason=str(exc))
+    return info
+
+
 def details(name: str, *, num_classes: int = 10) -> dict[str, Any]:
     """Everything ``zoo show`` prints: description, paper, search space with defaults, layers."""
     from zoo.flops import count_flops
@@ -201,7 +217,8 @@ def details(name: str, *, num_classes: int = 10) -> dict[str, Any]:
         "paper": entry.paper,
         "module": entry.module,
         "input_size": entry.input_size,
-        "extra": {k: v for k, v in entry.extra.items() if not callable(v)},
+        "extra": {k: v for k, v in entry.extra.items() if not callable(v) and k != "weights_source"},
+        "weights": weights_provenance(entry),
         "params": None,
         "flops": None,
         "search_space": [],

@@ -71,7 +71,8 @@ def fast_cifar_net(hp, input_shape, num_classes, *, name: str, widths, width: fl
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("fastnet", family="fastnet", kind="scratch", paper=PAPER_AIRBENCH, input_size=32)
+@register("fastnet", family="fastnet", kind="scratch", paper=PAPER_AIRBENCH, input_size=32,
+          reference_accuracy=(0.692, 10, 10_000))  # val acc, epochs, images: README default run
 def fastnet(hp, input_shape, num_classes) -> keras.Model:
     """airbench94's net at 3/8 width (24/96/96 filters): the zoo's best accuracy per CPU-second."""
     return fast_cifar_net(
@@ -80,7 +81,8 @@ def fastnet(hp, input_shape, num_classes) -> keras.Model:
     )  # fmt: skip
 
 
-@register("resnet9", family="fastnet", kind="scratch", paper=PAPER_RESNET9, input_size=32)
+@register("resnet9", family="fastnet", kind="scratch", paper=PAPER_RESNET9, input_size=32,
+          reference_accuracy=(0.536, 4.3, 10_000))  # README: accuracy per CPU-second (90 s)
 def resnet9(hp, input_shape, num_classes) -> keras.Model:
     """ResNet-9 (DAWNBench) at quarter width (32/64/128) with residual conv groups."""
     return fast_cifar_net(

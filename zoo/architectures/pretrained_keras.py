@@ -8,13 +8,20 @@ naming the file and the folder. Inside ``zoo.weights.no_pretrained_weights()`` (
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import keras
 
 from zoo.pretrained import pretrained_classifier, swap_first_conv_channels
 from zoo.registry import register
-from zoo.weights import keras_weights_file, pretrained_enabled, without_weights
+from zoo.weights import (
+    WeightsUnavailable,
+    keras_models_dir,
+    keras_weights_file,
+    pretrained_enabled,
+    without_weights,
+)
 
 _GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -93,6 +100,16 @@ def _builder(architecture: str, default_size: int = 128, min_size: int = 32):
     return build
 
 
+def _cached(architecture: str, file_name: str):
+    """The cached weights file, without downloading it (``zoo show`` reports, never fetches)."""
+    path = keras_models_dir() / file_name
+    if not (path.is_file() and path.stat().st_size > 0):
+        raise WeightsUnavailable(
+            f"not in {keras_models_dir()}: the first build of {architecture} downloads it"
+        )
+    return path
+
+
 _PAPERS = {
     "mobilenet_v2": ("mobilenet", "Sandler et al. 2018", 224, 128, 32),
     "efficientnet_b0": ("efficientnet", "Tan & Le 2019", 224, 128, 32),
@@ -112,5 +129,8 @@ for _name, (_family, _paper, _native, _default, _min) in _PAPERS.items():
     register(
         _name, family=_family, kind="pretrained", paper=_paper, input_size=_native,
         weights="imagenet", weights_file=BACKBONES[_name].weights_file_name(_native),
+        weights_source=(f"keras.applications {BACKBONES[_name].factory} ImageNet weights, "
+                        f"downloaded once from {BACKBONES[_name].base_url} into Keras's cache"),
+        weights_locate=functools.partial(_cached, _name, BACKBONES[_name].weights_file_name(_native)),
         build_without_weights=without_weights(_fn),
     )(_fn)  # fmt: skip

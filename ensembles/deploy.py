@@ -1,0 +1,466 @@
+"""Export a run's best model, a member or an ensemble for deployment, and prove the file works.
+
+    from ensembles.deploy import export_model
+    info = export_model("runs/cpu-quick", "best", "onnx", out="deploy/cifar10.onnx")
+
+One fused Keras model (:func:`ensembles.export.build_fused_model`) is written in one of four formats:
+
+    keras        a ``.keras`` file; loads with ``keras.saving.load_model(path, safe_mode=True)``
+                 once zoobench's layers are registered (``import zoo; zoo.list_models()``)
+    saved_model  a TensorFlow SavedModel folder; ``tf.saved_model.load(path)``, signature
+                 ``serving_default``; no zoobench or Keras code needed to run it
+    onnx         a ``.onnx`` file (tf2onnx); ``onnxruntime.InferenceSession(path)``
+    litert       a ``.tflite`` file (TensorFlow's converter); ``ai_edge_litert`` (or ``tf.lite``)
+                 ``Interpreter``
+
+Every artifact takes float32 RGB images with raw pixel values 0..255, NHWC at the run's image
+size, and returns class probabilities. Members trained on OpenCV-preprocessed images are refused:
+their steps are NumPy/OpenCV code outside the model, which no exported file can carry (use
+``zoobench predict`` / ``ensembles.load_predictor`` for those runs).
+
+An export is written to a temporary folder beside ``out``, loaded back with that format's own
+runtime, and its probabilities on the run's stored test images are compared with the stored test
+probabilities of the same leaderboard row. Only an artifact within the tolerance is renamed into
+place, with a manifest (format, run, model, source hash, tolerance, measured difference, versions)
+in ``<out>.export.json`` beside a file, or ``export.json`` inside a SavedModel folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import atomic
+from benchmark.errors import ZoobenchError
+from benchmark.formatting import utc_now
+from benchmark.store import BEST, Entry, RunStore, file_sha256
+from ensembles.export import build_fused_model, common_preprocess, ensemble_members
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "export.json"  # inside a SavedModel folder; beside a file as "<name>.export.json"
+DEFAULT_IMAGES = 256  # stored test images compared after writing: enough to catch a bad export
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format: how its artifact is named, written, checked, and what it needs."""
+
+    name: str
+    keras_format: str | None  # Model.export's format; None: Model.save (.keras)
+    suffix: str  # the --out suffix its runtime insists on ("" for a folder)
+    tolerance: float  # max |probability difference| accepted against the stored test probs
+    needs: tuple[tuple[str, ...], ...] = ()  # module alternatives, each group needs one importable
+    extra: str = ""  # the zoobench extra that installs ``needs``
+    tensorflow_only: bool = True  # exported through TensorFlow (Keras's tf exporters)
+
+
+# Float32 everywhere; keras / SavedModel run the very same TensorFlow kernels (1e-4 leaves room
+# for thread-count effects), ONNX Runtime and LiteRT (XNNPACK) use their own kernels: 1e-3.
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("keras", None, ".keras", 1e-4, tensorflow_only=False),
+        Format("saved_model", "tf_saved_model", "", 1e-4),
+        Format("onnx", "onnx", ".onnx", 1e-3, (("tf2onnx",), ("onnx",), ("onnxruntime",)), "onnx"),
+        Format(
+            "litert", "litert", ".tflite", 1e-3, (("ai_edge_litert", "tensorflow.lite"),), "litert"
+        ),
+    )
+}
+RUNTIME_DISTS = {  # recorded in the manifest: what wrote and what checked the artifact
+    "onnx": ("tf2onnx", "onnx", "onnxruntime"),
+    "litert": ("ai-edge-litert",),
+}
+
+
+def _format(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise ZoobenchError(f"unknown --format {fmt!r}; choose {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def require_packages(fmt: str) -> None:
+    """A one-line ZoobenchError naming the missing packages and the extra that installs them."""
+    spec = _format(fmt)
+    groups = [g for g in spec.needs if not any(_importable(m) for m in g)]
+    if groups:
+        names = [g[0].replace("_", "-") for g in spec.needs]
+        wanted = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        missing = [g[0].replace("_", "-") for g in groups]
+        which = "" if len(missing) == len(names) else f" ({', '.join(missing)} not installed)"
+        raise ZoobenchError(
+            f'--format {fmt} needs {wanted}{which}: pip install "zoobench[{spec.extra}]"'
+        )
+
+
+def _check_out(out: Path, spec: Format, force: bool) -> None:
+    if spec.suffix and out.suffix != spec.suffix:
+        raise ZoobenchError(
+            f"--out {out} must end in {spec.suffix} for --format {spec.name} "
+            f"(its runtime reads {spec.suffix} files)"
+        )
+    if not spec.suffix and out.suffix in {f.suffix for f in FORMATS.values() if f.suffix}:
+        raise ZoobenchError(
+            f"--out {out} names a file, but --format {spec.name} writes a folder; give a folder path"
+        )
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ZoobenchError(f"--out {out} already exists; pass --force to replace it")
+
+
+def _describe_steps(steps: list[dict[str, Any]]) -> str:
+    parts = []
+    for step in steps:
+        params = ", ".join(f"{k}={v!r}" for k, v in step.items() if k != "name")
+        parts.append(f"{step.get('name')}({params})" if params else str(step.get("name")))
+    return ", ".join(parts)
+
+
+def _entry(run_dir: str | os.PathLike, model: str) -> tuple[RunStore, Entry]:
+    """The run and the leaderboard row ``model`` names ("best", a member ID, an ensemble name)."""
+    from ensembles.predictor import _resolve, check_target
+
+    info = check_target(run_dir, model)  # unknown run / model / no best yet: one line
+    store = RunStore(run_dir)
+    if model != BEST:
+        return store, _resolve(store, model)
+    entry = store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
+    return store, entry
+
+
+def _refuse_preprocessing(entry: Entry, members: list[Entry]) -> None:
+    steps = common_preprocess(members)
+    if steps is None:
+        detail = "; ".join(
+            f"{m.id}: {_describe_steps(m.config.get('preprocess') or []) or 'none'}"
+            for m in members
+        )
+        raise ZoobenchError(
+            f"cannot export {entry.name!r}: its members use different OpenCV preprocessing "
+            f"({detail}), which no exported model can hold; use `zoobench predict` instead"
+        )
+    if steps:
+        raise ZoobenchError(
+            f"cannot export {entry.name!r}: its members were trained on images preprocessed with "
+            f"{_describe_steps(steps)} (OpenCV code outside the model, which no exported model "
+            "can hold); use `zoobench predict` instead"
+        )
+
+
+def _check_images(store: RunStore, entry: Entry, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``limit`` stored test images and the row's stored probabilities for them."""
+    if limit < 1:
+        raise ZoobenchError(f"--images must be at least 1, got {limit}")
+    try:
+        images = store.load_array("x_test")
+        probs = entry.probs("test")
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise ZoobenchError(
+            f"cannot check the export of {entry.name!r}: the run's stored test images or test "
+            f"probabilities are unreadable ({exc})"
+        ) from exc
+    if len(images) != len(probs):
+        raise ZoobenchError(
+            f"cannot check the export of {entry.name!r}: run {store.root} stores "
+            f"{len(images)} test images but {len(probs)} test probabilities for it"
+        )
+    return images[:limit], probs[:limit].astype(np.float64)
+
+
+def _at_input_size(images: np.ndarray, model) -> np.ndarray:
+    """Images resized (as training resized them) to the artifact's input size, as float32."""
+    want = tuple(model.input_shape[1:3])
+    if None not in want and want != images.shape[1:3]:
+        from benchmark.images import resize_batch
+
+        images = resize_batch(images, (int(want[0]), int(want[1])))
+    return images.astype(np.float32)
+
+
+def _batches(x: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(x), BATCH):
+        yield np.ascontiguousarray(x[start : start + BATCH])
+
+
+# ---- each format's runtime, loading the artifact afresh, as a deployment would -----------------
+def _run_keras(path: Path, x: np.ndarray) -> np.ndarray:
+    from benchmark.modelfile import load_model  # safe mode, zoo layers registered
+
+    model = load_model(path, "the exported model")
+    return np.concatenate([np.asarray(model.predict_on_batch(b)) for b in _batches(x)])
+
+
+def _run_saved_model(path: Path, x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name,) = serve.structured_input_signature[1]
+    outs = [next(iter(serve(**{name: tf.constant(b)}).values())).numpy() for b in _batches(x)]
+    return np.concatenate(outs)
+
+
+def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: b})[0] for b in _batches(x)])
+
+
+def litert_interpreter(path: str | os.PathLike):
+    """LiteRT's interpreter for ``path``: ai_edge_litert's, else TensorFlow's tf.lite one."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter  # noqa: N806 - deprecated in TF, kept as a fallback
+    return Interpreter(model_path=str(path))
+
+
+@contextlib.contextmanager
+def _native_quiet() -> Iterator[None]:
+    """LiteRT's C++ runtime prints an INFO line to fd 2 (its XNNPACK delegate); hide it unless
+    verbose (as zoo.quiet does for TensorFlow's banners). Python exceptions still surface."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _run_litert(path: Path, x: np.ndarray) -> np.ndarray:
+    with _native_quiet():
+        return _invoke_litert(path, x)
+
+
+def _invoke_litert(path: Path, x: np.ndarray) -> np.ndarray:
+    interpreter = litert_interpreter(path)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    outs, shape = [], None
+    for b in _batches(x):
+        if b.shape != shape:
+            interpreter.resize_tensor_input(inp["index"], b.shape)
+            interpreter.allocate_tensors()
+            shape = b.shape
+        interpreter.set_tensor(inp["index"], b)
+        interpreter.invoke()
+        outs.append(np.array(interpreter.get_tensor(out["index"])))
+    return np.concatenate(outs)
+
+
+RUNTIMES: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
+    "keras": _run_keras,
+    "saved_model": _run_saved_model,
+    "onnx": _run_onnx,
+    "litert": _run_litert,
+}
+
+
+def _write(model, spec: Format, path: Path) -> None:
+    if spec.keras_format is None:
+        model.save(path)
+        return
+    with warnings.catch_warnings(), _quiet_tensorflow():
+        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx's numpy-2 shims
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model.export(str(path), format=spec.keras_format, verbose=False)
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow() -> Iterator[None]:
+    """TensorFlow's and tf2onnx's INFO chatter stays in the log unless asked for (-v)."""
+    names = ("tensorflow", "tf2onnx", "absl")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    if not log.isEnabledFor(logging.INFO):
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _tree_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents) in sorted order."""
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest.update(f"{f.relative_to(path).as_posix()}\0{file_sha256(f)}\n".encode())
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def source_hash(entry: Entry, members: list[Entry]) -> tuple[str, dict[str, str]]:
+    """One sha256 for what the export was made from: the row's config and its members' models."""
+    models = {m.id: file_sha256(m.model_path) for m in members}
+    text = json.dumps({"config": entry.config, "models": models}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), models
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    from zoo.backend import versions
+
+    out = versions()
+    for dist in RUNTIME_DISTS.get(fmt, ()):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+def manifest_path(out: str | os.PathLike, fmt: str) -> Path:
+    """Where the manifest of the artifact at ``out`` lives."""
+    out = Path(out)
+    return out / MANIFEST if not _format(fmt).suffix else out.with_name(out.name + "." + MANIFEST)
+
+
+def _install(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the checked artifact into place; a replaced one is moved aside first, then removed."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise ZoobenchError(f"--out {out} already exists; pass --force to replace it")
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, aside / "old")
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(aside / "old", out)  # the old artifact stays where it was
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def export_model(
+    run_dir: str | os.PathLike,
+    model: str = "best",
+    fmt: str = "keras",
+    *,
+    out: str | os.PathLike,
+    force: bool = False,
+    tolerance: float | None = None,
+    images: int = DEFAULT_IMAGES,
+) -> dict[str, Any]:
+    """Write ``model`` of the run as ``fmt`` to ``out``, checked against the stored test probs.
+
+    Returns the manifest written beside the artifact (``path``, ``manifest``, ``size_bytes``,
+    ``images_compared``, ``max_abs_diff``, ``tolerance``, ...). A ZoobenchError (one line) for an
+    unknown run, model or format, a missing runtime package, an existing ``out`` without
+    ``force``, members with OpenCV preprocessing, or an artifact that disagrees with the run.
+    """
+    spec = _format(fmt)
+    out = Path(out)
+    _check_out(out, spec, force)
+    if spec.tensorflow_only:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise ZoobenchError(
+                f"--format {fmt} exports through TensorFlow, but Keras runs on "
+                f"{keras.backend.backend()}; rerun with --backend tensorflow"
+            )
+    require_packages(fmt)
+    tol = spec.tolerance if tolerance is None else float(tolerance)
+    if not tol >= 0:
+        raise ZoobenchError(f"--tolerance must be a non-negative number, got {tolerance}")
+    store, entry = _entry(run_dir, model)
+    members = ensemble_members(store, entry)
+    _refuse_preprocessing(entry, members)
+    x_check, stored = _check_images(store, entry, images)
+    fused = build_fused_model(store, entry)  # a member without its model: one line naming it
+    source, member_models = source_hash(entry, members)
+    x_check = _at_input_size(x_check, fused)
+    fused(x_check[:1], training=False)  # Keras's ONNX exporter insists the model was called
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        artifact = work / (f"model{spec.suffix}" if spec.suffix else "saved_model")
+        log.info("export: writing %s as %s", entry.name, fmt)
+        _write(fused, spec, artifact)
+        got = RUNTIMES[fmt](artifact, x_check)
+        if got.shape != stored.shape:
+            raise ZoobenchError(
+                f"the exported {fmt} model gives probabilities of shape {got.shape}, but the run "
+                f"stores {stored.shape} for {entry.name!r}; nothing was written to {out}"
+            )
+        diff = float(np.max(np.abs(got.astype(np.float64) - stored)))
+        if not diff <= tol:
+            raise ZoobenchError(
+                f"the exported {fmt} model of {entry.name!r} differs from the run's stored test "
+                f"probabilities by {diff:.3g} (tolerance {tol:g}); nothing was written to {out}"
+            )
+        info: dict[str, Any] = {
+            "format": fmt,
+            "path": str(out),
+            "run": str(store.root),
+            "model": model,
+            "entry": {"kind": entry.kind, "id": entry.id, "name": entry.name},
+            "members": member_models,
+            "source_sha256": source,
+            "artifact_sha256": _tree_sha256(artifact),
+            "size_bytes": _size(artifact),
+            "input": {
+                "name": fused.inputs[0].name,
+                "shape": [None, *(int(s) for s in x_check.shape[1:])],
+                "dtype": "float32",
+                "values": "RGB pixel values 0..255 (no scaling, no preprocessing)",
+            },
+            "output": {"shape": [None, int(stored.shape[1])], "values": "class probabilities"},
+            "class_names": store.class_names(),
+            "images_compared": len(x_check),
+            "max_abs_diff": diff,
+            "tolerance": tol,
+            "versions": _versions(fmt),
+            "exported_at": utc_now(),
+        }
+        info["manifest"] = str(manifest_path(out, fmt))
+        if not spec.suffix:  # the folder carries its own manifest and moves with it
+            atomic.write_json(artifact / MANIFEST, info)
+        _install(artifact, out, force)
+        if spec.suffix:
+            atomic.write_json(info["manifest"], info)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("export: %s written (%d bytes), max |diff| %.3g", out, info["size_bytes"], diff)
+    return info
