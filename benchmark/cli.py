@@ -73,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoobench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `zoobench runs | head`: the reader left; nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail again
+        return 1
     except Exception as exc:
         if args.debug:
             raise

@@ -92,6 +92,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     at = f" (default model computes at {at}px)" if at and at != info["input_size"] else ""
     print(f"params  : {_count(info['params'])}   FLOPs/image: {_count(info['flops'])}{at}")
     for key, value in info["extra"].items():
+        if key == "reference_accuracy":  # (val accuracy, epochs, training images): the planner's
+            acc, epochs, images = value
+            value = f"{acc:.1%} val. accuracy after {epochs} epochs on {images:,} images (planner prior)"
+            key = "measured"
         print(f"{key:8s}: {value}")
     if info["kind"] == "pretrained":
         from benchmark.schema import STRATEGIES

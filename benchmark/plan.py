@@ -237,7 +237,7 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
     total = 0.0
     valued = any(t.decision is not None and t.decision.expected is not None for t in tasks)
     for i, task in enumerate(tasks, 1):
-        what = "tune " + tune_summary(task.tune) if task.tuned else f"{task.training['epochs']} epochs"
+        what = "tune " + tune_summary(task.tune) if task.tuned else epochs_text(task.training["epochs"])
         est = ""
         if task.decision is not None and not task.note:
             est = f"~{duration(task.decision.estimate.seconds)}"
@@ -335,7 +335,7 @@ def _change(task: Task, old: budget_mod.Decision, new: budget_mod.Decision) -> s
 def _length(task: Task) -> str:
     if task.tuned and task.tune is not None:
         return f"{task.tune['max_trials']} trials of {task.tune['epochs']} epochs"
-    return f"{task.training['epochs']} epochs"
+    return epochs_text(task.training["epochs"])
 
 
 class Replanner:
@@ -391,6 +391,10 @@ class Replanner:
                              task.label, est.epoch_seconds / min(live))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - learning is a bonus; it must not end a run
             log.warning("could not record what %s reached: %s", task.label, short_error(exc))
+
+
+def epochs_text(epochs: int) -> str:
+    return f"{epochs} epoch{'' if int(epochs) == 1 else 's'}"
 
 
 def tune_summary(tune: dict) -> str:

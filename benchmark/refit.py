@@ -47,6 +47,15 @@ def epochs_chosen(entry: Entry) -> int:
     return max(1, trained)
 
 
+def kept_reason(config: dict[str, Any]) -> str:
+    """Why a member is kept as trained rather than refit ("" when it is refit)."""
+    if config.get("strategy"):
+        return f"pretrained ({config['strategy']}): selects by validation; kept as trained"
+    if config.get("boosting"):  # its sample weights belong to the training split it had
+        return "a boosting round: its SAMME weights are the training split's; kept as trained"
+    return ""
+
+
 def load_run_data(store: RunStore, data_dir: str | os.PathLike | None = None):
     """The run's dataset, reloaded as the run loaded it, checked against the stored labels."""
     from benchmark.datasets import load_for_profile
@@ -104,6 +113,11 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
 
     entry = resolve_entry(store, model)
     members = ensemble_members(store, entry)
+    if all(kept_reason(m.config) for m in members):
+        raise ZoobenchError(
+            f"refit: nothing to retrain in {entry.name!r}: {kept_reason(members[0].config)} "
+            "(only from-scratch members are refit)"
+        )
     data = load_run_data(store, data_dir)
     full = dataclasses.replace(
         data,
@@ -119,11 +133,7 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
     rows, outs = [], []
     for m in members:
         cfg = m.config
-        reason = ""
-        if cfg.get("strategy"):
-            reason = f"pretrained ({cfg['strategy']}): selects by validation; kept as trained"
-        elif cfg.get("boosting"):  # its sample weights belong to the training split it had
-            reason = "a boosting round: its SAMME weights are the training split's; kept as trained"
+        reason = kept_reason(cfg)
         if reason:
             say(f"    kept   {m.name} [{m.id}]: {reason}")
             rows.append({"id": m.id, "name": m.name, "refit": False, "reason": reason})

@@ -213,6 +213,8 @@ class Runner:
     def _finish(self) -> None:
         if self.profile.ensembles_enabled:
             self._ensembles()
+        else:
+            self._export_best()
         if self.profile.robustness_enabled:
             self._robustness()
         # run.json records the finish first, so the report shows the wall time and a finished run.
@@ -251,6 +253,21 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the members are stored; the report still comes
             where = self._traceback_file(exc, "building the ensembles")
             self.progress(f"ensembles: FAILED ({short_error(exc)}); the members are kept{where}")
+
+    def _export_best(self) -> None:
+        """Without ensembles the best member is still the run's best: ``predict`` and ``export``
+        use it by default (ensembles/best/, as ``build_ensembles`` writes it)."""
+        try:
+            from ensembles.build import select_best
+            from ensembles.export import write_best
+
+            best = select_best([m for m in self.store.members(notes=[]) if m.ok],
+                               self.store.ensembles(notes=[]))  # fmt: skip
+            if best is not None:
+                write_best(self.store, best)
+        except Exception as exc:  # noqa: BLE001 - the members are stored; predict can name one
+            where = self._traceback_file(exc, "exporting the best member")
+            self.progress(f"best: FAILED ({short_error(exc)}); the members are kept{where}")
 
     def _robustness(self) -> None:
         """Corruption, AdaBN and FGSM accuracies of every entry (benchmark.robustness)."""

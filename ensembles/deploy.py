@@ -288,10 +288,37 @@ RUNTIMES: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
 }
 
 
+def _register_erfc() -> None:
+    """Teach tf2onnx TensorFlow's ``Erfc`` as ``1 - Erf``: Keras's exact GELU (fastnet's default
+    activation) computes through it, and tf2onnx 1.17 has no converter for it, so without this an
+    ONNX export of such a model fails. Registered once; tf2onnx keeps its own Erf converter."""
+    import numpy as np
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    if getattr(_register_erfc, "done", False):
+        return
+
+    @tf_op("Erfc")
+    class Erfc:  # noqa: F841 - registered by the decorator
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):  # ONNX Erf exists from opset 9
+            node.type = "Erf"
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1.0, dtype=np.float32))
+            ctx.insert_new_node_on_output(
+                "Sub", node.output[0], name=utils.make_name(f"{node.name}_erfc"),
+                inputs=[one.output[0], node.output[0]],
+            )  # fmt: skip
+
+    _register_erfc.done = True
+
+
 def _write(model, spec: Format, path: Path) -> None:
     if spec.keras_format is None:
         model.save(path)
         return
+    if spec.name == "onnx":
+        _register_erfc()
     with warnings.catch_warnings(), _quiet_tensorflow():
         warnings.simplefilter("ignore", FutureWarning)  # tf2onnx's numpy-2 shims
         warnings.simplefilter("ignore", DeprecationWarning)

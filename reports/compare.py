@@ -280,7 +280,9 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;"
     "color:#222}table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}"
     "th,td{padding:.3rem .55rem;border-bottom:1px solid #e4e4e4;text-align:right;"
-    "white-space:nowrap}th{background:#f3f5f8}.text{text-align:left}.muted{color:#666}"
+    "white-space:nowrap}th{background:#f3f5f8}.text{text-align:left;white-space:normal}"
+    ".muted{color:#666}.wide{overflow-x:auto;max-width:100%}"
+    # A narrow window scrolls the table inside its box; the page itself never scrolls sideways.
 )
 
 
@@ -295,7 +297,7 @@ def _table_html(headers: list[str], rows: list[list[str]], text_cols: set[int]) 
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 # ---- JSON --------------------------------------------------------------------------------------

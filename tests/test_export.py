@@ -321,3 +321,25 @@ def test_members_with_opencv_preprocessing_are_refused_naming_the_steps(tmp_path
     info = export_model(store.root, "m1", "keras", out=tmp_path / "m1.keras")  # no steps: fine
     assert info["images_compared"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m1.keras", "m1.keras.export.json", "run"]
+
+
+def test_onnx_export_of_exact_gelu_converts_erfc(tmp_path):
+    """Keras's exact GELU (fastnet's default) computes through TensorFlow's Erfc, which tf2onnx
+    1.17 cannot convert by itself; deploy teaches it Erfc = 1 - Erf."""
+    pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import keras
+
+    from ensembles import deploy
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="gelu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype("float32")
+    model(images[:1])
+    path = tmp_path / "gelu.onnx"
+    deploy._write(model, deploy.FORMATS["onnx"], path)
+    session = ort.InferenceSession(str(path))
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert np.abs(got - model.predict(images, verbose=0)).max() < 1e-5

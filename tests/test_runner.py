@@ -15,6 +15,7 @@ pytest.importorskip("keras")
 from benchmark.api import Benchmark  # noqa: E402
 from benchmark.profiles import load_profile, parse_profile  # noqa: E402
 from benchmark.runner import Runner  # noqa: E402
+from benchmark.store import RunStore  # noqa: E402
 
 TINY_DATA = {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50}
 
@@ -254,6 +255,9 @@ def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(s
         Benchmark.load(store.root).leaderboard())
     with pytest.raises(ZoobenchError, match="no refit 'nope'"):
         bench.predict(x, model="refit:nope")
+    boosted = next(m for m in store.members() if m.config.get("boosting"))
+    with pytest.raises(ZoobenchError, match="nothing to retrain .*a boosting round"):
+        bench.refit_full(boosted.id)
     import cv2
 
     picture = tmp_path / "first.png"
@@ -292,6 +296,8 @@ def test_the_budget_is_honoured(tmp_path, tiny_jpg):
     assert runner.store.read_run()["finished_at"]
     for m in done:
         assert m.metrics["epochs"] < 40
+    # Ensembles are off here: the best member is still exported as the run's best.
+    assert done and runner.store.best_pointer()["kind"] == "member"
 
 
 def test_plan_prints_without_training(tmp_path, tiny_jpg, capsys):
@@ -352,6 +358,11 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
 
     assert board(tmp_path / "a") == board(tmp_path / "b")
     assert json.loads((tmp_path / "b" / "run.json").read_text())["finished_at"]
+    # Ensembles off: the leaderboard's first row (a member) is still exported as the run's best.
+    first = Benchmark.load(tmp_path / "b").leaderboard().iloc[0]
+    best = RunStore(tmp_path / "b").best_pointer()
+    assert best["kind"] == "member" and first["id"] == f"members/{best['id']}"
+    assert best["model"] == "model.keras"
 
 
 def test_stored_probabilities_are_reproduced_from_raw_pixels(tmp_path, tiny_jpg):
