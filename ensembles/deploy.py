@@ -48,7 +48,7 @@ import numpy as np
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
 from benchmark.formatting import utc_now
-from benchmark.store import BEST, Entry, RunStore, file_sha256
+from benchmark.store import Entry, RunStore, file_sha256
 from ensembles.export import build_fused_model, common_preprocess, ensemble_members
 
 log = logging.getLogger(__name__)
@@ -142,14 +142,10 @@ def _describe_steps(steps: list[dict[str, Any]]) -> str:
 
 def _entry(run_dir: str | os.PathLike, model: str) -> tuple[RunStore, Entry]:
     """The run and the leaderboard row ``model`` names ("best", a member ID, an ensemble name)."""
-    from ensembles.predictor import _resolve, check_target
+    from ensembles.predictor import resolve_entry
 
-    info = check_target(run_dir, model)  # unknown run / model / no best yet: one line
     store = RunStore(run_dir)
-    if model != BEST:
-        return store, _resolve(store, model)
-    entry = store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
-    return store, entry
+    return store, resolve_entry(store, model)  # unknown run / model / no best yet: one line
 
 
 def _refuse_preprocessing(entry: Entry, members: list[Entry]) -> None:

@@ -274,5 +274,4 @@ def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor
             f"best ({info.get('display_name', info.get('id'))})",
             image_size=_image_size(store),
         )
-    entry = store.member(info["id"]) if info["kind"] == "member" else store.ensemble(info["id"])
-    return _entry_predictor(store, entry)
+    return _entry_predictor(store, resolve_entry(store, model))
