@@ -135,9 +135,12 @@ TRANSFER_DEFAULTS: dict[str, Any] = {
     "patience": 5,  # feature extraction: early-stopping patience (val_accuracy) per head trial
     "head_batch_size": 256,  # feature extraction: batch size on cached features
     "extract_batch_size": 128,  # feature extraction: batch size of the backbone pass
+    "extract_runtime": "auto",  # feature extraction: the backbone pass's runtime (EXTRACT_RUNTIMES)
     "feature_levels": 1,  # feature extraction: pooled ends of the top N stages (1: last layer only)
     "flip_features": False,  # feature extraction: train on images and mirrors; average both to predict
 }
+# auto: ONNX Runtime where installed and equal to TensorFlow within 1e-3 (benchmark.extraction)
+EXTRACT_RUNTIMES = ("auto", "tf", "xla", "onnx", "litert")
 RENAMED_TRANSFER_OPTIONS = {"max_trials": "head_trials"}  # old name -> the one name now
 
 
@@ -160,6 +163,11 @@ def validate_transfer_options(options: Mapping[str, Any]) -> dict[str, Any]:
         least = 0 if key in ("patience", "warmup_epochs") else 1
         if isinstance(default, bool):
             ok = isinstance(value, bool)
+        elif key == "extract_runtime":
+            if value not in EXTRACT_RUNTIMES:
+                raise ZoobenchError(f"transfer option extract_runtime must be one of "
+                                    f"{', '.join(EXTRACT_RUNTIMES)}, got {value!r}")  # fmt: skip
+            ok = True
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
         else:  # whole numbers; None where the default is None

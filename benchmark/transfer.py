@@ -23,6 +23,7 @@ probabilities, saves with ``model.save`` and loads with ``safe_mode=True`` after
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,6 +40,7 @@ import pandas as pd
 
 from benchmark import atomic, schema
 from benchmark.errors import ZoobenchError
+from benchmark.extraction import FeaturePass
 from benchmark.naming import member_name
 from zoo import backend
 
@@ -341,14 +343,16 @@ def feature_cache_key(backbone: Backbone, x: np.ndarray, data_fingerprint: str) 
 
 def extract_features(
     backbone: Backbone, x: np.ndarray, *, cache_dir: Path, data_fingerprint: str,
-    batch_size: int = 128, split: str = "split", verbose: int = 0,
+    batch_size: int = 128, split: str = "split", verbose: int = 0, runtime: str = "auto",
+    feature_pass: FeaturePass | None = None,
 ) -> tuple[np.ndarray, dict]:  # fmt: skip
     """Pooled features of ``x`` (float32), read from the cache or computed once and cached.
 
-    Returns the features and ``{"cache": "hit"|"miss", "seconds", "images_per_second", "path"}``.
+    The pass runs on ``runtime`` (:mod:`benchmark.extraction`), or through ``feature_pass`` when a
+    member extracts several splits. The cache key leaves the runtime out: a runtime is used only
+    where its features equal TensorFlow's within 1e-3. Returns the features and
+    ``{"cache": "hit"|"miss", "seconds", "images_per_second", "runtime", "path"}``.
     """
-    import keras
-
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = feature_cache_key(backbone, x, data_fingerprint)
     safe = _safe_model_name(backbone.name)
@@ -360,18 +364,18 @@ def extract_features(
                 return feats, {"cache": "hit", "seconds": 0.0, "path": str(path)}
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
-    inputs = keras.Input(shape=backbone.input_shape, name="image")
-    h = inputs
-    for layer in backbone.pre_layers:
-        h = layer(h)
-    extractor = keras.Model(inputs, backbone.model(h, training=False), name="extractor")
     t0 = time.perf_counter()
-    feats = extractor.predict(x, batch_size=batch_size, verbose=verbose).astype(np.float32)
+    with contextlib.ExitStack() as stack:
+        if feature_pass is None:
+            feature_pass = stack.enter_context(FeaturePass(backbone, runtime, batch_size))
+        feats = feature_pass(x, verbose=verbose).astype(np.float32)
     seconds = time.perf_counter() - t0
     atomic.save_npy(path, feats)
     info = {"cache": "miss", "seconds": round(seconds, 3), "path": str(path),
+            "runtime": feature_pass.runtime_used,
             "images_per_second": round(len(x) / max(seconds, 1e-9), 1)}  # fmt: skip
-    log.info("features %s: %d images in %.1fs -> %s", split, len(x), seconds, path.name)
+    log.info("features %s: %d images in %.1fs on %s -> %s", split, len(x), seconds,
+             feature_pass.runtime_used, path.name)  # fmt: skip
     return feats, info
 
 
@@ -382,7 +386,9 @@ def _head_hypermodel(
     import keras
 
     def build(hp) -> keras.Model:
-        units = hp.Choice("units", [0, 256, 512], default=0)
+        # default (the search's first trial): the head that won on full-split Lite features
+        # (scripts/feature_sweep.py; linear heads were never chosen in the README's searches)
+        units = hp.Choice("units", [0, 256, 512], default=512)
         dropout = hp.Choice("dropout", [0.0, 0.2, 0.4], default=0.2)
         lr = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=default_lr)
         l2 = hp.Choice("l2", [0.0, 1e-5, 1e-4, 1e-3], default=1e-4)
@@ -416,15 +422,17 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
     flip = bool(opts["flip_features"])
     feats: dict[str, np.ndarray] = {}
     cache: dict[str, dict] = {}
-    for split in ("train", "val", "test"):
-        x = getattr(data, f"x_{split}")
-        views = {split: x, f"{split}-mirrored": x[:, :, ::-1]} if flip else {split: x}
-        for view, pixels in views.items():
-            feats[view], cache[view] = extract_features(
-                backbone, np.ascontiguousarray(pixels), cache_dir=cache_dir,
-                data_fingerprint=data.fingerprint, batch_size=int(opts["extract_batch_size"]),
-                split=view, verbose=verbose,
-            )  # fmt: skip
+    batch = int(opts["extract_batch_size"])
+    with FeaturePass(backbone, str(opts["extract_runtime"]), batch) as feature_pass:
+        for split in ("train", "val", "test"):
+            x = getattr(data, f"x_{split}")
+            views = {split: x, f"{split}-mirrored": x[:, :, ::-1]} if flip else {split: x}
+            for view, pixels in views.items():
+                feats[view], cache[view] = extract_features(
+                    backbone, np.ascontiguousarray(pixels), cache_dir=cache_dir,
+                    data_fingerprint=data.fingerprint, batch_size=batch, split=view,
+                    verbose=verbose, feature_pass=feature_pass,
+                )  # fmt: skip
     feature_seconds = sum(c["seconds"] for c in cache.values())
     y_train = data.y_train
     if flip:  # mirrors are extra training rows; val and test average each image with its mirror
@@ -492,6 +500,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         "feature_cache": {k: v["cache"] for k, v in cache.items()},
         "feature_files": {k: v["path"] for k, v in cache.items()},
         "extract_images_per_second": ips,
+        "extract_runtime": feature_pass.runtime_used,  # None: every split came from the cache
         "head_seconds": round(search_seconds + refit_seconds, 3),
         "head_search_seconds": round(search_seconds, 3),
         "head_epoch_seconds": round(head_epoch, 4),

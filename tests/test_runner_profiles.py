@@ -14,8 +14,12 @@ def test_shipped_profiles_load_and_name_real_architectures():
     assert {"smoke", "cpu-quick", "standard", "full"} <= set(shipped_profiles())
     quick = load_profile(None)  # the default
     assert quick.name == "cpu-quick" and quick.budget_seconds == 1800
-    assert any(m.strategy == "feature-extraction" for m in quick.members)
-    assert any(m.tune for m in quick.members)
+    # the default scores on the full official test split and trains on the full training split
+    assert not {"train_size", "val_size", "test_size"} & set(quick.data)
+    lite = [m for m in quick.members if m.strategy == "feature-extraction"]
+    assert {m.architecture for m in lite} == {"efficientnet_lite0", "efficientnet_lite2"}
+    tour = load_profile("cpu-tour")
+    assert any(m.tune for m in tour.members) and tour.data["test_size"] == 5000
     full = load_profile("full")
     import zoo
 

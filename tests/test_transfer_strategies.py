@@ -54,8 +54,8 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
     assert len(list(cache.glob("features-*.npy"))) == 3
     assert first.info["name"] == "efficientnet_lite0 / feature-extraction @64px"
     assert first.info["speedup"] > 1
-    # A one-trial search is the default head (linear, the given learning rate), not a random draw.
-    assert first.info["head_hp"] == {"units": 0, "dropout": 0.2, "l2": 1e-4,
+    # A one-trial search is the default head (512 ReLU, the given learning rate), not a random draw.
+    assert first.info["head_hp"] == {"units": 512, "dropout": 0.2, "l2": 1e-4,
                                      "learning_rate": pytest.approx(1e-3)}  # fmt: skip
     assert list(first.history.columns) == list(HISTORY_COLUMNS)
     assert (first.history["stage"] == "head").all()
