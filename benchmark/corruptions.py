@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -211,8 +210,9 @@ def pick(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 def cache_dir() -> Path:
     """``$ZOOBENCH_CACHE/corruptions`` (default ``~/.cache/zoobench/corruptions``)."""
-    root = Path(os.environ.get("ZOOBENCH_CACHE", "~/.cache/zoobench")).expanduser()
-    return root / "corruptions"
+    from zoo.weights import cache_root
+
+    return cache_root() / "corruptions"
 
 
 def _split_key(images: np.ndarray, names: Sequence[str], severities: Sequence[int], seed: int) -> str:

@@ -212,7 +212,9 @@ def keras_datasets_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ZOOBENCH_CACHE", "~/.cache/zoobench")).expanduser()
+    from zoo.weights import cache_root
+
+    return cache_root()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -48,12 +48,13 @@ def extractor_model(backbone) -> Any:
 
 
 def _batched(run_batch: Callable[[np.ndarray], np.ndarray], batch_size: int) -> Extractor:
-    """``run_batch`` over ``x`` in batches, with Keras's progress bar when ``verbose`` is 1."""
+    """``run_batch`` over ``x`` in batches, with Keras's progress as ``predict`` shows it:
+    ``verbose`` 1 a live bar, 2 one line at the end (a log file), 0 nothing."""
 
     def run(x: np.ndarray, verbose: int = 0) -> np.ndarray:
         import keras
 
-        bar = keras.utils.Progbar(len(x)) if verbose == 1 else None
+        bar = keras.utils.Progbar(len(x), verbose=verbose) if verbose else None
         outs = []
         for start in range(0, len(x), batch_size):
             batch = np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)

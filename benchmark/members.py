@@ -27,6 +27,7 @@ from benchmark.naming import slug
 from benchmark.plan import Task
 from benchmark.profiles import MemberSpec
 from benchmark.store import RunStore, member_id, save_model
+from benchmark.transfer import feature_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class MemberTrainer:
             return training_mod.fit_pretrained(
                 spec.strategy, spec.architecture, hp, data, training, seed=seed, epochs=epochs,
                 deadline=self.clock.deadline, tensorboard_dir=tb,
-                cache_dir=str(self.store.root / "cache" / "transfer"),
+                cache_dir=str(feature_cache_dir()),
                 tuner=self._head_search(spec, member_key), options=spec.transfer_options,
                 verbose=_bar(self.verbose),
             )  # fmt: skip

@@ -179,13 +179,6 @@ def denoise(
     return _per_image(fn, images)
 
 
-# JPEG's own colour transform (JFIF YCbCr, offsets left out: the filter works on differences).
-_RGB_TO_YCBCR = np.array(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
-    dtype=np.float32,
-)
-_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR).astype(np.float32)
-JPEG_BLOCK = 8
 
 
 def blockiness(images: np.ndarray) -> float:
@@ -215,8 +208,14 @@ def deblock(
     smooth gradient is left as it was. As in H.264 a boundary is left alone where it is likely a
     real edge: where ``|q0 - p0|`` reaches ``threshold`` or either side is not flat (``|p1 - p0|``
     or ``|q1 - q0|`` reaches ``flatness``); values are 0..255 pixel levels. It works in JPEG's own
-    YCbCr planes (OpenCV ``cv2.transform``), where the quantisation happened, and maps the
-    correction back to RGB, so a pixel the filter does not touch keeps its exact value.
+    YCbCr planes, where the quantisation happened, and maps the correction back to RGB, so a pixel
+    the filter does not touch keeps its exact value.
+
+    One implementation: the step runs :class:`zoo.layers.Deblock`, the layer a member's model
+    holds when it is fused or exported, so the pictures a member trained on and the ones its
+    exported model makes are bit for bit the same (an OpenCV version differed from a Keras one on
+    0.1% of pixels, where float sums fell on the other side of a threshold). That is also why a
+    deblocked member exports as one model and FGSM attacks it through the filter.
 
     Why not non-local means (``denoise``): it does not know where the block grid lies, so it
     smooths texture inside blocks as much as the block edges, and costs ~100x more (364 s against
@@ -225,56 +224,38 @@ def deblock(
     of them unchanged). Measured (tests/test_preprocess.py): on CIFAR-10's JPEG q75 pictures the
     block-edge excess (mean |difference| across block edges minus inside blocks) falls from about
     1.8 to 0; on a synthetic picture saved at JPEG quality 10 from ~6 to ~2.2 and PSNR against the
-    original rises by ~0.3 dB. About as fast as ``clahe`` (60,000 CIFAR images in ~5 s here).
+    original rises by ~0.3 dB. About 20 s for 60,000 CIFAR images here.
     Whether it helps a model is another matter: fastnet trained on 5,000 pictures of the CIFAR-10
     JPEG copy with and without it scored +0.4 points of test accuracy, within one seed's noise
     (``scripts/bench_deblocking.py``).
     """
+    from zoo.layers import Deblock
 
-    def run(ix: np.ndarray) -> None:
-        part = slice(ix[0], ix[-1] + 1)
-        out[part] = _deblock_batch(images[part], strength, threshold, flatness)
-
-    out = np.empty_like(images)
     if not len(images):
-        return out
-    # Chunks of about 1,024 images keep the float copies small; numpy releases the GIL on them.
-    chunks = np.array_split(np.arange(len(images)), max(1, -(-len(images) // 1024)))
-    with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), os.cpu_count() or 1))) as pool:
-        list(pool.map(run, chunks))
-    return out
+        return np.empty_like(images)
+    layer = Deblock(strength, threshold, flatness)
+    # chunks of 1,024 images keep the float copies small; the output is whole numbers in 0..255
+    out = [np.asarray(layer(images[i : i + 1024].astype(np.float32))) for i in range(0, len(images), 1024)]
+    return np.concatenate(out).astype(np.uint8)
 
 
-def _deblock_batch(
-    images: np.ndarray, strength: float, threshold: float, flatness: float
-) -> np.ndarray:
-    n, h, w, c = images.shape
-    flat = images.reshape(n * h, w, c).astype(np.float32)
-    ycc = cv2.transform(flat, _RGB_TO_YCBCR).reshape(n, h, w, c)
-    change = np.zeros_like(ycc)
-    _deblock_columns(ycc, change, strength, threshold, flatness)
-    # Rows: the same filter on the transposed batch, after the columns (as H.264 orders them).
-    _deblock_columns(
-        (ycc + change).transpose(0, 2, 1, 3), change.transpose(0, 2, 1, 3), strength, threshold,
-        flatness,
-    )  # fmt: skip
-    rgb_change = cv2.transform(change.reshape(n * h, w, c), _YCBCR_TO_RGB).reshape(n, h, w, c)
-    return np.clip(np.rint(images + rgb_change), 0, 255).astype(np.uint8)
+# Steps a model can hold as layers (step name -> layer factory): a member trained with only these
+# exports as one raw-pixel model, and the fused ensemble runs them per member.
+IN_MODEL_STEPS: dict[str, Callable[..., Any]] = {}
 
 
-def _deblock_columns(
-    x: np.ndarray, change: np.ndarray, strength: float, threshold: float, flatness: float
-) -> None:
-    """Add to ``change`` the ramp that smooths each block boundary between columns of ``x``."""
-    edges = np.arange(JPEG_BLOCK, x.shape[2] - 1, JPEG_BLOCK)  # q1 must exist
-    if not len(edges):
-        return
-    p1, p0, q0, q1 = (x[:, :, edges + k] for k in (-2, -1, 0, 1))
-    step = q0 - p0
-    excess = step - ((p0 - p1) + (q1 - q0)) / 2
-    filtered = (
-        (np.abs(step) < threshold) & (np.abs(p1 - p0) < flatness) & (np.abs(q1 - q0) < flatness)
-    )
-    d = np.where(filtered, float(strength) * excess, 0.0)
-    for k, share in ((-2, 0.2), (-1, 0.4), (0, -0.4), (1, -0.2)):
-        change[:, :, edges + k] += share * d
+def _deblock_layer(strength: float = 1.0, threshold: float = 30.0, flatness: float = 15.0):
+    from zoo.layers import Deblock
+
+    return Deblock(strength, threshold, flatness, name="deblock")
+
+
+IN_MODEL_STEPS["deblock"] = _deblock_layer
+
+
+def in_model_layers(steps: Sequence[dict[str, Any]]) -> list | None:
+    """Fresh Keras layers doing ``steps`` inside a model, in order; None if any step has no layer
+    (OpenCV code: the caller applies the steps to the images instead)."""
+    if any(s["name"] not in IN_MODEL_STEPS for s in steps):
+        return None
+    return [IN_MODEL_STEPS[s["name"]](**{k: v for k, v in s.items() if k != "name"}) for s in steps]

@@ -19,12 +19,14 @@ For each finished member, on the ``[robustness]`` table's corrupted test images
 - FGSM accuracy (Goodfellow et al. 2015) at ``fgsm_epsilon`` pixels of the raw 0-255 input on the
   first ``fgsm_images`` of the same seeded subset of clean test images (the gradient code of
   :mod:`benchmark.adversarial`, which FGSM adversarial training uses), beside the clean accuracy on
-  those images. A member with preprocessing steps (NumPy, not differentiable) is attacked at the
-  input of its Keras model, after the steps.
+  those images. A member whose preprocessing steps run as layers (``deblock``) is attacked on the
+  raw pictures through them; one with OpenCV steps (not differentiable) at the input of its Keras
+  model, after the steps.
 
 Ensembles combine their members' stored corrupted probabilities with their own weights or stacker
 (no member is run twice); their FGSM accuracy is measured through the fused model
-(:func:`ensembles.export.build_fused_model`), which needs one preprocessing list for all members.
+(:func:`ensembles.export.build_fused_model`), which holds each member's layer steps, or needs one
+OpenCV preprocessing list for all members.
 
 A second adaptation method that *trains* on unlabeled target data is not measured: DANN
 (Ganin et al. 2016) needs the target images while each member trains, which would change every
@@ -63,7 +65,9 @@ ADAPT_BATCH = 256  # images per forward pass while BN statistics are re-estimate
 PREDICT_BATCH = 256
 CHUNK = 2048  # images converted to float32 at once for prediction (memory)
 EAGER_VALUES = 1024 * 32 * 32 * 3  # inputs up to this size are predicted in one plain call
-FGSM_BATCH = 100
+# FGSM's gradient keeps every activation of every member of a fused model: 100 images through
+# Lite2 + Lite0 at 160 px with mirrors needed over 20 GB, so attack a few at a time
+FGSM_BATCH = 16
 CLEAN, ADABN_CLEAN = "clean", "adabn-clean"
 RECORD = 2  # the record's layout: a change re-measures every stored entry
 NO_BN = "no BN: AdaBN leaves it unchanged"
@@ -268,9 +272,17 @@ def _member_record(
     if ADABN_CLEAN in probs:
         summary["clean_accuracy_adabn"] = accuracy(probs[ADABN_CLEAN], split.labels)
     if len(fgsm_y):
-        summary.update(_fgsm(model, fgsm_in[0], fgsm_y, config, out[(len(combos) + 1) * n :]))
-        if steps:
-            summary["fgsm_note"] = "attacked after its preprocessing steps"
+        from benchmark.preprocess import in_model_layers
+        from ensembles.export import raw_pixel_model
+
+        clean_fgsm = out[(len(combos) + 1) * n :]
+        if steps and in_model_layers(steps) is not None:  # attacked through its steps, as layers
+            attacked = raw_pixel_model(model, steps, fgsm_x.shape[1:])
+            summary.update(_fgsm(attacked, fgsm_x.astype(np.float32), fgsm_y, config, clean_fgsm))
+        else:
+            summary.update(_fgsm(model, fgsm_in[0], fgsm_y, config, clean_fgsm))
+            if steps:
+                summary["fgsm_note"] = "attacked after its preprocessing steps"
     return {"summary": summary, "table": table}, probs
 
 
@@ -314,9 +326,9 @@ def _ensemble_record(
     else:
         notes.append("members without corrupted predictions: no corruption accuracy")
     if len(fgsm_y):
-        from ensembles.export import build_fused_model, common_preprocess, ensemble_members
+        from ensembles.export import build_fused_model, ensemble_members, outside_preprocess
 
-        steps = common_preprocess(ensemble_members(store, entry))
+        steps = outside_preprocess(ensemble_members(store, entry))
         if steps is None:
             notes.append("members use different preprocessing: no fused model to attack")
         else:

@@ -49,7 +49,7 @@ from benchmark import atomic
 from benchmark.errors import ZoobenchError
 from benchmark.formatting import utc_now
 from benchmark.store import Entry, RunStore, file_sha256
-from ensembles.export import build_fused_model, common_preprocess, ensemble_members
+from ensembles.export import build_fused_model, ensemble_members, outside_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _entry(run_dir: str | os.PathLike, model: str) -> tuple[RunStore, Entry]:
 
 
 def _refuse_preprocessing(entry: Entry, members: list[Entry]) -> None:
-    steps = common_preprocess(members)
+    steps = outside_preprocess(members)  # [] also when every step runs inside the model (deblock)
     if steps is None:
         detail = "; ".join(
             f"{m.id}: {_describe_steps(m.config.get('preprocess') or []) or 'none'}"

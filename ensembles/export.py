@@ -67,6 +67,20 @@ def common_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
     return lists[0] if all(p == lists[0] for p in lists) else None
 
 
+def outside_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
+    """The steps a caller must apply to images before the fused model of ``members``.
+
+    None (``[]``) when every member's steps can run inside the model as layers
+    (``benchmark.preprocess.in_model_layers``, e.g. ``deblock``): the fused model holds them per
+    member. Otherwise the OpenCV list all members share, or None when they differ (then no single
+    model takes the images)."""
+    from benchmark.preprocess import in_model_layers
+
+    if all(in_model_layers(m.config.get("preprocess") or []) is not None for m in members):
+        return []
+    return common_preprocess(members)
+
+
 def input_shape_of(store: RunStore, members_models) -> tuple[int, int, int]:
     """The fused model's input: the run's image shape (run.json), else the first member's."""
     shape = store.image_shape()
@@ -75,25 +89,52 @@ def input_shape_of(store: RunStore, members_models) -> tuple[int, int, int]:
     return tuple(int(s) for s in members_models[0].input_shape[1:])
 
 
+def _member_output(image, i: int, model, layers: list, shape):
+    """``image`` -> the member's in-model preprocessing layers -> its input size -> ``model``."""
+    import keras
+
+    x = image
+    for layer in layers:  # the member's preprocessing, on the raw run-size pictures
+        layer.name = f"member{i}_{layer.name}"
+        x = layer(x)
+    want = tuple(model.input_shape[1:3])
+    if None not in want and want != tuple(shape[:2]):
+        x = keras.layers.Resizing(*want, name=f"resize{i}")(x)
+    return model(x)
+
+
+def raw_pixel_model(model, steps: list[dict[str, Any]], shape):
+    """``model`` behind its preprocessing ``steps`` as layers (every step must have one): the raw
+    run-size pictures in, probabilities out, differentiable end to end."""
+    import keras
+
+    from benchmark.preprocess import in_model_layers
+
+    image = keras.Input(shape=tuple(shape), name="image")
+    return keras.Model(image, _member_output(image, 0, model, in_model_layers(steps), shape))
+
+
 def build_fused_model(store: RunStore, entry: Entry):
     """One Keras model computing ``entry``'s probabilities from raw uint8-range images."""
     import keras
 
+    from benchmark.preprocess import in_model_layers
+
     members = ensemble_members(store, entry)
     models = [load_member_model(m) for m in members]
-    if len(members) == 1 and not entry.is_ensemble:
+    inside = outside_preprocess(members) == []  # steps as layers, per member
+    layers = [in_model_layers(m.config.get("preprocess") or []) if inside else [] for m in members]
+    if len(members) == 1 and not entry.is_ensemble and not layers[0]:
         return models[0]
     shape = input_shape_of(store, models)
     image = keras.Input(shape=shape, name="image")
     outputs = []
     for i, (member, model) in enumerate(zip(members, models, strict=True)):
         model.name = f"member{i}_{member.id}"  # unique sub-model names: no clashes between members
-        x = image
-        want = tuple(model.input_shape[1:3])
-        if None not in want and want != tuple(shape[:2]):
-            x = keras.layers.Resizing(*want, name=f"resize{i}")(x)
-        outputs.append(model(x))
+        outputs.append(_member_output(image, i, model, layers[i], shape))
     num_classes = int(outputs[0].shape[-1])
+    if len(members) == 1 and not entry.is_ensemble:  # one member behind its preprocessing layers
+        return keras.Model(image, outputs[0], name=f"zoobench_{members[0].id}"[:60])
     x = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate(name="member_probs")(outputs)
     if entry.config.get("method") == "stacking":
         stacker = load_stacker(entry)
@@ -148,7 +189,7 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
         "members": [m.id for m in members],
         "val_accuracy": best.metrics.get("val_accuracy"),
         "val_loss": best.metrics.get("val_loss"),
-        "preprocess": common_preprocess(members),
+        "preprocess": outside_preprocess(members),
         "model": None,
         "reason": "",
     }

@@ -31,13 +31,17 @@ def tiny_member(index: int, resize: bool = False):
 
 
 def make_model_run(
-    root: Path, n_val: int = 40, n_test: int = 24, preprocess: list | None = None, seed: int = 0
+    root: Path, n_val: int = 40, n_test: int = 24, preprocess: list | None = None, seed: int = 0,
+    probs_after_steps: bool = False, x_test: np.ndarray | None = None,
 ) -> RunStore:
-    """A run with three real saved members and their true val / test probabilities."""
+    """A run with three real saved members and their true val / test probabilities (with
+    ``probs_after_steps``, m0's on its preprocessed pictures, as training stores them)."""
     rng = np.random.default_rng(seed)
     store = RunStore(root)
     x_val = rng.integers(0, 256, size=(n_val, 32, 32, 3), dtype=np.uint8)
-    x_test = rng.integers(0, 256, size=(n_test, 32, 32, 3), dtype=np.uint8)
+    if x_test is None:
+        x_test = rng.integers(0, 256, size=(n_test, 32, 32, 3), dtype=np.uint8)
+    n_test = len(x_test)
     y_val = (np.arange(n_val) % 10).astype(np.int64)
     y_test = (np.arange(n_test) % 10).astype(np.int64)
     for name, arr in {"y_val": y_val, "y_test": y_test, "x_test": x_test,
@@ -49,8 +53,13 @@ def make_model_run(
         mid = f"m{i}"
         steps = list(preprocess or []) if i == 0 else []
         save_model(model, store.member_dir(mid) / "model.keras")
-        val = model.predict(x_val, verbose=0)
-        test = model.predict(x_test, verbose=0)
+        seen_val, seen_test = x_val, x_test
+        if steps and probs_after_steps:
+            from benchmark.preprocess import apply_steps
+
+            seen_val, seen_test = apply_steps(x_val, steps), apply_steps(x_test, steps)
+        val = model.predict(seen_val, verbose=0)
+        test = model.predict(seen_test, verbose=0)
         store.write_entry(
             store.member_dir(mid),
             config={"id": mid, "name": f"tiny{i}", "architecture": "tiny", "preprocess": steps},
@@ -173,3 +182,46 @@ def test_members_with_different_preprocessing_are_not_fused_but_still_predict(tm
     )
     np.testing.assert_allclose(p.predict_proba(x_test), expected, atol=1e-6)
     assert not np.allclose(expected, entry.probs("test"), atol=1e-3)  # preprocessing mattered
+
+
+def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(tmp_path):
+    """deblock runs inside the model: one fused model on raw pictures, exportable, differentiable."""
+    import keras
+
+    from benchmark.adversarial import input_gradient
+    from benchmark.preprocess import in_model_layers, validate_steps
+    from ensembles.build import build_ensembles
+    from ensembles.deploy import export_model
+    from ensembles.export import build_fused_model, raw_pixel_model, write_best
+
+    steps = validate_steps([{"name": "deblock"}])
+    assert in_model_layers([{"name": "clahe", "clip_limit": 2.0, "tile_grid": 4}]) is None
+    # pictures with JPEG-like 8x8 blocks, so the filter changes them
+    blocks = np.random.default_rng(1).integers(60, 200, size=(24, 4, 4, 3))
+    x_test = np.repeat(np.repeat(blocks, 8, axis=1), 8, axis=2).astype(np.uint8)
+    store = make_model_run(tmp_path / "run", preprocess=steps, probs_after_steps=True, x_test=x_test)
+    build_ensembles(store, {"methods": ["average-all"], "min_members": 2}, seed=0)
+    m0, avg = store.member("m0"), store.ensemble("average-all")
+    model0 = keras.saving.load_model(m0.model_path, safe_mode=True)
+    from benchmark.preprocess import apply_steps
+
+    assert not np.array_equal(apply_steps(x_test, steps), x_test)  # the step does something
+    expected0 = model0.predict(apply_steps(x_test, steps), verbose=0)
+
+    info = write_best(store, avg)
+    assert info["preprocess"] == [] and info["model"] == "model.keras"  # nothing to apply outside
+    fused = build_fused_model(store, avg)
+    assert any(layer.name == "member0_deblock" for layer in fused.layers)
+    single = build_fused_model(store, m0)  # one member: its model behind the layer
+    np.testing.assert_allclose(single.predict(x_test, verbose=0), expected0, atol=1e-6)
+
+    exported = export_model(store.root, "m0", "keras", out=tmp_path / "m0.keras", images=24)
+    assert exported["images_compared"] == 24 and exported["max_abs_diff"] <= 1e-4
+    reloaded = keras.saving.load_model(tmp_path / "m0.keras", safe_mode=True)  # zoo layer known
+    np.testing.assert_allclose(reloaded.predict(x_test, verbose=0), expected0, atol=1e-6)
+
+    attacked = raw_pixel_model(model0, steps, x_test.shape[1:])
+    grad = keras.ops.convert_to_numpy(input_gradient(
+        attacked, keras.losses.sparse_categorical_crossentropy,
+        keras.ops.convert_to_tensor(x_test.astype(np.float32)), np.arange(24) % 10))  # fmt: skip
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0  # the rounding passes the gradient

@@ -109,3 +109,13 @@ def test_extract_runtime_option_is_checked():
         schema.validate_transfer_options({"extract_runtime": "openvino"})
     with pytest.raises(ValueError, match="unknown extraction runtime 'gpu'"):
         extraction.FeaturePass(None, "gpu")
+
+
+def test_progress_is_keras_progbar_one_line_in_a_log(backbone, images, tmp_path, capsys):
+    model = extraction.extractor_model(backbone)
+    run = extraction.runtime_extractor(model, "xla", tmp_path, batch_size=32)
+    run(images, verbose=2)  # a log file: one summary line when the pass ends
+    out = capsys.readouterr().out
+    assert out.count("70/70") == 1 and "\r" not in out
+    run(images, verbose=0)
+    assert capsys.readouterr().out == ""

@@ -38,6 +38,7 @@ from typing import Any
 
 from zoo import registry
 from zoo.registry import ENTRY_POINT_GROUP, KINDS, ModelEntry, unknown_architecture
+from zoo.weights import cache_root
 
 log = logging.getLogger(__name__)
 _UMASK = os.umask(0)
@@ -54,12 +55,6 @@ _BACKEND_DISTRIBUTIONS = {
 
 
 # ---- where and under which key ------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """``$ZOOBENCH_CACHE`` or ``~/.cache/zoobench`` (the rule zoo.weights and the budget use)."""
-    root = os.environ.get("ZOOBENCH_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "zoobench"
 
 
 def index_path() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 
 def raw_image_input(input_shape) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -103,3 +104,67 @@ class HorizontalFlip(keras.layers.Layer):
 
     def call(self, inputs):
         return keras.ops.flip(inputs, axis=-2)
+
+
+# JPEG's own colour transform (JFIF YCbCr, offsets left out: the deblocking filter works on
+# differences).
+JPEG_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+    dtype=np.float32,
+)
+JPEG_BLOCK = 8
+# p1 p0 | q0 q1 around a block boundary: the share of the excess step each pixel takes
+DEBLOCK_RAMP = ((-2, 0.2), (-1, 0.4), (0, -0.4), (1, -0.2))
+
+
+@keras.saving.register_keras_serializable(package="zoobench")
+class Deblock(keras.layers.Layer):
+    """JPEG deblocking on raw 0..255 pixels: the ``deblock`` preprocessing step
+    (``benchmark.preprocess.deblock`` documents the filter and runs this layer on the data), so a
+    member trained on deblocked images exports as one model whose input is the raw picture, and
+    FGSM attacks it through the filter. The output is rounded as the step's uint8 images are, with
+    a straight-through gradient (passed as if unrounded)."""
+
+    def __init__(self, strength: float = 1.0, threshold: float = 30.0, flatness: float = 15.0,
+                 **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.strength, self.threshold, self.flatness = float(strength), float(threshold), float(flatness)
+
+    def _boundaries(self, x):
+        """The change that smooths each block boundary between columns of ``x`` (N, H, W, C)."""
+        ops = keras.ops
+        width = int(x.shape[2])
+        edges = np.arange(JPEG_BLOCK, width - 1, JPEG_BLOCK)  # q1 must exist
+        if not len(edges):
+            return ops.zeros_like(x)
+        p1, p0, q0, q1 = (ops.take(x, edges + k, axis=2) for k, _ in DEBLOCK_RAMP)
+        step = q0 - p0
+        excess = step - ((p0 - p1) + (q1 - q0)) / 2
+        filtered = ops.logical_and(
+            ops.abs(step) < self.threshold,
+            ops.logical_and(ops.abs(p1 - p0) < self.flatness, ops.abs(q1 - q0) < self.flatness),
+        )
+        d = ops.where(filtered, self.strength * excess, ops.zeros_like(excess))
+        change = 0.0
+        for k, share in DEBLOCK_RAMP:  # scatter each column of d to its pixel column
+            placement = np.zeros((len(edges), width), np.float32)
+            placement[np.arange(len(edges)), edges + k] = share
+            change = change + ops.einsum("nhec,ew->nhwc", d, placement)
+        return change
+
+    def call(self, inputs):
+        ops = keras.ops
+        x = ops.cast(inputs, "float32")
+        ycc = ops.einsum("nhwc,dc->nhwd", x, JPEG_RGB_TO_YCBCR)
+        change = self._boundaries(ycc)
+        # rows: the same filter on the transposed batch, after the columns (as H.264 orders them)
+        rows = self._boundaries(ops.transpose(ycc + change, (0, 2, 1, 3)))
+        change = change + ops.transpose(rows, (0, 2, 1, 3))
+        to_rgb = np.linalg.inv(JPEG_RGB_TO_YCBCR).astype(np.float32)
+        y = x + ops.einsum("nhwc,dc->nhwd", change, to_rgb)
+        y = y + ops.stop_gradient(ops.round(y) - y)  # uint8's rounding, gradient straight through
+        return ops.clip(y, 0.0, 255.0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "strength": self.strength, "threshold": self.threshold,
+                "flatness": self.flatness}  # fmt: skip

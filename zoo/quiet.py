@@ -16,7 +16,11 @@ def _import_backend() -> None:
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # The CUDA-capable "tensorflow" wheel probes for a GPU when devices are first listed and
+        # logs "failed call to cuInit" on a machine without one: list them here, still quiet.
+        tensorflow.config.list_physical_devices("GPU")
 
 
 def import_backend_quietly() -> None:

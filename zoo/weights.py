@@ -76,11 +76,16 @@ def keras_models_dir() -> Path:
     return keras_home() / "models"
 
 
+def cache_root() -> Path:
+    """zoobench's cache folder: ``$ZOOBENCH_CACHE``, default ``~/.cache/zoobench`` (every cache
+    lives under it: weights, data, features, corruptions, calibration, the zoo index)."""
+    root = os.environ.get("ZOOBENCH_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "zoobench"
+
+
 def cache_dir() -> Path:
     """Converted weights live here: ``$ZOOBENCH_CACHE/weights`` or ``~/.cache/zoobench/weights``."""
-    root = os.environ.get("ZOOBENCH_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "zoobench"
-    return base / "weights"
+    return cache_root() / "weights"
 
 
 def file_sha256(path: str | Path) -> str:
