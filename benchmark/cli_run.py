@@ -14,7 +14,7 @@ def add_commands(sub) -> None:
         description="Run a benchmark profile into runs/NAME. Rerunning the same command resumes it.",
     )
     run.add_argument("profile", nargs="?", default=None,
-                     help="a shipped profile (smoke, cpu-quick, standard, full) or a .toml path "
+                     help="a shipped profile (smoke, cpu-quick, cpu-tour, standard, full, ...) or a .toml path "
                           "(default cpu-quick)")  # fmt: skip
     run.add_argument("--out", help="run folder (default runs/<profile name>)")
     run.add_argument(

@@ -31,6 +31,8 @@ TOLERANCE = 1e-3  # max absolute feature difference a runtime may have from Tens
 # Speed over TensorFlow's predict, measured with scripts/bench_extraction_runtime.py (Lite0 @128px,
 # 5 levels, 1,024 images, 2 CPU cores): what the plan divides a probe's extraction time by.
 SPEEDUP = {"tf": 1.0, "xla": 0.1, "onnx": 1.95, "litert": 1.38}
+# Seconds to open a runtime (export and check against TensorFlow): ~6 s measured for Lite0-2
+SETUP_SECONDS = {"tf": 0.0, "xla": 5.0, "onnx": 10.0, "litert": 12.0}
 CHECK_IMAGES = 64  # images compared with TensorFlow before ``auto`` trusts another runtime
 
 Extractor = Callable[..., np.ndarray]  # (images, verbose=0) -> features
@@ -136,10 +138,17 @@ def runtime_extractor(model, runtime: str, workdir: Path, *, batch_size: int = 1
 
 
 def resolve(runtime: str) -> str:
-    """The runtime ``runtime`` names here (``auto``: ``onnx`` where available, else ``tf``)."""
+    """The runtime ``runtime`` names here (``auto``: ``onnx`` where available and TensorFlow has no
+    GPU, whose pass beats a CPU runtime; else ``tf``)."""
     if runtime == "auto":
-        return "onnx" if onnx_available() else "tf"
+        return "onnx" if onnx_available() and not _tensorflow_gpu() else "tf"
     return runtime
+
+
+def _tensorflow_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def onnx_available() -> bool:
@@ -165,30 +174,33 @@ def open_extractor(model, runtime: str, check: np.ndarray, *, batch_size: int = 
     wanted = runtime
     runtime = resolve(runtime)
     with tempfile.TemporaryDirectory(prefix="zoobench-extract-") as tmp:
-        if runtime == "tf":
+        extract, why_not = None, ""
+        if runtime != "tf":
+            try:
+                extract = runtime_extractor(model, runtime, Path(tmp), batch_size=batch_size)
+                reference = _keras_runner(model, batch_size, xla=False)(check)
+                diff = float(np.max(np.abs(extract(check) - reference)))
+            except Exception as exc:  # noqa: BLE001 - an export failure must not lose the member
+                if wanted != "auto":
+                    raise
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                why_not = f"feature extraction on {runtime} failed ({first})"
+            else:
+                if not diff <= TOLERANCE:  # NaN features fail too
+                    why_not = (f"{runtime} features differ from TensorFlow's by {diff:.2e} "
+                               f"(more than {TOLERANCE:g})")  # fmt: skip
+                    if wanted != "auto":
+                        raise ValueError(why_not)
+                else:
+                    log.info("feature extraction on %s (max difference from TensorFlow %.1e)",
+                             runtime, diff)  # fmt: skip
+            if why_not:
+                log.warning("%s; using TensorFlow", why_not)
+                extract = None
+        if extract is None:
             yield _keras_runner(model, batch_size, xla=False), "tf"
-            return
-        try:
-            extract = runtime_extractor(model, runtime, Path(tmp), batch_size=batch_size)
-            reference = _keras_runner(model, batch_size, xla=False)(check)
-            diff = float(np.max(np.abs(extract(check) - reference)))
-        except Exception as exc:  # noqa: BLE001 - an export failure must not lose the member
-            if wanted != "auto":
-                raise
-            log.warning("feature extraction on %s failed (%s); using TensorFlow", runtime,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
-            yield _keras_runner(model, batch_size, xla=False), "tf"
-            return
-        if diff > TOLERANCE:
-            message = (f"{runtime} features differ from TensorFlow's by {diff:.2e} "
-                       f"(more than {TOLERANCE:g})")  # fmt: skip
-            if wanted != "auto":
-                raise ValueError(message)
-            log.warning("%s; using TensorFlow", message)
-            yield _keras_runner(model, batch_size, xla=False), "tf"
-            return
-        log.info("feature extraction on %s (max difference from TensorFlow %.1e)", runtime, diff)
-        yield extract, runtime
+        else:
+            yield extract, runtime
 
 
 class FeaturePass:

@@ -125,12 +125,12 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
         runtime = extraction.resolve(options["extract_runtime"])  # ONNX Runtime runs ~2x TF
         fixed += (
             views * (n_train + n_val + n_test) / (tp.infer * extraction.SPEEDUP[runtime])
+            + extraction.SETUP_SECONDS[runtime]
             + int(options["head_trials"]) * budget_mod.STARTUP_SECONDS
         )
-        # an "epoch" is one epoch of every head fit (the search's trials, then the refit) on the
-        # cached training rows; val and test probabilities come from the cached features
-        fits = int(options["head_trials"]) + 1
-        epoch = fits * views * n_train / HEAD_ROWS_PER_SECOND
+        # an "epoch" is one epoch of every head trial on the cached training rows (the best
+        # trial's head is kept); val and test probabilities come from the cached features
+        epoch = int(options["head_trials"]) * views * n_train / HEAD_ROWS_PER_SECOND
     else:
         fixed += (n_val + n_test) / tp.infer
         epoch = n_train / tp.train + n_val / tp.infer

@@ -1,4 +1,5 @@
-"""OpenCV preprocessing steps: named, composable, recorded in a member's config, replayed at predict.
+"""Preprocessing steps (OpenCV, and deblock as a Keras layer): named, composable, recorded in a
+member's config, replayed at predict.
 
 A step is a dict such as ``{"name": "clahe", "clip_limit": 2.0}``; a pipeline is a list of them.
 Each works on a batch of uint8 RGB images (N, H, W, 3) and returns the same shape and dtype, so
@@ -218,8 +219,8 @@ def deblock(
     deblocked member exports as one model and FGSM attacks it through the filter.
 
     Why not non-local means (``denoise``): it does not know where the block grid lies, so it
-    smooths texture inside blocks as much as the block edges, and costs ~100x more (364 s against
-    a few seconds for 60,000 CIFAR images). The grid is JPEG's: blocks start at the image's top
+    smooths texture inside blocks as much as the block edges, and costs ~20x more (364 s against
+    about 20 s for 60,000 CIFAR images). The grid is JPEG's: blocks start at the image's top
     left, so images resized after decoding have no grid here to find (the thresholds then leave most
     of them unchanged). Measured (tests/test_preprocess.py): on CIFAR-10's JPEG q75 pictures the
     block-edge excess (mean |difference| across block edges minus inside blocks) falls from about
@@ -235,7 +236,10 @@ def deblock(
         return np.empty_like(images)
     layer = Deblock(strength, threshold, flatness)
     # chunks of 1,024 images keep the float copies small; the output is whole numbers in 0..255
-    out = [np.asarray(layer(images[i : i + 1024].astype(np.float32))) for i in range(0, len(images), 1024)]
+    from keras import ops
+
+    out = [ops.convert_to_numpy(layer(images[i : i + 1024].astype(np.float32)))
+           for i in range(0, len(images), 1024)]  # fmt: skip
     return np.concatenate(out).astype(np.uint8)
 
 

@@ -1,6 +1,6 @@
 """Benchmark profiles: TOML files saying what to train, tune and ensemble, checked before anything runs.
 
-A profile is a shipped name (``benchmark/profiles/<name>.toml``: smoke, cpu-quick, standard, full)
+A profile is a shipped name (``benchmark/profiles/<name>.toml``: smoke, cpu-quick, cpu-tour, standard, full, ...)
 or a path to the user's own file. Mistakes fail at once with the file and the key named, not an
 hour into a run. The format is documented in README "## Profiles".
 """

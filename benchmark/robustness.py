@@ -64,12 +64,13 @@ log = logging.getLogger(__name__)
 ADAPT_BATCH = 256  # images per forward pass while BN statistics are re-estimated
 PREDICT_BATCH = 256
 CHUNK = 2048  # images converted to float32 at once for prediction (memory)
-EAGER_VALUES = 1024 * 32 * 32 * 3  # inputs up to this size are predicted in one plain call
+EAGER_VALUES = 1024 * 32 * 32 * 3  # inputs up to this size are predicted by plain calls
+EAGER_BATCH = 32
 # FGSM's gradient keeps every activation of every member of a fused model: 100 images through
 # Lite2 + Lite0 at 160 px with mirrors needed over 20 GB, so attack a few at a time
 FGSM_BATCH = 16
 CLEAN, ADABN_CLEAN = "clean", "adabn-clean"
-RECORD = 2  # the record's layout: a change re-measures every stored entry
+RECORD = 3  # the record's layout: a change re-measures every stored entry
 NO_BN = "no BN: AdaBN leaves it unchanged"
 
 Progress = Callable[[str], None]
@@ -177,10 +178,14 @@ def predict(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.nd
     """Class probabilities of ``images`` (model inputs, any dtype) in inference mode: one
     ``predict`` call per :data:`CHUNK` images, converted to float32 a chunk at a time; a few
     small images in one plain call (``predict`` sets up and traces a function first)."""
-    if 0 < images.size <= EAGER_VALUES:
-        from keras import ops
+    if 0 < images.size <= EAGER_VALUES:  # a few plain calls of EAGER_BATCH images each: an eager
+        from keras import ops  # call holds every activation of its batch at once (a 160 px
+        # backbone on 950 pictures needed over 20 GB)
 
-        return ops.convert_to_numpy(model(ops.convert_to_tensor(images, "float32"), training=False))
+        return np.concatenate([
+            ops.convert_to_numpy(model(ops.convert_to_tensor(images[i : i + EAGER_BATCH], "float32"),
+                                       training=False))
+            for i in range(0, len(images), EAGER_BATCH)])  # fmt: skip
     out = [np.asarray(model.predict(np.asarray(images[i : i + CHUNK], np.float32),
                                     batch_size=batch_size, verbose=0))
            for i in range(0, len(images), CHUNK)]  # fmt: skip

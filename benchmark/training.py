@@ -387,8 +387,8 @@ def fit_pretrained(
     """
     from benchmark import transfer
 
-    # Feature extraction stops its heads by its own ``patience`` option; a second EarlyStopping
-    # would cut the chosen head's refit short of what its search trial ran.
+    # Feature extraction stops its head trials by its own ``patience`` option (the guards' NaN and
+    # deadline callbacks go to every trial); a second EarlyStopping would cut them shorter.
     guards = Guards(training, deadline, tensorboard_dir,
                     early_stopping=strategy != "feature-extraction")  # fmt: skip
     start = time.perf_counter()

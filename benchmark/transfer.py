@@ -31,6 +31,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -469,7 +470,7 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             seed=seed,
         )
         with distributed.local_search():  # seconds of work: never a distributed search
-            search = tuning.ResumableTuner(
+            search = tuning.HistoryTuner(
                 oracle,
                 build,
                 directory=str(directory),
@@ -480,16 +481,26 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             # copies callbacks per trial, so a NaN shows in the trial's history, not the guard
             search.search(f_train, y_train, validation_data=(f_val, data.y_val), epochs=epochs,
                           batch_size=head_bs, callbacks=[stop, *callbacks], verbose=0)  # fmt: skip
+        done = [t for t in search.oracle.trials.values()
+                if t.status == "COMPLETED" and t.score is not None]  # fmt: skip
+        if not done:
+            raise ZoobenchError(f"{name}: no head trial finished (every trial failed)")
         best = search.oracle.get_best_trials(1)[0]
         best_hp = best.hyperparameters
         # The best trial's head at its best epoch (Keras Tuner's checkpoint): what validation
         # chose, with its own history. Training it again only to record a history cost a third
         # of a two-trial search on full-split features.
-        head = search.load_model(best)
-        fit_history = _trial_history(best)
-        epochs_searched = sum(len(_trial_history(t).get("loss", []))
-                              for t in search.oracle.trials.values())  # fmt: skip
+        with warnings.catch_warnings():  # the checkpoint's optimizer state is not needed
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            head = search.load_model(best)
+        fit_history = search.history(best)
+        epochs_searched = sum(len(search.history(t).get("loss", [])) for t in done)
         search_seconds = time.perf_counter() - t0
+        from benchmark.training import DeadlineStop
+
+        for guard in callbacks:  # the trials ran copies of the deadline guard: say if it fired
+            if isinstance(guard, DeadlineStop) and guard.deadline is not None:
+                guard.stopped = guard.stopped or time.monotonic() >= guard.deadline
     finally:
         if tmp_dir is not None:
             tmp_dir.cleanup()
@@ -707,13 +718,6 @@ def _progressive_unfreezing(
     info = {"stages": records, "initial_val_accuracy": round(initial, 4),
             "best_val_accuracy": round(best, 4), "blocks": sum(len(g) for g in groups)}  # fmt: skip
     return TransferResult(model, history, info)
-
-
-def _trial_history(trial) -> dict[str, list[float]]:
-    """A Keras Tuner trial's per-epoch metrics, as ``History.history`` holds them."""
-    return {name: [float(obs.mean()) for obs in trial.metrics.get_history(name)]
-            for name in ("loss", "accuracy", "val_loss", "val_accuracy")
-            if trial.metrics.exists(name)}  # fmt: skip
 
 
 def _history_frame(hist: dict, stage: str, lr: float, start: int = 0) -> pd.DataFrame:

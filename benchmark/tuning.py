@@ -25,6 +25,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from benchmark import atomic
 from benchmark.errors import ZoobenchError
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,27 @@ class AtomicTunerState:
 
 class ResumableTuner(AtomicTunerState, keras_tuner.Tuner):
     """``keras_tuner.Tuner`` with atomic state; pair it with a :class:`ResumableOracle`."""
+
+
+class HistoryTuner(ResumableTuner):
+    """:class:`ResumableTuner` that also keeps each trial's per-epoch history (``history.json`` in
+    its folder), which Keras Tuner's oracle does not (it records the best epoch only): the
+    feature-extraction head search keeps its best trial's head and needs that history."""
+
+    HISTORY = "history.json"
+
+    def run_trial(self, trial, *args, **kwargs):
+        results = super().run_trial(trial, *args, **kwargs)
+        history = getattr(results[0], "history", None)
+        if isinstance(history, dict):
+            atomic.write_json(Path(self.get_trial_dir(trial.trial_id)) / self.HISTORY,
+                              {k: [float(v) for v in vals] for k, vals in history.items()})  # fmt: skip
+        return results
+
+    def history(self, trial) -> dict[str, list[float]]:
+        """``trial``'s per-epoch metrics, as ``History.history`` holds them."""
+        path = Path(self.get_trial_dir(trial.trial_id)) / self.HISTORY
+        return atomic.read_json(path) if path.is_file() else {}
 
 
 TrainFn = Callable[..., Any]  # (hp, epochs=, seed=) -> benchmark.training.FitResult

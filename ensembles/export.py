@@ -70,13 +70,13 @@ def common_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
 def outside_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
     """The steps a caller must apply to images before the fused model of ``members``.
 
-    None (``[]``) when every member's steps can run inside the model as layers
-    (``benchmark.preprocess.in_model_layers``, e.g. ``deblock``): the fused model holds them per
+    ``[]`` when every member's steps can run inside the model as layers
+    (``benchmark.preprocess.IN_MODEL_STEPS``, e.g. ``deblock``): the fused model holds them per
     member. Otherwise the OpenCV list all members share, or None when they differ (then no single
     model takes the images)."""
-    from benchmark.preprocess import in_model_layers
+    from benchmark.preprocess import IN_MODEL_STEPS
 
-    if all(in_model_layers(m.config.get("preprocess") or []) is not None for m in members):
+    if all(s["name"] in IN_MODEL_STEPS for m in members for s in m.config.get("preprocess") or []):
         return []
     return common_preprocess(members)
 
@@ -94,8 +94,8 @@ def _member_output(image, i: int, model, layers: list, shape):
     import keras
 
     x = image
-    for layer in layers:  # the member's preprocessing, on the raw run-size pictures
-        layer.name = f"member{i}_{layer.name}"
+    for j, layer in enumerate(layers):  # the member's preprocessing, on the raw run-size pictures
+        layer.name = f"member{i}_{layer.name}" + (f"_{j}" if j else "")
         x = layer(x)
     want = tuple(model.input_shape[1:3])
     if None not in want and want != tuple(shape[:2]):

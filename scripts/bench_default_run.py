@@ -80,7 +80,7 @@ def main() -> int:
     cols = [c for c in ("model", "kind", "val_accuracy", "test_accuracy", "train_seconds") if c in board]
     print(tabulate(board[cols].head(args.head), headers="keys", tablefmt="github", showindex=False,
                    floatfmt=".4f"))  # fmt: skip
-    ok = board[board["status"].fillna("ok") == "ok"] if "status" in board else board
+    ok = board[board["status"].fillna("done") == "done"] if "status" in board else board
     ensembles, members = ok[ok["kind"] == "ensemble"], ok[ok["kind"] != "ensemble"]
     if len(ensembles) and len(members):
         best_e = ensembles.iloc[0]  # sorted by validation accuracy: the one selection picks

@@ -37,6 +37,16 @@ CIFAR10_CLASSES = (
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_zoobench_cache(tmp_path_factory):
+    """The suite never writes into the user's ~/.cache/zoobench (features, calibration, data):
+    a session-wide cache folder unless ZOOBENCH_CACHE is set already."""
+    if "ZOOBENCH_CACHE" not in os.environ:
+        os.environ["ZOOBENCH_CACHE"] = str(tmp_path_factory.mktemp("zoobench-cache"))
+    yield
+
+
+
 def _read_jpg(path: Path) -> np.ndarray:
     import cv2
 

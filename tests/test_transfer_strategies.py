@@ -59,6 +59,9 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
                                      "learning_rate": pytest.approx(1e-3)}  # fmt: skip
     assert list(first.history.columns) == list(HISTORY_COLUMNS)
     assert (first.history["stage"] == "head").all()
+    # the kept trial's head brings its whole per-epoch history (Keras Tuner's oracle keeps one row)
+    assert len(first.history) == first.info["stages"][0]["epochs"] > 1
+    assert first.history["epoch"].tolist() == list(range(1, len(first.history) + 1))
     assert first.history["val_accuracy"].max() > 0.3  # ImageNet features on 10 classes, 200 images
 
     # Second call: the same backbone, weights and pixels read the cached features.

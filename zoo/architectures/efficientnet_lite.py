@@ -40,11 +40,9 @@ def _builder(variant: str):
     return build
 
 
-# (val accuracy, head epochs, training images) for the planner's prior (benchmark.value): Lite0's
-# feature extraction in the README's default run (96px, 5 levels, mirrors); Lite2's is Lite0's plus
-# the +1.0 point Lite2 measured over Lite0 at equal settings (224px last layer, 45k images).
-# val accuracy, head epochs, training images: 5-level + mirrored features at 160 px, full split,
-# the default head (scripts/feature_sweep.py, README "Which features pay")
+# The planner's prior (benchmark.value; it ignores input size and feature options): val accuracy,
+# head epochs and training images with 5-level + mirrored features at 160 px on the full split and
+# the default head (scripts/feature_sweep.py; README "Which features pay")
 _REFERENCE = {"efficientnet_lite0": (0.862, 20, 45_000), "efficientnet_lite1": (0.858, 20, 45_000),
               "efficientnet_lite2": (0.871, 20, 45_000)}  # fmt: skip
 
