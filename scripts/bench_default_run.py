@@ -50,6 +50,7 @@ def main() -> int:
 
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"bench_default_run: {args.out} is not empty; give a new folder")
+    args.out.mkdir(parents=True, exist_ok=True)
     run_dir = args.out / "run"
     cache = args.cache or args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
