@@ -398,6 +398,9 @@ def fit_pretrained(
         callbacks=guards.callbacks, tuner=tuner or {}, options=options or {}, verbose=verbose,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    if strategy == "feature-extraction" and deadline is not None:
+        # its head trials ran copies of the deadline guard (Keras Tuner copies callbacks)
+        guards.deadline.stopped = guards.deadline.stopped or time.monotonic() >= deadline
     history, done = result.history, len(result.history)
     info = {f"transfer_{k}": v for k, v in (result.info or {}).items()
             if isinstance(v, (int, float, str, bool)) or v is None}  # fmt: skip

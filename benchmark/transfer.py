@@ -496,11 +496,6 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
         fit_history = search.history(best)
         epochs_searched = sum(len(search.history(t).get("loss", [])) for t in done)
         search_seconds = time.perf_counter() - t0
-        from benchmark.training import DeadlineStop
-
-        for guard in callbacks:  # the trials ran copies of the deadline guard: say if it fired
-            if isinstance(guard, DeadlineStop) and guard.deadline is not None:
-                guard.stopped = guard.stopped or time.monotonic() >= guard.deadline
     finally:
         if tmp_dir is not None:
             tmp_dir.cleanup()
