@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import logging
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,27 +78,20 @@ def _keras_runner(model, batch_size: int, *, xla: bool) -> Extractor:
     return _batched(lambda b: fn(b).numpy(), batch_size)
 
 
-@contextlib.contextmanager
-def _quiet_export(model) -> Iterator[None]:
-    """Keras exports only a model that has run once (its input signature); TF's chatter hidden."""
-    from ensembles.deploy import _quiet_tensorflow
+def _export(model, runtime: str, path: Path) -> None:
+    """``model`` written as ``runtime``'s file by ``zoobench export``'s writer (quiet, with its
+    tf2onnx fixes); Keras exports only a model that has run once (its input signature)."""
+    from ensembles.deploy import FORMATS, _write
 
     model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)
-    with warnings.catch_warnings(), _quiet_tensorflow():
-        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx's numpy-2 shims
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+    _write(model, FORMATS[runtime], path)
 
 
 def _onnx_runner(model, workdir: Path, batch_size: int) -> Extractor:
     import onnxruntime as ort
 
-    from ensembles.deploy import _register_erfc
-
     path = workdir / "extractor.onnx"
-    _register_erfc()
-    with _quiet_export(model):
-        model.export(str(path), format="onnx", verbose=False)
+    _export(model, "onnx", path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -111,8 +103,7 @@ def _litert_runner(model, workdir: Path, batch_size: int) -> Extractor:
     from ensembles.deploy import _invoke_litert, _native_quiet
 
     path = workdir / "extractor.tflite"
-    with _quiet_export(model):
-        model.export(str(path), format="litert", verbose=False)
+    _export(model, "litert", path)
 
     def run_batch(b: np.ndarray) -> np.ndarray:
         with _native_quiet():
