@@ -10,7 +10,7 @@ One fused Keras model (:func:`ensembles.export.build_fused_model`) is written in
     saved_model  a TensorFlow SavedModel folder; ``tf.saved_model.load(path)``, signature
                  ``serving_default``; no zoobench or Keras code needed to run it
     onnx         a ``.onnx`` file (tf2onnx); ``onnxruntime.InferenceSession(path)``
-    litert       a ``.tflite`` file (TensorFlow's converter); ``ai_edge_litert`` (or ``tf.lite``)
+    litert       a ``.tflite`` file (TensorFlow's converter); ``ai_edge_litert``'s
                  ``Interpreter``
 
 Every artifact takes float32 RGB images with raw pixel values 0..255, NHWC at the run's image
@@ -79,9 +79,7 @@ FORMATS: dict[str, Format] = {
         Format("keras", None, ".keras", 1e-4, tensorflow_only=False),
         Format("saved_model", "tf_saved_model", "", 1e-4),
         Format("onnx", "onnx", ".onnx", 1e-3, (("tf2onnx",), ("onnx",), ("onnxruntime",)), "onnx"),
-        Format(
-            "litert", "litert", ".tflite", 1e-3, (("ai_edge_litert", "tensorflow.lite"),), "litert"
-        ),
+        Format("litert", "litert", ".tflite", 1e-3, (("ai_edge_litert",),), "litert"),
     )
 }
 RUNTIME_DISTS = {  # recorded in the manifest: what wrote and what checked the artifact
@@ -228,13 +226,9 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def litert_interpreter(path: str | os.PathLike):
-    """LiteRT's interpreter for ``path``: ai_edge_litert's, else TensorFlow's tf.lite one."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
+    """LiteRT's interpreter for ``path`` (ai_edge_litert: TensorFlow 2.20+ no longer has one)."""
+    from ai_edge_litert.interpreter import Interpreter
 
-        Interpreter = tf.lite.Interpreter  # noqa: N806 - deprecated in TF, kept as a fallback
     return Interpreter(model_path=str(path))
 
 

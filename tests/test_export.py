@@ -30,39 +30,47 @@ EXPORTS = [
 ]
 
 # Run in a fresh interpreter: only numpy and each format's own runtime, as a deployment would.
+# Each job answers on its own (probabilities or the error), so one broken runtime fails only its
+# own checks. ``block`` names modules made unimportable first, as on a machine without them.
 FRESH_LOADER = r"""
-import json, sys
+import json, sys, traceback
 import numpy as np
 
-jobs = json.loads(sys.argv[1])
+jobs, block = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for name in block:
+    sys.modules[name] = None
 out = {}
 for job in jobs:
-    x = np.load(job["x"]).astype(np.float32)
-    fmt, path = job["format"], job["path"]
-    if fmt == "onnx":
-        import onnxruntime as ort
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        probs = session.run(None, {session.get_inputs()[0].name: x})[0]
-    elif fmt == "litert":
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            from tensorflow.lite import Interpreter
-        it = Interpreter(model_path=path)
-        inp = it.get_input_details()[0]
-        it.resize_tensor_input(inp["index"], x.shape)
-        it.allocate_tensors()
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        probs = it.get_tensor(it.get_output_details()[0]["index"])
-    else:
-        import tensorflow as tf
-        serve = tf.saved_model.load(path).signatures["serving_default"]
-        (name,) = serve.structured_input_signature[1]
-        probs = next(iter(serve(**{name: tf.constant(x)}).values())).numpy()
-    out[job["key"]] = np.asarray(probs, dtype=np.float64).tolist()
+    try:
+        x = np.load(job["x"]).astype(np.float32)
+        fmt, path = job["format"], job["path"]
+        if fmt == "onnx":
+            import onnxruntime as ort
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            probs = session.run(None, {session.get_inputs()[0].name: x})[0]
+        elif fmt == "litert":
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:
+                import tensorflow as tf
+                Interpreter = tf.lite.Interpreter
+            it = Interpreter(model_path=path)
+            inp = it.get_input_details()[0]
+            it.resize_tensor_input(inp["index"], x.shape)
+            it.allocate_tensors()
+            it.set_tensor(inp["index"], x)
+            it.invoke()
+            probs = it.get_tensor(it.get_output_details()[0]["index"])
+        else:
+            import tensorflow as tf
+            serve = tf.saved_model.load(path).signatures["serving_default"]
+            (name,) = serve.structured_input_signature[1]
+            probs = next(iter(serve(**{name: tf.constant(x)}).values())).numpy()
+        out[job["key"]] = {"probs": np.asarray(probs, dtype=np.float64).tolist()}
+    except Exception:
+        out[job["key"]] = {"error": traceback.format_exc(limit=3)}
 ours = sorted(m for m in sys.modules if m.split(".")[0] in {"zoo", "benchmark", "ensembles", "reports"})
-print(json.dumps({"probs": out, "zoobench_modules": ours}))
+print(json.dumps({"results": out, "zoobench_modules": ours}))
 """
 
 
@@ -85,47 +93,71 @@ def run_dir(tmp_path_factory) -> Path:
     return store.root
 
 
-@pytest.fixture(scope="module")
-def exported(run_dir, tmp_path_factory) -> dict:
-    """Every format the machine can write, exported once, each loaded in a fresh process.
+def export_and_load(run_dir: Path, folder: Path, exports: list, block: tuple = ()) -> dict:
+    """Export each of ``exports`` that this machine can write, and load each in a fresh process.
 
-    The SavedModel's loader (which imports TensorFlow: the slow start) begins while the other
-    formats are still being exported; ONNX and LiteRT share one quick loader.
+    A format whose packages are missing (or made unimportable by ``block``, here and in the
+    loader) is recorded as skipped with the one-line reason ``zoobench export`` gives. Each format
+    loads in its own process (SavedModel's, which imports TensorFlow, starts while the others are
+    still exported), so one runtime that fails to import cannot take another format's checks down.
     """
     from ensembles.deploy import export_model
 
-    folder = tmp_path_factory.mktemp("artifacts")
     np.save(folder / "x.npy", RunStore(run_dir).load_array("x_test"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-
-    def fresh(jobs: list[dict]) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-c", FRESH_LOADER, json.dumps(jobs)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder, env=env,
-        )  # fmt: skip
-
-    infos, skipped, jobs, loaders = {}, {}, [], []
-    for key, fmt, model, name in EXPORTS:
-        if reason := _missing(fmt):
-            skipped[key] = reason
-            continue
-        infos[key] = export_model(run_dir, model, fmt, out=folder / name)
-        job = {"key": key, "format": fmt, "path": infos[key]["path"], "x": str(folder / "x.npy")}
-        if fmt == "saved_model":
-            loaders.append(fresh([job]))
-        else:
-            jobs.append(job)
-    if jobs:
-        loaders.append(fresh(jobs))
-    probs, ours = {}, set()
+    saved = {name: sys.modules.get(name, _ABSENT) for name in block}
+    try:
+        for name in block:
+            sys.modules[name] = None
+        infos, skipped, by_format = {}, {}, {}
+        loaders = []
+        for key, fmt, model, name in exports:
+            if reason := _missing(fmt):
+                skipped[key] = reason
+                continue
+            infos[key] = export_model(run_dir, model, fmt, out=folder / name)
+            job = {"key": key, "format": fmt, "path": infos[key]["path"], "x": str(folder / "x.npy")}
+            by_format.setdefault(fmt, []).append(job)
+            if fmt == "saved_model":  # the slow start: launch it now
+                loaders.append(_fresh(by_format.pop(fmt), block, folder, env))
+    finally:
+        for name, module in saved.items():
+            if module is _ABSENT:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    loaders += [_fresh(jobs, block, folder, env) for jobs in by_format.values()]
+    results, ours = {}, set()
     for loader in loaders:
         stdout, stderr = loader.communicate(timeout=300)
         assert loader.returncode == 0, stderr[-3000:]
         answer = json.loads(stdout.strip().splitlines()[-1])
-        probs.update(answer["probs"])
+        results.update(answer["results"])
         ours.update(answer["zoobench_modules"])
-    fresh_out = {"probs": probs, "zoobench_modules": sorted(ours)}
-    return {"infos": infos, "skipped": skipped, "fresh": fresh_out, "folder": folder}
+    fresh = {"results": results, "zoobench_modules": sorted(ours)}
+    return {"infos": infos, "skipped": skipped, "fresh": fresh, "folder": folder}
+
+
+_ABSENT = object()
+
+
+def _fresh(jobs: list[dict], block: tuple, folder: Path, env: dict) -> subprocess.Popen:
+    command = [sys.executable, "-c", FRESH_LOADER, json.dumps(jobs), json.dumps(list(block))]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder, env=env
+    )
+
+
+def _fresh_probs(exported: dict, key: str) -> np.ndarray:
+    result = exported["fresh"]["results"][key]
+    assert "error" not in result, result.get("error")
+    return np.array(result["probs"])
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> dict:
+    """Every format the machine can write, exported once, each loaded in a fresh process."""
+    return export_and_load(run_dir, tmp_path_factory.mktemp("artifacts"), EXPORTS)
 
 
 @pytest.mark.parametrize("key,fmt,model,name", EXPORTS, ids=[e[0] for e in EXPORTS])
@@ -141,7 +173,7 @@ def test_artifact_loaded_afresh_without_zoobench_predicts_the_stored_probs(
     store = RunStore(run_dir)
     entry = store.find(model)
     stored = entry.probs("test")
-    got = np.array(exported["fresh"]["probs"][key])
+    got = _fresh_probs(exported, key)
     assert got.shape == stored.shape == (24, 10)
     tol = FORMATS[fmt].tolerance
     assert np.abs(got - stored).max() <= tol
@@ -166,6 +198,25 @@ def test_artifact_loaded_afresh_without_zoobench_predicts_the_stored_probs(
     if fmt != "saved_model":
         assert on_disk["artifact_sha256"] == file_sha256(out)
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_a_missing_runtime_skips_only_its_own_format_and_the_saved_model_still_runs(
+    run_dir, tmp_path
+):
+    """On a machine without ai-edge-litert, the LiteRT checks skip naming the extra, and the
+    SavedModel export beside them is still written, loaded afresh and compared."""
+    exports = [e for e in EXPORTS if e[1] in ("saved_model", "litert")]
+    got = export_and_load(run_dir, tmp_path, exports, block=("ai_edge_litert",))
+    litert = [e[0] for e in exports if e[1] == "litert"]
+    assert sorted(got["skipped"]) == sorted(litert)
+    for key in litert:
+        assert got["skipped"][key] == (
+            '--format litert needs ai-edge-litert: pip install "zoobench[litert]"'
+        )
+    assert sorted(got["fresh"]["results"]) == ["saved_model"]
+    stored = RunStore(run_dir).find("greedy").probs("test")
+    assert np.abs(_fresh_probs(got, "saved_model") - stored).max() <= 1e-4
+    assert not list(tmp_path.glob("*.tflite"))
 
 
 def test_keras_best_via_cli_loads_in_safe_mode_and_refuses_to_overwrite(capsys, run_dir, tmp_path):
