@@ -14,8 +14,8 @@ __all__ = ["Benchmark", "load"]
 
 
 def load(name: str, **kwargs):
-    """Load a dataset split into train / val / test (see :func:`benchmark.datasets.load`)."""
-    from benchmark.datasets import load as _load
+    """Load a dataset split into train / val / test (see :func:`benchmark.data.datasets.load`)."""
+    from benchmark.data.datasets import load as _load
 
     return _load(name, **kwargs)
 

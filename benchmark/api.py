@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.store import RunStore
+from benchmark.store.runstore import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class Benchmark:
         budget: str | float | None = None,
         **runner_options: Any,
     ):
-        from benchmark.budget import parse_duration
-        from benchmark.profiles import Profile, load_profile
+        from benchmark.config.profiles import Profile, load_profile
+        from benchmark.formatting import parse_duration
 
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.out = Path(out) if out is not None else Path("runs") / self.profile.name
@@ -70,7 +70,7 @@ class Benchmark:
         return bench
 
     def runner(self):
-        from benchmark.runner import Runner
+        from benchmark.run.runner import Runner
 
         if self.profile is None:
             raise ValueError(
@@ -148,23 +148,23 @@ class Benchmark:
 
     def tuner_results(self):
         """Every Keras Tuner trial of the run's searches, best first per search (a DataFrame)."""
-        from benchmark.tuner_results import tuner_results
+        from benchmark.store.tuner_results import tuner_results
 
         return tuner_results(self.out)
 
     def best_hyperparameters(self) -> dict[str, dict[str, Any]]:
         """Each search's best trial's hyperparameters, by search (the member it tuned)."""
-        from benchmark.tuner_results import best_hyperparameters
+        from benchmark.store.tuner_results import best_hyperparameters
 
         return best_hyperparameters(self.out)
 
     def refit_full(self, model: str = "best", data_dir: str | None = None) -> dict[str, Any]:
-        """Retrain ``model``'s configuration on train + validation (``benchmark.refit``).
+        """Retrain ``model``'s configuration on train + validation (``benchmark.run.refit``).
 
         Selection is unchanged (it stays on validation); the refit predicts as
         ``predict(images, model="refit:<model>")`` and its record holds both test accuracies.
         """
-        from benchmark.refit import refit_full
+        from benchmark.run.refit import refit_full
 
         record = refit_full(self.out, model, data_dir=data_dir or self.data_dir)
         self.__dict__.get("_predictors", {}).pop(f"refit:{model}", None)

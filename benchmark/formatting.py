@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+
+from benchmark.errors import ZoobenchError
 
 
 def duration(seconds: float) -> str:
@@ -34,3 +37,28 @@ def utc_now() -> str:
 def percent(fraction: float, digits: int = 2) -> str:
     """0.8050 -> '80.50%'."""
     return f"{100 * fraction:.{digits}f}%"
+
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str | float | int | None, option: str = "--budget") -> float | None:
+    """Seconds in "90s", "30m", "1h", "1h30m" or a plain number of seconds; None stays None."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", raw):
+            seconds = float(raw)
+        elif raw and re.fullmatch(r"(\d+(\.\d+)?[hms])+", raw):
+            seconds = sum(float(n) * _UNIT[u] for n, u in _PART.findall(raw))
+        else:
+            raise ZoobenchError(
+                f"{option}: cannot read {text!r} as a duration (try 90s, 30m, 1h30m)"
+            )
+    if not seconds > 0:
+        raise ZoobenchError(f"{option}: a budget must be positive, got {text!r}")
+    return seconds

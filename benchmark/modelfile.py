@@ -1,4 +1,4 @@
-"""Load a saved ``.keras`` file the one safe way, with failures phrased as one line naming the file.
+"""Save a ``.keras`` file atomically, and load one the one safe way, with failures phrased as one line naming the file.
 
 Every model zoobench reads back (a member, the exported best, a ``member:`` backbone) is loaded
 here: ``keras.saving.load_model(path, safe_mode=True, compile=False)`` after ``zoo.list_models()``
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from benchmark import atomic
 from benchmark.errors import ZoobenchError
 
 # Phrases of Keras's refusals in safe mode ("... pass `safe_mode=False` ...", "Could not locate
@@ -62,3 +63,14 @@ def _refused_layer(text: str) -> str:
 
     found = re.search(r"deserialization of a `(\w+)` layer", text)
     return f" (a {found.group(1)} layer)" if found else ""
+
+
+def save_model(model, path: str | os.PathLike) -> None:
+    """``model.save`` to a temp file beside ``path``, then rename: never a half-written model."""
+    with atomic.atomic_path(Path(path).with_suffix(".keras")) as tmp:
+        final_tmp = tmp.with_name(tmp.name + ".keras")  # Keras insists on the .keras suffix
+        try:
+            model.save(final_tmp)
+            os.replace(final_tmp, tmp)
+        finally:
+            final_tmp.unlink(missing_ok=True)

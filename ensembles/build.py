@@ -3,7 +3,7 @@
 The runner calls :func:`build_ensembles` after training. Everything here is fit on the members'
 validation probabilities and ``data/y_val.npy``; test probabilities are only *combined* with the
 learned weights, and ``data/y_test.npy`` is never read. Boosting's weights are the alphas its
-rounds recorded from their training-split errors (``benchmark.boosting``): nothing of val or test.
+rounds recorded from their training-split errors (``benchmark.train.boosting``): nothing of val or test.
 Ensembles are cheap, so each call recomputes them all from scratch and replaces what an earlier
 call stored.
 """
@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import atomic, boosting
+from benchmark import atomic
+from benchmark.config.schema import ENSEMBLE_DEFAULTS, ENSEMBLE_METHODS, resolve_ensembles
 from benchmark.formatting import utc_now
 from benchmark.metrics import accuracy, log_loss
 from benchmark.naming import slug
-from benchmark.schema import ENSEMBLE_DEFAULTS, ENSEMBLE_METHODS, resolve_ensembles
-from benchmark.store import Entry, RunStore
+from benchmark.store.runstore import Entry, RunStore
+from benchmark.train import boosting
 from ensembles.export import write_best
 from ensembles.methods import (
     AverageEnsemble,
@@ -38,7 +39,7 @@ from ensembles.methods import (
 log = logging.getLogger(__name__)
 
 # The profile's [ensembles] table (every key, its default, its checks) is plain data in
-# benchmark.schema, checked when the profile is parsed; documented in docs/CONTRACTS.md.
+# benchmark.config.schema, checked when the profile is parsed; documented in docs/CONTRACTS.md.
 METHODS = ENSEMBLE_METHODS
 DEFAULTS: dict[str, Any] = ENSEMBLE_DEFAULTS
 
@@ -170,7 +171,7 @@ def _groups(members: list[Entry], method: str) -> dict[str, list[int]]:
 
 
 def _fit_boosting(members: list[Entry], val, test, y_val: np.ndarray) -> list[Fitted]:
-    """One SAMME ensemble a boosting group: its linked rounds (``benchmark.boosting.chain``: a
+    """One SAMME ensemble a boosting group: its linked rounds (``benchmark.train.boosting.chain``: a
     stale or discarded round is left out), weighted by the alphas the rounds recorded. The alphas
     come from training-split errors; validation only scores the result (and the discrete vote)."""
     fitted = []
@@ -282,7 +283,7 @@ def usable_members(store: RunStore) -> list[Entry]:
 
 
 def select_best(members: list[Entry], ensembles: list[Entry]) -> Entry | None:
-    """The first entry in the leaderboard's order (``benchmark.store.rank_key``) that can be used.
+    """The first entry in the leaderboard's order (``benchmark.store.runstore.rank_key``) that can be used.
 
     Validation accuracy, ties to the lower validation loss, then members before ensembles (on a
     full tie the cheaper choice wins), then the name: the report names the same best.

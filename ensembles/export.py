@@ -20,8 +20,8 @@ import numpy as np
 from benchmark import atomic
 from benchmark.errors import ZoobenchError, short_error, write_traceback
 from benchmark.formatting import utc_now
-from benchmark.store import BEST as BEST_DIR
-from benchmark.store import Entry, RunStore, file_sha256
+from benchmark.store.runstore import BEST as BEST_DIR
+from benchmark.store.runstore import Entry, RunStore, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def outside_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
     """The steps a caller must apply to images before the fused model of ``members``.
 
     ``[]`` when every member's steps can run inside the model as layers
-    (``benchmark.preprocess.IN_MODEL_STEPS``, e.g. ``deblock``): the fused model holds them per
+    (``benchmark.data.preprocess.IN_MODEL_STEPS``, e.g. ``deblock``): the fused model holds them per
     member. Otherwise the OpenCV list all members share, or None when they differ (then no single
     model takes the images)."""
-    from benchmark.preprocess import IN_MODEL_STEPS
+    from benchmark.data.preprocess import IN_MODEL_STEPS
 
     if all(s["name"] in IN_MODEL_STEPS for m in members for s in m.config.get("preprocess") or []):
         return []
@@ -108,7 +108,7 @@ def raw_pixel_model(model, steps: list[dict[str, Any]], shape):
     run-size pictures in, probabilities out, differentiable end to end."""
     import keras
 
-    from benchmark.preprocess import in_model_layers
+    from benchmark.data.preprocess import in_model_layers
 
     image = keras.Input(shape=tuple(shape), name="image")
     return keras.Model(image, _member_output(image, 0, model, in_model_layers(steps), shape))
@@ -118,7 +118,7 @@ def build_fused_model(store: RunStore, entry: Entry):
     """One Keras model computing ``entry``'s probabilities from raw uint8-range images."""
     import keras
 
-    from benchmark.preprocess import in_model_layers
+    from benchmark.data.preprocess import in_model_layers
 
     members = ensemble_members(store, entry)
     models = [load_member_model(m) for m in members]
@@ -201,7 +201,7 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
     elif info["preprocess"] is None:
         info["reason"] = "members use different preprocessing; predict runs them one by one"
     else:
-        from benchmark.store import save_model
+        from benchmark.modelfile import save_model
 
         folder.mkdir(parents=True, exist_ok=True)
         try:

@@ -4,7 +4,7 @@ Pictures come from anywhere, so every way a file can be wrong gets a one-line
 :class:`ImageError` naming the file: missing, empty, not an image, truncated or corrupt, too small,
 or so large that decoding it would exhaust memory. The size check parses width and height from
 the PNG / JPEG / BMP / GIF / WebP / TIFF header *before* anything is decoded. Only these checks
-live here; the suffixes, the decoder and the resize are ``benchmark.images``', the ones dataset
+live here; the suffixes, the decoder and the resize are ``benchmark.data.images``', the ones dataset
 folders are read with, so a prediction sees the pixels training saw.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.images import SUFFIXES, ImageError, decode
+from benchmark.data.images import SUFFIXES, ImageError, decode
 
 log = logging.getLogger(__name__)
 

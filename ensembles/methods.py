@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.config.schema import ENSEMBLE_STACKERS
 from benchmark.metrics import accuracy, log_loss
-from benchmark.schema import ENSEMBLE_STACKERS
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class BoostedAverage(WeightedAverage):
     The paper's discrete SAMME predicts argmax_k sum_m alpha_m [h_m(x) = k] (:func:`samme_vote`);
     this is its soft twin, the alpha-weighted average of the rounds' probabilities. Being a
     weighted average, it is stored, exported as one model and predicted like every averaging
-    ensemble. The alphas come from the rounds' training-split errors (``benchmark.boosting``), so
+    ensemble. The alphas come from the rounds' training-split errors (``benchmark.train.boosting``), so
     ``fit`` learns nothing from validation: ``y`` is only checked.
     """
 

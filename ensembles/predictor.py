@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.data.images import resize_batch
 from benchmark.errors import ZoobenchError
-from benchmark.images import resize_batch
-from benchmark.store import Entry, RunStore, file_sha256
+from benchmark.store.runstore import Entry, RunStore, file_sha256
 from ensembles.export import (
     BEST_DIR,
     ensemble_members,
@@ -33,7 +33,7 @@ from ensembles.methods import WeightedAverage
 
 log = logging.getLogger(__name__)
 
-REFIT_PREFIX = "refit:"  # load_predictor(run, "refit:best"): benchmark.refit's retrained "best"
+REFIT_PREFIX = "refit:"  # load_predictor(run, "refit:best"): benchmark.run.refit's retrained "best"
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Unit:
 def _apply_preprocess(images: np.ndarray, steps: list[dict[str, Any]]) -> np.ndarray:
     if not steps:
         return images
-    from benchmark.preprocess import apply_steps
+    from benchmark.data.preprocess import apply_steps
 
     return apply_steps(images, steps)
 
@@ -187,7 +187,7 @@ def resolve_entry(store: RunStore, model: str) -> Entry:
 
 
 def _refit_record(store: RunStore, model: str) -> dict[str, Any]:
-    """``refit:<name>``'s record (``benchmark.refit``), or a one-line error saying what exists."""
+    """``refit:<name>``'s record (``benchmark.run.refit``), or a one-line error saying what exists."""
     from benchmark.naming import slug
 
     name = slug(model[len(REFIT_PREFIX) :], "best")
@@ -202,7 +202,7 @@ def _refit_record(store: RunStore, model: str) -> dict[str, Any]:
 
 
 def _refit_predictor(store: RunStore, model: str) -> Predictor:
-    """``refit:<name>``: the members ``benchmark.refit`` retrained on train + validation."""
+    """``refit:<name>``: the members ``benchmark.run.refit`` retrained on train + validation."""
     from benchmark.modelfile import load_model
     from benchmark.naming import slug
 
@@ -245,7 +245,7 @@ def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, A
 
 def load_predictor(run_dir: str | os.PathLike, model: str = "best") -> Predictor:
     """A :class:`Predictor` for ``model``: "best", a member ID or an ensemble name of the run, or
-    ``refit:<name>`` for its refit on train + validation (``benchmark.refit``)."""
+    ``refit:<name>`` for its refit on train + validation (``benchmark.run.refit``)."""
     if model.startswith(REFIT_PREFIX):
         return _refit_predictor(_run_store(run_dir), model)
     info = check_target(run_dir, model)

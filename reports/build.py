@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmark import atomic
 from benchmark.formatting import utc_now
-from benchmark.store import RunStore
+from benchmark.store.runstore import RunStore
 from reports import stats
 from reports.figures import make_figures
 from reports.leaderboard import build_leaderboard, save_leaderboard

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark import atomic, runfolder
+from benchmark import atomic
 from benchmark.errors import ZoobenchError
-from benchmark.store import RunStore
+from benchmark.store import runfolder
+from benchmark.store.runstore import RunStore
 from reports.leaderboard import CONSOLE, build_leaderboard, display_table
 from reports.rundata import RunData, load_run
 from reports.stats import Comparison, mcnemar, per_class_accuracy, summary_sentence

@@ -1,4 +1,4 @@
-"""The leaderboard: one row per member and ensemble, best first (``benchmark.store.rank_key``).
+"""The leaderboard: one row per member and ensemble, best first (``benchmark.store.runstore.rank_key``).
 
 Like AutoGluon's ``leaderboard()`` it is a plain pandas DataFrame, so the next step is one pandas
 call (``board[board.kind == "pretrained"]``, ``board.to_csv(...)``). Rows are ordered by the same
@@ -17,13 +17,13 @@ import pandas as pd
 
 from benchmark import atomic, formatting
 from benchmark.metrics import accuracy
-from benchmark.store import ENSEMBLE, MEMBER, Entry, RunStore, rank_key
+from benchmark.store.runstore import ENSEMBLE, MEMBER, Entry, RunStore, rank_key
 from reports import scoring
 from reports.rundata import RunData, load_run
 
 log = logging.getLogger(__name__)
 
-# benchmark.robustness's summary numbers (blank where a run did not measure them).
+# benchmark.run.robustness's summary numbers (blank where a run did not measure them).
 ROBUSTNESS_COLUMNS = ("corruption_accuracy", "corruption_accuracy_adabn", "fgsm_accuracy")
 COLUMNS = (
     "rank", "model", "kind", "method", "architecture", "strategy", "input_size",

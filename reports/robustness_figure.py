@@ -1,7 +1,7 @@
 """The report's robustness part: accuracy against severity per generated corruption, and the settings.
 
 :func:`robustness_figure` draws, for the top leaderboard rows that have a robustness record
-(``benchmark.robustness``, read through the run store), one panel per corruption: accuracy against
+(``benchmark.run.robustness``, read through the run store), one panel per corruption: accuracy against
 severity (severity 0 is the same images uncorrupted), solid without adaptation and dashed with
 AdaBN. :func:`robustness_about` says what the "generated corruptions" were, with their parameters,
 for the report's settings table. A run that measured no robustness gets neither.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.corruptions import describe
+from benchmark.data.corruptions import describe
 from benchmark.errors import ZoobenchError
 from reports.figures import DPI, MAX_WIDTH_IN, Figure, distinct_labels, save_png
 from reports.rundata import RunData

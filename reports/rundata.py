@@ -2,7 +2,7 @@
 
 A report must work on a run that is still going or was killed: every array may be missing, and a
 missing or malformed one becomes ``None`` plus a note, never an exception. The folder layout is the
-run store's business (``benchmark.store.RunStore``): this module only asks it.
+run store's business (``benchmark.store.runstore.RunStore``): this module only asks it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import ZoobenchError
-from benchmark.store import Entry, RunStore
+from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
 

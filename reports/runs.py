@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmark import formatting, runfolder
+from benchmark import formatting
 from benchmark.errors import ZoobenchError
-from benchmark.store import RunStore
+from benchmark.store import runfolder
+from benchmark.store.runstore import RunStore
 
 COLUMNS = ("run", "profile", "data", "backend", "status", "best", "test_accuracy", "wall")
 

@@ -8,7 +8,7 @@ Both arms see the same stratified subset of the CIFAR-10 JPEG copy (its pictures
 75), the same seed, the same model, training settings and flips, with TensorFlow's op determinism
 on, so the one difference is ``preprocess = [{ name = "deblock" }]`` applied to train, validation and
 test alike (as a member's recorded steps are at predict). Training goes through
-``benchmark.training.fit``, the runner's own routine (Adam 2e-3, batch 128, fixed epochs, no early
+``benchmark.train.training.fit``, the runner's own routine (Adam 2e-3, batch 128, fixed epochs, no early
 stopping); the test split is scored once per arm at the end. Prints both test accuracies, their
 difference and the data source. One seed on a few thousand images: a difference under about one
 point (a binomial standard error of ~1 point on 2,000 test images) is noise.
@@ -35,9 +35,9 @@ def run_arm(data, steps: list[dict], args: argparse.Namespace) -> dict:
     import keras
 
     import zoo
-    from benchmark.preprocess import apply_steps, blockiness
-    from benchmark.schema import resolve_training
-    from benchmark.training import evaluate_probs, fit, predict
+    from benchmark.config.schema import resolve_training
+    from benchmark.data.preprocess import apply_steps, blockiness
+    from benchmark.train.training import evaluate_probs, fit, predict
     from zoo import backend
 
     start = time.perf_counter()
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tabulate import tabulate
 
-    from benchmark.datasets import load
+    from benchmark.data.datasets import load
 
     data = load("cifar10", data_dir=args.data_dir, seed=args.seed, train_size=args.train,
                 val_size=args.val, test_size=args.test)  # fmt: skip

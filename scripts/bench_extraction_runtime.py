@@ -43,9 +43,9 @@ def main() -> None:
     import numpy as np
     from tabulate import tabulate
 
-    from benchmark import datasets
-    from benchmark.extraction import extractor_model, runtime_extractor
-    from benchmark.transfer import load_backbone, multi_level
+    from benchmark.data import datasets
+    from benchmark.train.extraction import extractor_model, runtime_extractor
+    from benchmark.train.transfer import load_backbone, multi_level
 
     data = datasets.load("cifar10", data_dir=args.data_dir, train_size=args.images, val_size=100,
                          test_size=100, seed=0)  # fmt: skip

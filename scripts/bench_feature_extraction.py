@@ -54,8 +54,8 @@ def main() -> None:
     import keras_tuner
     import numpy as np
 
-    from benchmark import datasets
-    from benchmark.transfer import extract_features, load_backbone, run_strategy
+    from benchmark.data import datasets
+    from benchmark.train.transfer import extract_features, load_backbone, run_strategy
 
     cache_dir = args.cache_dir or Path(
         os.environ.get("ZOOBENCH_CACHE", Path.home() / ".cache" / "zoobench")

@@ -28,7 +28,8 @@ def make_store(root: Path, names: list[str], n: int, seed: int):
     import keras
 
     import zoo
-    from benchmark.store import RunStore, save_model
+    from benchmark.modelfile import save_model
+    from benchmark.store.runstore import RunStore
     from ensembles.build import build_ensembles
 
     rng = np.random.default_rng(seed)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from benchmark.store import RunStore
+    from benchmark.store.runstore import RunStore
     from ensembles.export import build_fused_model, ensemble_members, load_member_model
     from ensembles.methods import WeightedAverage
 

@@ -35,7 +35,7 @@ PREPROCESS = [
 
 
 def pipeline_rate(x, y, policy, batches: int) -> float:
-    from benchmark.augment import make_dataset
+    from benchmark.data.augment import make_dataset
 
     ds = make_dataset(x, y, num_classes=10, batch_size=128, policy=policy).repeat()
     it = iter(ds)
@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--skip-preprocess", action="store_true")
     args = parser.parse_args()
     import_backend_quietly()
-    from benchmark.datasets import load
-    from benchmark.preprocess import apply_steps
+    from benchmark.data.datasets import load
+    from benchmark.data.preprocess import apply_steps
 
     data = load("cifar10", data_dir=args.data_dir)
     x, y = data.x_train, data.y_train

@@ -1,7 +1,7 @@
 """Does the runner cost throughput? Train one zoo member through the runner and by a plain model.fit.
 
 Both paths train the same architecture on the same images with the same optimizer and batch size;
-the runner adds its tf.data pipeline (benchmark.augment, no augmentation here), callbacks (early
+the runner adds its tf.data pipeline (benchmark.data.augment, no augmentation here), callbacks (early
 stopping, NaN and budget guards, epoch timer) and bookkeeping. Epoch time (training plus the
 validation pass) is measured after the first epoch (tracing), runs alternate to share the machine's
 noise, and the best epoch of each path is compared.
@@ -35,10 +35,10 @@ def main() -> None:
     import tensorflow as tf
 
     import zoo
-    from benchmark.datasets import load
-    from benchmark.plan import expand
-    from benchmark.profiles import parse_profile
-    from benchmark.runner import Runner
+    from benchmark.config.profiles import parse_profile
+    from benchmark.data.datasets import load
+    from benchmark.plan.tasks import expand
+    from benchmark.run.runner import Runner
 
     data = load(
         "cifar10", data_dir=args.data_dir, train_size=args.train, val_size=args.val, test_size=100

@@ -107,7 +107,7 @@ def accuracy_per_cpu_seconds(
 def run_accuracy(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from benchmark.datasets import load
+    from benchmark.data.datasets import load
 
     data = load("cifar10", data_dir=args.data_dir, train_size=args.train_size, val_size=2000)
     rows, raw = [], {}

@@ -65,7 +65,7 @@ def train_head(f_train, y_train, f_val, y_val, epochs: int, seed: int = 0):
     import keras
     import keras_tuner
 
-    from benchmark.transfer import _head_hypermodel
+    from benchmark.train.transfer import _head_hypermodel
 
     mean, var = f_train.mean(axis=0), f_train.var(axis=0) + 1e-6
     build = _head_hypermodel(10, f_train.shape[1], mean, var, 5e-4)
@@ -88,9 +88,9 @@ def main() -> None:
     import keras_tuner
     import numpy as np
 
-    from benchmark import datasets
-    from benchmark.extraction import extractor_model
-    from benchmark.transfer import load_backbone, multi_level
+    from benchmark.data import datasets
+    from benchmark.train.extraction import extractor_model
+    from benchmark.train.transfer import load_backbone, multi_level
 
     if args.weights:
         use_weight_files(args.weights)

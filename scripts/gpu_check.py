@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmark.images import SUFFIXES as IMAGE_SUFFIXES  # noqa: E402  (the suffixes the loader reads)
+from benchmark.data.images import SUFFIXES as IMAGE_SUFFIXES  # noqa: E402  (the suffixes the loader reads)
 from zoo.backend import BACKENDS  # noqa: E402
 
 # What a GPU machine with JAX, PyTorch and the scientific stack (but no TensorFlow) lacks.
@@ -101,7 +101,7 @@ def summarize(run_dir: Path, wall_seconds: float) -> dict:
     import pandas as pd
 
     run_dir = Path(run_dir)
-    from benchmark.store import RunStore
+    from benchmark.store.runstore import RunStore
 
     store = RunStore(run_dir)
     meta = store.read_run()
@@ -145,7 +145,7 @@ def print_summary(summary: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.cli import main as zoobench
+    from benchmark.cli.app import main as zoobench
 
     data = Path(args.data)
     scratch = None

@@ -89,7 +89,7 @@ def shrunk_smoke_toml(
     member trains on flipped, padded-and-cropped batches)."""
     from importlib import resources
 
-    text = (resources.files("benchmark") / "profiles" / "smoke.toml").read_text()
+    text = (resources.files("benchmark.config") / "profiles" / "smoke.toml").read_text()
     swaps = [("train_size = 300", "train_size = 100"), ("val_size = 100", "val_size = 50"),
              ("test_size = 200", "test_size = 50"), ("batch_size = 32", "batch_size = 50")]  # fmt: skip
     if not report:

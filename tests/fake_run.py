@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.store import RunStore
+from benchmark.store.runstore import RunStore
 
 CLASS_NAMES = tuple(f"class{i}" for i in range(10))
 

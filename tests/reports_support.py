@@ -12,7 +12,7 @@ import numpy as np
 from fake_run import make_fake_run
 
 from benchmark import atomic
-from benchmark.store import RunStore
+from benchmark.store.runstore import RunStore
 
 
 def add_fake_ensemble(store: RunStore, name: str = "average", members: int = 3) -> str:

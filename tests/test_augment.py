@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmark.augment import available_steps, build_policy, make_dataset, validate_policy
+from benchmark.data.augment import available_steps, build_policy, make_dataset, validate_policy
 from benchmark.errors import ZoobenchError
 
 
@@ -141,7 +141,7 @@ def test_policy_validation_and_defaults():
 def test_fgsm_examples_step_by_epsilon_and_raise_the_loss(real_images):
     import keras
 
-    from benchmark.adversarial import FGSMTrainer, fgsm_examples
+    from benchmark.train.adversarial import FGSMTrainer, fgsm_examples
     from zoo.layers import classifier_head, raw_image_input
 
     keras.utils.set_random_seed(0)
@@ -193,7 +193,7 @@ def test_a_policy_is_seeded_same_seed_same_draws_other_seed_other_draws(real_ima
 
 
 def test_array_batches_reshuffle_each_epoch_from_the_seed(real_images):
-    from benchmark.augment import _array_batches_class
+    from benchmark.data.augment import _array_batches_class
 
     x, y = real_images
 
@@ -296,8 +296,8 @@ def test_learned_policy_parameters_are_checked(step, message):
 
 
 def test_a_tuner_augment_choice_between_learned_policies_validates():
-    from benchmark.profiles import parse_profile
-    from benchmark.tuning import declare_training_hps
+    from benchmark.config.profiles import parse_profile
+    from benchmark.tune.tuning import declare_training_hps
 
     search = {"ra": [{"name": "randaugment", "num_ops": 3, "factor": 0.2}],
               "am": [{"name": "flip"}, {"name": "augmix"}], "ta": [{"name": "trivialaugment"}]}  # fmt: skip

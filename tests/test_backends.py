@@ -41,7 +41,7 @@ def _python(code: str, backend: str, *, hide_tensorflow: bool, env: dict | None 
 
 RUN_SMOKE = """
 import shutil, sys
-from benchmark.cli import main
+from benchmark.cli.app import main
 args = ["--backend", "{backend}", "run", {profile!r}, "--out", {out!r}, "--data-dir", {data!r}]
 status = main(args)
 print("TENSORFLOW_LOADED", "tensorflow" in sys.modules)
@@ -172,7 +172,7 @@ def test_backend_selection_is_checked():
 def test_scalar_tensorboard_writes_train_and_validation_events(tmp_path):
     import keras
 
-    from benchmark.training import ScalarTensorBoard
+    from benchmark.train.training import ScalarTensorBoard
 
     callback = ScalarTensorBoard(str(tmp_path / "tb"))
     callback.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))

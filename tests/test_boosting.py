@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmark import boosting
+from benchmark.config.profiles import parse_profile
 from benchmark.errors import ZoobenchError
-from benchmark.profiles import parse_profile
+from benchmark.train import boosting
 
 # ---- the arithmetic: a known answer, scikit-learn's AdaBoost, SAMME's invariants ------------------
 
@@ -163,7 +163,7 @@ def test_boosting_with_tune_bagging_or_seeds_is_refused_in_one_line(other, named
 
 
 def test_the_plan_has_one_task_a_round_in_the_boosting_group():
-    from benchmark.plan import describe, expand
+    from benchmark.plan.tasks import describe, expand
 
     profile = parse_profile(_profile({"boosting": 3}), "p.toml", check_architectures=False)
     tasks = expand(profile, seed=0)
@@ -178,7 +178,7 @@ def test_the_plan_has_one_task_a_round_in_the_boosting_group():
 
 def test_sample_weights_follow_their_images_through_shuffle_and_policy():
     pytest.importorskip("tensorflow")
-    from benchmark.augment import make_dataset
+    from benchmark.data.augment import make_dataset
 
     n = 40
     x = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 4, axis=1).repeat(4, 2)
@@ -201,7 +201,7 @@ def test_sample_weights_follow_their_images_through_shuffle_and_policy():
 
 def test_sample_weight_reaches_the_loss():
     keras = pytest.importorskip("keras")
-    from benchmark.training import fit, resolve_training
+    from benchmark.train.training import fit, resolve_training
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(64, 8, 8, 3), dtype=np.uint8)
@@ -230,7 +230,7 @@ def test_sample_weight_reaches_the_loss():
 @pytest.fixture(scope="module")
 def boosted_run(tmp_path_factory, tiny_jpg):
     pytest.importorskip("keras")
-    from benchmark.runner import Runner
+    from benchmark.run.runner import Runner
 
     out = tmp_path_factory.mktemp("runs") / "boost"
     profile = parse_profile(_profile({"boosting": 2}), "boost-test")
@@ -291,7 +291,7 @@ def test_the_boosting_ensemble_exports_as_one_model_with_its_weights(boosted_run
 
 
 def test_a_resumed_run_retrains_a_lost_round_with_the_same_weights(boosted_run, tiny_jpg):
-    from benchmark.runner import Runner
+    from benchmark.run.runner import Runner
 
     runner, profile, _ = boosted_run
     r0, r1 = _rounds(runner.store)
@@ -307,10 +307,10 @@ def test_a_resumed_run_retrains_a_lost_round_with_the_same_weights(boosted_run, 
 
 
 def test_a_round_after_a_missing_or_failed_one_is_skipped_with_the_reason(boosted_run, tmp_path):
-    from benchmark import budget
-    from benchmark.members import MemberTrainer
-    from benchmark.plan import expand
-    from benchmark.store import RunStore
+    from benchmark.plan import budget
+    from benchmark.plan.tasks import expand
+    from benchmark.run.members import MemberTrainer
+    from benchmark.store.runstore import RunStore
 
     runner, profile, _ = boosted_run
     first, second = expand(profile, seed=0)

@@ -7,7 +7,7 @@ import json
 import cv2
 from conftest import write_class_folders
 
-from benchmark.cli import main
+from benchmark.cli.app import main
 
 
 def test_data_info_json_and_table(tmp_path, capsys, monkeypatch):

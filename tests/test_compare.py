@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import shrunk_smoke_toml
 
-from benchmark.cli import main
-from benchmark.store import RunStore
+from benchmark.cli.app import main
+from benchmark.store.runstore import RunStore
 from reports.leaderboard import leaderboard
 from reports.stats import format_pvalue, mcnemar
 from tests.fake_run import make_fake_run
@@ -98,7 +98,7 @@ def test_compare_answers_where_keras_and_tensorflow_cannot_be_imported(pair, tmp
     a, b = pair
     done = run_without_backends(
         f"""
-        from benchmark.cli import main
+        from benchmark.cli.app import main
         assert main(["compare", {str(a.root)!r}, {str(b.root)!r}, "--json"]) == 0
         """,
         tmp_path,

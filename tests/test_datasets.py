@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import CIFAR10_CLASSES, write_cifar_batches, write_class_folders
 
-from benchmark import datasets
+from benchmark.data import datasets
+from benchmark.data.safe_pickle import load_restricted
 from benchmark.errors import DataError
-from benchmark.safe_pickle import load_restricted
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def test_folder_tree_loads_in_official_class_order_and_is_cached(tmp_path, caplo
     assert list(np.bincount(raw.y_train)) == [8] * 10
     cached = list((tmp_path / "cache").glob("cifar10-*.npz"))
     assert len(cached) == 1
-    caplog.set_level("INFO", logger="benchmark.datasets")
+    caplog.set_level("INFO", logger="benchmark.data.datasets")
     again = datasets.load_raw("cifar10", data_dir=root)
     assert "from cache" in caplog.text
     np.testing.assert_array_equal(again.x_train, raw.x_train)
@@ -184,10 +184,10 @@ def test_corrupt_image_is_named(tmp_path):
 
 
 def test_real_pictures_decode_as_opencv_reads_them_from_a_path_or_bytes(tiny_jpg, tmp_path):
-    """The one decoder (benchmark.images.decode) keeps the pixels the decode cache was built with."""
+    """The one decoder (benchmark.data.images.decode) keeps the pixels the decode cache was built with."""
     import cv2
 
-    from benchmark.images import decode
+    from benchmark.data.images import decode
 
     for path in sorted((tiny_jpg / "test" / "cat").glob("*.jpg"))[:5]:
         want = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

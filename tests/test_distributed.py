@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_JPG
 
-from benchmark import distributed
 from benchmark.errors import ZoobenchError
+from benchmark.train import distributed
 
 PROFILE = """
 name = "dist"
@@ -147,7 +147,8 @@ def test_mirrored_strategy_trains_on_two_logical_cpus():
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
         import keras
-        from benchmark import distributed, training
+        from benchmark.train import distributed
+        from benchmark.train import training
         strategy = distributed.make_strategy("mirrored")
         assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
         rng = np.random.default_rng(0)
@@ -188,7 +189,7 @@ def clean_env(monkeypatch):
 def _oracle():
     import keras_tuner
 
-    from benchmark import tuning
+    from benchmark.tune import tuning
 
     hp = keras_tuner.HyperParameters()
     hp.Int("width", 1, 4)
@@ -199,7 +200,7 @@ def _oracle():
 @pytest.fixture
 def chief(clean_env, tmp_path):
     """A chief's oracle server on a free loopback port that demands the token "right-token"."""
-    from benchmark import tuning
+    from benchmark.tune import tuning
 
     oracle, address = _oracle(), f"127.0.0.1:{free_port()}"
     oracle._set_project_dir(str(tmp_path / "tuner"), "project")  # where it saves its trials
@@ -212,7 +213,7 @@ def _worker_client(monkeypatch, address: str, token: str | None):
     """The worker's proxy to the chief at ``address``, as a ZooTuner on a worker makes it."""
     from keras_tuner.src.distribute.oracle_client import OracleClient
 
-    from benchmark import tuning
+    from benchmark.tune import tuning
 
     host, port = address.rsplit(":", 1)
     monkeypatch.setenv(distributed.ENV_IP, host)
@@ -266,7 +267,7 @@ def test_a_worker_without_the_token_is_refused(chief, clean_env, token):
 
 
 def test_a_loopback_chief_needs_no_token_but_honours_one(clean_env, capsys):
-    from benchmark import tuning
+    from benchmark.tune import tuning
 
     port = free_port()
     assert distributed.configure_tuning(chief=str(port)) == "chief"
@@ -285,7 +286,7 @@ def test_a_loopback_chief_needs_no_token_but_honours_one(clean_env, capsys):
 
 
 def test_a_chief_beyond_loopback_generates_and_prints_a_token(clean_env, capsys):
-    from benchmark import tuning
+    from benchmark.tune import tuning
 
     port = free_port()
     assert distributed.configure_tuning(chief=f"0.0.0.0:{port}") == "chief"

@@ -9,7 +9,8 @@ import pytest
 from fake_run import CLASS_NAMES
 
 from benchmark import atomic
-from benchmark.store import RunStore, save_model
+from benchmark.modelfile import save_model
+from benchmark.store.runstore import RunStore
 
 
 def tiny_member(index: int, resize: bool = False):
@@ -55,7 +56,7 @@ def make_model_run(
         save_model(model, store.member_dir(mid) / "model.keras")
         seen_val, seen_test = x_val, x_test
         if steps and probs_after_steps:
-            from benchmark.preprocess import apply_steps
+            from benchmark.data.preprocess import apply_steps
 
             seen_val, seen_test = apply_steps(x_val, steps), apply_steps(x_test, steps)
         val = model.predict(seen_val, verbose=0)
@@ -169,7 +170,7 @@ def test_members_with_different_preprocessing_are_not_fused_but_still_predict(tm
     x_test = store.load_array("x_test")
     p = load_predictor(store.root)
     assert len(p.units) == 3 and p.units[0].preprocess == [{"name": "equalize"}]
-    from benchmark.preprocess import apply_steps
+    from benchmark.data.preprocess import apply_steps
 
     models = [u.model for u in p.units]
     expected = np.mean(
@@ -188,8 +189,8 @@ def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(
     """deblock runs inside the model: one fused model on raw pictures, exportable, differentiable."""
     import keras
 
-    from benchmark.adversarial import input_gradient
-    from benchmark.preprocess import in_model_layers, validate_steps
+    from benchmark.data.preprocess import in_model_layers, validate_steps
+    from benchmark.train.adversarial import input_gradient
     from ensembles.build import build_ensembles
     from ensembles.deploy import export_model
     from ensembles.export import build_fused_model, raw_pixel_model, write_best
@@ -203,7 +204,7 @@ def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(
     build_ensembles(store, {"methods": ["average-all"], "min_members": 2}, seed=0)
     m0, avg = store.member("m0"), store.ensemble("average-all")
     model0 = keras.saving.load_model(m0.model_path, safe_mode=True)
-    from benchmark.preprocess import apply_steps
+    from benchmark.data.preprocess import apply_steps
 
     assert not np.array_equal(apply_steps(x_test, steps), x_test)  # the step does something
     expected0 = model0.predict(apply_steps(x_test, steps), verbose=0)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import CIFAR10_CLASSES, write_class_folders
 
-from benchmark.cli import main
+from benchmark.cli.app import main
 from benchmark.errors import DataError
-from benchmark.store import RunStore, save_model
+from benchmark.modelfile import save_model
+from benchmark.store.runstore import RunStore
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_a_file_as_data_dir_is_called_a_file(capsys, tmp_path):
 
 def test_a_one_class_folder_dataset_is_refused(tmp_path):
     """Reproduces a `folder` dataset with one class folder: it was accepted (accuracy 1.000)."""
-    from benchmark.datasets import load
+    from benchmark.data.datasets import load
 
     root = write_class_folders(tmp_path / "one", classes=("cat",), per_class=(6, 2))
     with pytest.raises(DataError, match=r"one has 1 class folder \(cat\); .* at least two classes"):
@@ -165,7 +166,7 @@ def test_a_member_backbone_with_code_is_refused_in_one_line(lambda_run):
     """Reproduces a `member:` backbone holding a Lambda layer: the error carried 200 characters of
     Keras's message instead of saying what is wrong with the file."""
     from benchmark.errors import ZoobenchError
-    from benchmark.transfer import load_backbone
+    from benchmark.train.transfer import load_backbone
 
     folder = lambda_run.member_dir("m0")
     with pytest.raises(ZoobenchError) as info:
@@ -200,7 +201,7 @@ def test_a_failed_export_logs_one_line_and_keeps_the_traceback(lambda_run, caplo
 def test_a_failed_member_logs_one_line_and_keeps_the_traceback(tmp_path, caplog):
     """Reproduces a member whose training raises: a full traceback through a WARNING log.
     Now one warning line with the reason; the traceback is the member's ``error.txt``."""
-    from benchmark.members import MemberTrainer
+    from benchmark.run.members import MemberTrainer
 
     store = RunStore(tmp_path / "run")
     lines: list[str] = []
@@ -233,8 +234,8 @@ def test_failed_ensembles_and_report_print_one_line_each(tmp_path, caplog, monke
 
     import ensembles
     import reports.build
-    from benchmark.profiles import load_profile
-    from benchmark.runner import Runner
+    from benchmark.config.profiles import load_profile
+    from benchmark.run.runner import Runner
 
     make_fake_run(tmp_path / "run")
     lines: list[str] = []
@@ -306,7 +307,7 @@ def test_plan_refuses_hp_training_would(capsys, tmp_path, tiny_jpg, member, mess
 )
 def test_plan_refuses_bad_step_parameters(capsys, tmp_path, tiny_jpg, member, message):
     """The issue's `denoise method = "median"` and `cutout size = -8` passed `--plan`; the profile
-    parser (benchmark.schema) refuses them now, before any data is read: this guards that."""
+    parser (benchmark.config.schema) refuses them now, before any data is read: this guards that."""
     profile = write_profile(tmp_path / "p.toml", member)
     code, _, err = run_cli(capsys, "run", profile, "--plan", "--out", tmp_path / "run",
                            "--data-dir", tiny_jpg)  # fmt: skip
@@ -333,8 +334,8 @@ def test_a_run_without_budget_checks_hp_before_training(capsys, tmp_path, tiny_j
 
 def test_a_valid_member_passes_the_check():
     """The check accepts what the architecture declares, including a tuned member's fixed keys."""
-    from benchmark.hpspace import check_spec
-    from benchmark.profiles import load_profile
+    from benchmark.config.profiles import load_profile
+    from benchmark.tune.hpspace import check_spec
 
     for spec in load_profile("smoke").members:
         check_spec(spec, (32, 32, 3), 10)

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from test_ensembles_export import make_model_run
 
-from benchmark.cli import main
+from benchmark.cli.app import main
 from benchmark.errors import ZoobenchError
-from benchmark.store import RunStore, file_sha256
+from benchmark.store.runstore import RunStore, file_sha256
 
 # (key, format, model, out name): a member and an ensemble for the two formats with extras.
 EXPORTS = [
@@ -75,7 +75,7 @@ print(json.dumps({"results": out, "zoobench_modules": ours}))
 
 
 def _missing(fmt: str) -> str | None:
-    from ensembles.deploy import require_packages
+    from benchmark.runtimes import require_packages
 
     try:
         require_packages(fmt)
@@ -334,10 +334,11 @@ def test_unknown_run_model_and_bad_out_are_one_line_and_write_nothing(capsys, ru
 
 
 def test_an_artifact_that_disagrees_with_the_run_is_not_written(monkeypatch, run_dir, tmp_path):
+    from benchmark import runtimes
     from ensembles import deploy
 
-    real = deploy.RUNTIMES["keras"]
-    monkeypatch.setitem(deploy.RUNTIMES, "keras", lambda path, x: real(path, x) + 0.01)
+    real = runtimes.RUNTIMES["keras"]
+    monkeypatch.setitem(runtimes.RUNTIMES, "keras", lambda path, x: real(path, x) + 0.01)
     out = tmp_path / "bad.keras"
     with pytest.raises(ZoobenchError) as info:
         deploy.export_model(run_dir, "m1", "keras", out=out)
@@ -381,7 +382,7 @@ def test_onnx_export_of_exact_gelu_converts_erfc(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     import keras
 
-    from ensembles import deploy
+    from benchmark import runtimes
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, activation="gelu")(inputs)
@@ -390,7 +391,7 @@ def test_onnx_export_of_exact_gelu_converts_erfc(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype("float32")
     model(images[:1])
     path = tmp_path / "gelu.onnx"
-    deploy._write(model, deploy.FORMATS["onnx"], path)
+    runtimes.write_artifact(model, runtimes.FORMATS["onnx"], path)
     session = ort.InferenceSession(str(path))
     got = session.run(None, {session.get_inputs()[0].name: images})[0]
     assert np.abs(got - model.predict(images, verbose=0)).max() < 1e-5

@@ -8,9 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from benchmark import extraction, schema
+from benchmark.config import schema
 from benchmark.errors import ZoobenchError
-from benchmark.transfer import Backbone, extract_features
+from benchmark.train import extraction
+from benchmark.train.transfer import Backbone, extract_features
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnxruntime", "tf2onnx", "onnx"))
 HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
@@ -62,7 +63,7 @@ def test_auto_uses_onnx_runtime_only_when_its_features_agree(backbone, images, m
     np.testing.assert_allclose(feats, tf_features(backbone, images), atol=extraction.TOLERANCE)
 
     monkeypatch.setattr(extraction, "TOLERANCE", -1.0)  # every difference is now too large
-    with (caplog.at_level(logging.WARNING, "benchmark.extraction"),
+    with (caplog.at_level(logging.WARNING, "benchmark.train.extraction"),
           extraction.FeaturePass(backbone, "auto", 32) as feature_pass):  # fmt: skip
         feats = feature_pass(images)
     assert feature_pass.runtime_used == "tf"
@@ -80,7 +81,7 @@ def test_a_failed_export_falls_back_to_tensorflow(backbone, images, monkeypatch,
         raise RuntimeError("tf2onnx: unsupported op Foo")
 
     monkeypatch.setattr(extraction, "_onnx_runner", broken)
-    with (caplog.at_level(logging.WARNING, "benchmark.extraction"),
+    with (caplog.at_level(logging.WARNING, "benchmark.train.extraction"),
           extraction.FeaturePass(backbone, "auto", 32) as feature_pass):  # fmt: skip
         feats = feature_pass(images)
     assert feature_pass.runtime_used == "tf" and feats.shape == (70, 8)

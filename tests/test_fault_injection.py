@@ -71,8 +71,8 @@ def kill_and_resume(kills: int, report: bool, tmp_path: Path, tiny_jpg: Path) ->
     profile = tmp_path / "fault.toml"
     profile.write_text(PROFILE % ("true" if report else "false"))
     common = [str(profile), "--data-dir", str(tiny_jpg)]
-    from benchmark.profiles import load_profile
-    from benchmark.runner import Runner
+    from benchmark.config.profiles import load_profile
+    from benchmark.run.runner import Runner
     from ensembles.predictor import load_predictor
 
     reference = tmp_path / "reference"

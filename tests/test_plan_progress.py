@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from benchmark.budget import Decision, Estimate
-from benchmark.plan import Task, progress_note
-from benchmark.profiles import MemberSpec
+from benchmark.config.profiles import MemberSpec
+from benchmark.plan.budget import Decision, Estimate
+from benchmark.plan.tasks import Task, progress_note
 
 SPEC = MemberSpec(name="m", architecture="seed_cnn", hp={}, training={"epochs": 1}, preprocess=[],
                   augment=[])  # fmt: skip

@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmark import budget, plan, value
-from benchmark.budget import Estimate, Load, Timing, Worth, fit_to_budget
-from benchmark.plan import Replanner, Task
-from benchmark.profiles import MemberSpec
-from benchmark.value import Reference
+from benchmark.config.profiles import MemberSpec
+from benchmark.plan import budget, value
+from benchmark.plan import tasks as plan
+from benchmark.plan.budget import Estimate, Load, Timing, Worth, fit_to_budget
+from benchmark.plan.tasks import Replanner, Task
+from benchmark.plan.value import Reference
 
 DATA = SimpleNamespace(name="cifar10", num_classes=10, y_train=np.zeros(10_000, int),
                        input_shape=(32, 32, 3))  # fmt: skip

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_ensembles_export import make_model_run
 
-from benchmark.cli import main
+from benchmark.cli.app import main
 from ensembles.images import ImageError, header_size, read_image
 
 RED_BGR = (0, 0, 255)
@@ -118,11 +118,11 @@ def test_gray_rgba_16bit_and_palette_become_8bit_rgb(images):
 
 
 def test_predict_decodes_as_the_dataset_loader_does(tmp_path):
-    """One decoder (benchmark.images): EXIF orientation applied, 16-bit to its high byte, float
+    """One decoder (benchmark.data.images): EXIF orientation applied, 16-bit to its high byte, float
     TIFF scaled, so a prediction sees the pixels a class-folder dataset of the same files gave."""
     from PIL import Image
 
-    from benchmark import images as image_io
+    from benchmark.data import images as image_io
 
     rgb = cv2.cvtColor(picture(), cv2.COLOR_BGR2RGB)
     exif = Image.Exif()
@@ -143,7 +143,7 @@ def test_predict_decodes_as_the_dataset_loader_does(tmp_path):
 
 
 def test_resize_shrinks_by_area_and_enlarges_bilinearly():
-    from benchmark.images import resize, resize_batch
+    from benchmark.data.images import resize, resize_batch
 
     img = np.random.default_rng(0).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
     assert resize(img, (30, 40)) is img
@@ -202,7 +202,7 @@ def test_all_good_inputs_exit_0_with_top_k_classes(capsys, run_dir, images):
 
 
 def test_json_output_matches_the_python_api_and_tta_averages_the_flip(capsys, run_dir, tmp_path):
-    from benchmark.images import resize_batch
+    from benchmark.data.images import resize_batch
     from ensembles.predictor import load_predictor
 
     noise = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmark.encoding import one_hot, sparse, to_unit_range
+from benchmark.data.encoding import one_hot, sparse, to_unit_range
+from benchmark.data.preprocess import apply_steps, available_steps, blockiness, validate_steps
 from benchmark.errors import ZoobenchError
-from benchmark.preprocess import apply_steps, available_steps, blockiness, validate_steps
 
 
 def _low_contrast(images: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 
 from benchmark import atomic
 from benchmark.metrics import log_loss
-from benchmark.store import ENSEMBLE, MEMBER, rank_key
+from benchmark.store.runstore import ENSEMBLE, MEMBER, rank_key
 from ensembles.build import build_ensembles
 from ensembles.predictor import check_target
 from reports.build import write_report

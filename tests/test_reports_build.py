@@ -14,9 +14,9 @@ import pytest
 from fake_run import make_fake_run, noisy_probs
 from reports_support import add_fake_ensemble
 
-from benchmark.cli import main as zoobench
+from benchmark.cli.app import main as zoobench
 from benchmark.errors import ZoobenchError
-from benchmark.store import RunStore
+from benchmark.store.runstore import RunStore
 from reports import build_report, leaderboard
 
 FIGURES = ("samples", "confusion_best_member", "confusion_best_ensemble", "confusion_top_members",

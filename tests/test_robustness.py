@@ -1,4 +1,4 @@
-"""Generated corruptions, AdaBN, FGSM accuracy and the [robustness] table (benchmark.robustness).
+"""Generated corruptions, AdaBN, FGSM accuracy and the [robustness] table (benchmark.run.robustness).
 
 The smoke run's three leaderboard columns are checked in tests/test_runner.py, on its run.
 """
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import real_cifar
 
-from benchmark import corruptions
-from benchmark.corruptions import CORRUPTIONS, NOISY, corrupt, corrupted_split
+from benchmark.config.schema import SEVERITIES
+from benchmark.data import corruptions
+from benchmark.data.corruptions import CORRUPTIONS, NOISY, corrupt, corrupted_split
 from benchmark.errors import ZoobenchError
-from benchmark.schema import SEVERITIES
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def brightness_task():
     """Class 1 = brighter than the training pictures' average: a BN model that learned the source
     statistics (by AdaBN on the source itself), a dropout layer, and a fixed linear head."""
     keras = pytest.importorskip("keras")
-    from benchmark.robustness import adapt_bn
+    from benchmark.run.robustness import adapt_bn
 
     rng = np.random.default_rng(0)
     source = _gray_images(rng.uniform(40, 160, size=200))
@@ -123,7 +123,7 @@ def brightness_task():
 
 
 def test_adabn_changes_only_the_bn_statistics(brightness_task):
-    from benchmark.robustness import adabn_copy, adapt_bn, bn_layers
+    from benchmark.run.robustness import adabn_copy, adapt_bn, bn_layers
 
     model, source, test, _ = brightness_task
     before = [_np(w) for w in model.weights]
@@ -152,7 +152,7 @@ def test_adabn_changes_only_the_bn_statistics(brightness_task):
 
 def test_adabn_recovers_accuracy_under_a_strong_brightness_shift(brightness_task):
     from benchmark.metrics import accuracy
-    from benchmark.robustness import adabn_probs, bn_state, predict
+    from benchmark.run.robustness import adabn_probs, bn_state, predict
 
     model, _, test, labels = brightness_task
     state = bn_state(model)
@@ -167,7 +167,7 @@ def test_adabn_recovers_accuracy_under_a_strong_brightness_shift(brightness_task
 
 def test_a_model_without_bn_is_not_changed_by_adabn():
     keras = pytest.importorskip("keras")
-    from benchmark.robustness import adabn_probs, adapt_bn, predict
+    from benchmark.run.robustness import adabn_probs, adapt_bn, predict
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
@@ -181,7 +181,7 @@ def test_a_model_without_bn_is_not_changed_by_adabn():
 
 def test_fgsm_accuracy_is_at_most_the_clean_one_and_equal_at_epsilon_zero(brightness_task):
     from benchmark.metrics import accuracy
-    from benchmark.robustness import fgsm_probs, predict
+    from benchmark.run.robustness import fgsm_probs, predict
 
     model, _, test, labels = brightness_task
     clean = predict(model, test)
@@ -206,7 +206,7 @@ def test_fgsm_accuracy_is_at_most_the_clean_one_and_equal_at_epsilon_zero(bright
      ({"tent": True}, "robustness.tent: unknown key")],
 )  # fmt: skip
 def test_bad_robustness_tables_are_one_line_errors(table, match):
-    from benchmark.profiles import load_profile, parse_profile
+    from benchmark.config.profiles import load_profile, parse_profile
 
     raw = copy.deepcopy(load_profile("smoke", check_architectures=False).raw)
     raw["robustness"] = table
@@ -216,7 +216,7 @@ def test_bad_robustness_tables_are_one_line_errors(table, match):
 
 
 def test_robustness_is_off_unless_a_profile_asks_and_smoke_keeps_it_small():
-    from benchmark.profiles import load_profile, parse_profile
+    from benchmark.config.profiles import load_profile, parse_profile
 
     smoke = load_profile("smoke", check_architectures=False)
     assert smoke.robustness_enabled

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import runfolder
+from benchmark.config.profiles import parse_profile
 from benchmark.errors import ZoobenchError
-from benchmark.profiles import parse_profile
-from benchmark.runner import Runner
-from benchmark.store import RunStore
+from benchmark.run.runner import Runner
+from benchmark.store import runfolder
+from benchmark.store.runstore import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -134,7 +134,7 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock(copy, tiny_jpg):
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
-            from benchmark import runfolder
+            from benchmark.store import runfolder
             with runfolder.locked(Path({str(copy)!r})):
                 print("locked", flush=True)
                 time.sleep(60)
@@ -157,7 +157,7 @@ def test_a_second_run_is_refused_while_the_first_holds_the_lock(copy, tiny_jpg):
 
 def test_a_torn_run_json_is_named_and_repaired_by_the_next_run(copy, tiny_jpg, capsys):
     """Reproduction 5: a truncated run.json made run and predict fail with 'internal error'."""
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     text = (copy / "run.json").read_text()
     (copy / "run.json").write_text(text[:100])

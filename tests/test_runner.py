@@ -13,9 +13,9 @@ from conftest import TINY_JPG, shrunk_smoke_toml
 pytest.importorskip("keras")
 
 from benchmark.api import Benchmark  # noqa: E402
-from benchmark.profiles import load_profile, parse_profile  # noqa: E402
-from benchmark.runner import Runner  # noqa: E402
-from benchmark.store import RunStore  # noqa: E402
+from benchmark.config.profiles import load_profile, parse_profile  # noqa: E402
+from benchmark.run.runner import Runner  # noqa: E402
+from benchmark.store.runstore import RunStore  # noqa: E402
 
 TINY_DATA = {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50}
 
@@ -110,8 +110,8 @@ def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
 def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
     """[robustness] in smoke: the three leaderboard columns for members and ensembles, the report's
     figure and settings, and a rerun that measures only what is missing."""
-    from benchmark.robustness import measure_run
-    from benchmark.store import ROBUSTNESS_PROBS
+    from benchmark.run.robustness import measure_run
+    from benchmark.store.runstore import ROBUSTNESS_PROBS
 
     runner, lines = smoke_run
     store = runner.store
@@ -228,7 +228,7 @@ def test_the_api_predicts_evaluates_and_reads_the_searches(smoke_run):
 
 def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(smoke_run, capsys,
                                                                               tmp_path):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
     from benchmark.errors import ZoobenchError
     from benchmark.metrics import accuracy
 
@@ -301,7 +301,7 @@ def test_the_budget_is_honoured(tmp_path, tiny_jpg):
 
 
 def test_plan_prints_without_training(tmp_path, tiny_jpg, capsys):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     profile = tmp_path / "p.toml"
     profile.write_text('name = "p"\n[data]\ntrain_size = 100\nval_size = 50\ntest_size = 50\n'
@@ -371,7 +371,7 @@ def test_stored_probabilities_are_reproduced_from_raw_pixels(tmp_path, tiny_jpg)
     import keras
 
     import zoo
-    from benchmark.preprocess import apply_steps
+    from benchmark.data.preprocess import apply_steps
 
     raw = {
         "name": "transfer",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.budget import Estimate, fit_to_budget, parse_duration
+from benchmark.config.profiles import load_profile, parse_profile, shipped_profiles
 from benchmark.errors import ZoobenchError
-from benchmark.formatting import duration
-from benchmark.profiles import load_profile, parse_profile, shipped_profiles
+from benchmark.formatting import duration, parse_duration
+from benchmark.plan.budget import Estimate, fit_to_budget
 
 
 def test_shipped_profiles_load_and_name_real_architectures():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from benchmark import runfolder
-from benchmark.cli import main
+from benchmark.cli.app import main
+from benchmark.store import runfolder
 from reports.leaderboard import leaderboard
 from tests.fake_run import make_fake_run
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import schema
+from benchmark.config import schema
+from benchmark.config.profiles import load_profile, parse_profile
 from benchmark.errors import ZoobenchError
-from benchmark.profiles import load_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[1]
 LITE = {"architecture": "efficientnet_lite0", "strategy": "feature-extraction"}
@@ -63,7 +63,7 @@ def test_a_profile_loads_where_keras_and_tensorflow_cannot_be_imported(tmp_path)
     )
     code = (
         f"""
-        from benchmark.profiles import load_profile, shipped_profiles
+        from benchmark.config.profiles import load_profile, shipped_profiles
 
         for name in shipped_profiles():
             load_profile(name, check_architectures=False)
@@ -96,7 +96,7 @@ def test_a_profile_checks_its_architectures_where_keras_cannot_be_imported(tmp_p
     code = (
         f"""
         from benchmark.errors import ZoobenchError
-        from benchmark.profiles import load_profile
+        from benchmark.config.profiles import load_profile
 
         quick = load_profile("cpu-quick")
         kinds = {{m.architecture: bool(m.strategy) for m in quick.members}}
@@ -130,7 +130,7 @@ def test_zoo_list_answers_from_the_cache_where_keras_cannot_be_imported(tmp_path
     assert len(zoo.catalog.catalog()) == len(zoo.index.index())
     code = (
         """
-        from benchmark.cli import main
+        from benchmark.cli.app import main
 
         assert main(["zoo", "list", "--family", "resnet"]) == 0
         """
@@ -142,7 +142,7 @@ def test_zoo_list_answers_from_the_cache_where_keras_cannot_be_imported(tmp_path
 
 def test_the_schema_module_imports_nothing_heavy():
     code = (
-        "import sys, benchmark.schema, benchmark.profiles; "
+        "import sys, benchmark.config.schema, benchmark.config.profiles; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('keras', 'tensorflow', 'jax', 'torch', 'keras_tuner')))"
     )
@@ -204,7 +204,7 @@ def test_max_trials_is_refused_and_names_head_trials():
 
 
 def test_head_trials_has_one_default_and_the_planner_reads_it():
-    from benchmark import transfer
+    from benchmark.train import transfer
 
     assert transfer.DEFAULT_OPTIONS is schema.TRANSFER_DEFAULTS
     assert "max_trials" not in schema.TRANSFER_DEFAULTS
@@ -268,8 +268,8 @@ def test_search_values_are_checked_at_parse(search, message):
 
 
 def test_valid_step_values_pass_with_defaults_filled_in():
-    from benchmark.augment import validate_policy
-    from benchmark.preprocess import validate_steps
+    from benchmark.data.augment import validate_policy
+    from benchmark.data.preprocess import validate_steps
 
     policy = validate_policy([{"name": "cutout", "size": 4}, {"name": "rotate", "degrees": 10}])
     assert policy[0] == {"name": "cutout", "size": 4, "probability": 1.0}

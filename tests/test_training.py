@@ -10,8 +10,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from benchmark import training  # noqa: E402
 from benchmark.errors import ZoobenchError  # noqa: E402
+from benchmark.train import training  # noqa: E402
 
 
 def lr_at(schedule, step: int) -> float:

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from conftest import CIFAR10_CLASSES, real_cifar
 
-from benchmark.datasets import Dataset
+from benchmark.data.datasets import Dataset
 from benchmark.errors import ZoobenchError
-from benchmark.transfer import HISTORY_COLUMNS, STRATEGIES, run_strategy, unfreeze_schedule
+from benchmark.train.transfer import HISTORY_COLUMNS, STRATEGIES, run_strategy, unfreeze_schedule
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -44,7 +44,7 @@ def _cache(tmp_path, monkeypatch):
 def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tmp_path):
     import keras
 
-    from benchmark.transfer import extract_features, load_backbone
+    from benchmark.train.transfer import extract_features, load_backbone
 
     cache = tmp_path / "features"
     kwargs = dict(cache_dir=cache, epochs=8, tuner={"max_trials": 1},
@@ -115,7 +115,7 @@ def test_multi_level_mirrored_features_are_cached_and_replayed_by_the_raw_pixel_
 
 
 def test_feature_cache_misses_when_the_split_changes(tiny, tmp_path):
-    from benchmark.transfer import feature_cache_key, load_backbone
+    from benchmark.train.transfer import feature_cache_key, load_backbone
 
     backbone = load_backbone("efficientnet_lite0", small_hp(), (32, 32, 3), 10)
     key = feature_cache_key(backbone, tiny.x_val, "fp")

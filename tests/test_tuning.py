@@ -13,7 +13,8 @@ import pytest
 keras = pytest.importorskip("keras")
 keras_tuner = pytest.importorskip("keras_tuner")
 
-from benchmark import training, tuning  # noqa: E402
+from benchmark.train import training  # noqa: E402
+from benchmark.tune import tuning  # noqa: E402
 
 ISOLATED = "ZOOBENCH_TEST_ISOLATED"  # set in the child process that reruns a memory test alone
 

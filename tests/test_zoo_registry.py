@@ -162,7 +162,7 @@ def test_broken_plugin_does_not_break_the_zoo(tmp_path, monkeypatch, clean_regis
 
 
 def test_cli_zoo_list_json(capsys, clean_registry):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     @zoo.register("test_offline_backbone", family="tmp", kind="pretrained", input_size=224)
     def offline(hp, input_shape, num_classes):
@@ -212,7 +212,7 @@ def test_build_without_weights_is_used_for_counting(capsys, clean_registry):
 
 
 def test_cli_zoo_list_table_filters(capsys):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     assert main(["zoo", "list", "--kind", "scratch", "--family", "fastnet"]) == 0
     out = capsys.readouterr().out
@@ -223,7 +223,7 @@ def test_cli_zoo_list_table_filters(capsys):
 
 
 def test_cli_zoo_show_prints_search_space(capsys):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     assert main(["zoo", "show", "resnet20"]) == 0
     out = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_cli_zoo_show_prints_search_space(capsys):
 
 def test_cli_zoo_show_lists_transfer_strategies_and_where_the_weights_come_from(capsys, monkeypatch,
                                                                                tmp_path):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     assert "transfer:" not in out_of(capsys, main, ["zoo", "show", "resnet20"])
     out = out_of(capsys, main, ["zoo", "show", "efficientnet_lite0"])
@@ -256,7 +256,7 @@ def out_of(capsys, main, argv: list[str]) -> str:
 
 
 def test_cli_zoo_show_unknown_name_exits_2(capsys):
-    from benchmark.cli import main
+    from benchmark.cli.app import main
 
     assert main(["zoo", "show", "nosuch"]) == 2
     err = capsys.readouterr().err.strip()

@@ -120,7 +120,7 @@ DEBLOCK_RAMP = ((-2, 0.2), (-1, 0.4), (0, -0.4), (1, -0.2))
 @keras.saving.register_keras_serializable(package="zoobench")
 class Deblock(keras.layers.Layer):
     """JPEG deblocking on raw 0..255 pixels: the ``deblock`` preprocessing step
-    (``benchmark.preprocess.deblock`` documents the filter and runs this layer on the data), so a
+    (``benchmark.data.preprocess.deblock`` documents the filter and runs this layer on the data), so a
     member trained on deblocked images exports as one model whose input is the raw picture, and
     FGSM attacks it through the filter. The output is rounded as the step's uint8 images are, with
     a straight-through gradient (passed as if unrounded)."""

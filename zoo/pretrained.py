@@ -5,7 +5,7 @@ Normalization layers, so a saved model loads with ``safe_mode=True``) -> backbon
 named ``"backbone"``, called with ``training=False`` so its batch norm stays in inference mode even
 when fine-tuned) -> dropout -> optional dense -> softmax ``probs``.
 
-The transfer strategies (``benchmark.transfer``) find the backbone by :data:`BACKBONE_NAME` and
+The transfer strategies (``benchmark.train.transfer``) find the backbone by :data:`BACKBONE_NAME` and
 group its layers into blocks with :func:`backbone_blocks` for progressive unfreezing.
 """
 

@@ -1,0 +1,551 @@
+"""The run store: one folder per run, every file written atomically, readable by any later process.
+
+    runs/NAME/run.json                 profile, seed, data summary (source, fingerprint), versions
+    runs/NAME/data/                    y_val.npy, y_test.npy, x_test.npy, sample_x.npy, sample_y.npy
+    runs/NAME/members/ID/              config.json model.keras history.csv val_probs.npy
+                                       test_probs.npy metrics.json
+    runs/NAME/tuner/...                Keras Tuner's own project folders
+    runs/NAME/ensembles/NAME/          config.json val_probs.npy test_probs.npy metrics.json model.keras
+    runs/NAME/leaderboard.csv
+    runs/NAME/report/                  index.html README.md figures/*.png
+
+A member or ensemble is complete when its ``metrics.json`` exists: it is written last, so a run
+killed at any moment leaves either a complete entry or one that the next run starts over. Ensembles
+and reports read this store, never the training code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import atomic
+from benchmark.errors import ZoobenchError
+
+STATUSES = ("done", "failed", "skipped")
+UNFINISHED = "unfinished"  # the status of an entry without metrics.json: running or interrupted
+BEST = "best"  # ensembles/best/: the exported winner, a pointer folder without metrics.json
+STAGED, RETIRED = "ensembles.new", "ensembles.old"  # an ensembles rebuild before / after the swap
+MARKER, LOCK = ".zoobench", ".zoobench.lock"  # benchmark.store.runfolder: "a zoobench run", "in use"
+# Everything zoobench writes at a run folder's top level (``--fresh`` removes these, nothing else).
+TOP_LEVEL = frozenset({MARKER, LOCK, "run.json", "data", "members", "ensembles", STAGED, RETIRED,
+                       "tuner", "leaderboard.csv", "report", "cache", "tensorboard", "error.txt",
+                       "refit"})  # fmt: skip
+MEMBER, ENSEMBLE = "member", "ensemble"
+# benchmark.run.robustness's results in an entry's folder: written after the entry, outside its hashes.
+ROBUSTNESS_JSON, ROBUSTNESS_PROBS = "robustness.json", "robustness_probs.npz"
+_STATUS_ORDER = {"done": 0, UNFINISHED: 1, "skipped": 2, "failed": 3}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def member_id(definition: dict[str, Any]) -> str:
+    """Stable ID from what defines a member (architecture, hp, training, data, seed): 12 hex chars."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def rank_key(
+    status: str, val_accuracy: float | None, val_loss: float | None, kind: str, name: str
+) -> tuple:
+    """The one ranking (leaderboard rows, ``select_best``, predict's "best"), best first.
+
+    Finished rows first; then higher validation accuracy, lower validation loss, members before
+    ensembles (on a full tie the cheaper model wins) and the name. Test scores never enter.
+    """
+
+    def number(value: float | None, missing: float) -> float:
+        try:
+            value = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return missing
+        return missing if math.isnan(value) else value
+
+    return (
+        _STATUS_ORDER.get(status, 9),
+        -number(val_accuracy, -math.inf),
+        number(val_loss, math.inf),
+        kind == ENSEMBLE,
+        name,
+    )
+
+
+@dataclass
+class Entry:
+    """A member or an ensemble as stored: its folder, kind, config and metrics; arrays on demand."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    kind: str = MEMBER  # MEMBER or ENSEMBLE
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def key(self) -> str:
+        """Unique across members and ensembles (an ensemble may share a member's folder name)."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.kind == ENSEMBLE
+
+    @property
+    def name(self) -> str:
+        """The name people read: the config's, else built from the architecture or the method."""
+        if self.config.get("name"):
+            return str(self.config["name"])
+        if self.is_ensemble:
+            return f"{self.config.get('method') or 'ensemble'} ensemble"
+        from benchmark.naming import member_name
+
+        return member_name(
+            str(self.config.get("architecture") or self.id),
+            self.config.get("strategy"),
+            self.config.get("input_size") if self.config.get("kind") == "pretrained" else None,
+        )
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status", "done"))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+    @property
+    def rank_key(self) -> tuple:
+        m = self.metrics
+        return rank_key(self.status, m.get("val_accuracy"), m.get("val_loss"), self.kind, self.name)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.keras"
+
+    def probs_path(self, split: str) -> Path:
+        return self.path / f"{split}_probs.npy"
+
+    def has_probs(self) -> bool:
+        return all(self.probs_path(split).is_file() for split in ("val", "test"))
+
+    def probs(self, split: str) -> np.ndarray:
+        """Predicted class probabilities on ``split`` ('val' or 'test'; 'train' for a boosting
+        round, see :meth:`RunStore.write_train_probs`), shape (N, classes)."""
+        return np.load(self.probs_path(split), allow_pickle=False)
+
+    @property
+    def train_probs_sha256(self) -> str | None:
+        """The hash recorded for a boosting round's training-split probabilities (None: none)."""
+        return (self.metrics.get("files") or {}).get(self.probs_path("train").name)
+
+    def verify(self) -> list[str]:
+        """What no longer matches the hashes recorded when the entry was written ([]: intact).
+
+        Entries written before hashes were recorded have none to check and pass.
+        """
+        problems = []
+        for name, expected in (self.metrics.get("files") or {}).items():
+            path = self.path / name
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif file_sha256(path) != expected:
+                problems.append(f"{name} changed since it was written")
+        return problems
+
+    def history(self):
+        """Training history as a pandas DataFrame (empty when the entry has none)."""
+        import pandas as pd
+
+        path = self.path / "history.csv"
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+    def robustness(self) -> dict[str, Any] | None:
+        """``benchmark.run.robustness``'s record (summary, per-corruption table, config hash), or None
+        when the entry has none or it cannot be read (it is then measured again)."""
+        path = self.path / ROBUSTNESS_JSON
+        try:
+            record = atomic.read_json(path) if path.is_file() else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def robustness_probs(self) -> dict[str, np.ndarray]:
+        """The stored probabilities on the corrupted images ({} when none or unreadable)."""
+        path = self.path / ROBUSTNESS_PROBS
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return {}
+
+
+class RunStore:
+    """Read and write one run folder: the only code that knows its layout.
+
+    Readers take an optional ``notes`` list: given one, they are tolerant (a report of a run that is
+    still going or was killed): what is missing or unreadable becomes a note and is left out.
+    Without it a damaged file is a one-line ZoobenchError naming the file.
+    """
+
+    def __init__(self, root: str | os.PathLike, ensembles_name: str = "ensembles"):
+        self.root = Path(root)
+        self._ensembles_name = ensembles_name  # "ensembles.new" while a rebuild is staged
+
+    # ---- run-level files -------------------------------------------------------------------------
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    def exists(self) -> bool:
+        return self.run_json.is_file()
+
+    def read_run(self) -> dict[str, Any]:
+        """run.json as a dict ({} before the first run); a torn file is a ZoobenchError naming it."""
+        return self._read_json(self.run_json) if self.run_json.is_file() else {}
+
+    def write_run(self, meta: dict[str, Any]) -> None:
+        atomic.write_json(self.run_json, meta)
+
+    def class_names(self) -> list[str]:
+        """The class names run.json records ([] for a run that recorded none)."""
+        return [str(c) for c in (self.read_run().get("data") or {}).get("class_names") or []]
+
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, C) of the run's images, which members were trained from (None: not recorded)."""
+        shape = (self.read_run().get("data") or {}).get("input_shape")
+        return tuple(int(s) for s in shape) if shape else None  # type: ignore[return-value]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def save_array(self, name: str, array: np.ndarray) -> None:
+        atomic.save_npy(self.data_dir / f"{name}.npy", array)
+
+    def has_array(self, name: str) -> bool:
+        return (self.data_dir / f"{name}.npy").is_file()
+
+    def load_array(self, name: str) -> np.ndarray:
+        path = self.data_dir / f"{name}.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"run store {self.root} has no {path.relative_to(self.root)}")
+        return np.load(path, allow_pickle=False)
+
+    def labels(self, split: str, notes: list[str] | None = None) -> np.ndarray | None:
+        """Integer labels of 'val' or 'test'. Test labels are for scoring the finished leaderboard.
+
+        Tolerant (``notes`` given): a missing file is a note and None.
+        """
+        if notes is not None and not self.has_array(f"y_{split}"):
+            notes.append(f"data/y_{split}.npy is missing: {split} scores are left out")
+            return None
+        return self.load_array(f"y_{split}").astype(np.int64).ravel()
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 25 training pictures and labels the report shows as a grid."""
+        return self.load_array("sample_x"), self.load_array("sample_y")
+
+    @property
+    def tuner_dir(self) -> Path:
+        return self.root / "tuner"
+
+    @property
+    def leaderboard_csv(self) -> Path:
+        return self.root / "leaderboard.csv"
+
+    def saved_leaderboard(self):
+        """The leaderboard the last report build saved (a DataFrame), or None before the first."""
+        import pandas as pd
+
+        if not self.leaderboard_csv.is_file():
+            return None
+        try:
+            return pd.read_csv(self.leaderboard_csv)
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    # ---- members and ensembles -------------------------------------------------------------------
+    @property
+    def members_dir(self) -> Path:
+        return self.root / "members"
+
+    @property
+    def ensembles_dir(self) -> Path:
+        return self.root / self._ensembles_name
+
+    def member_dir(self, mid: str) -> Path:
+        return self.members_dir / mid
+
+    def ensemble_dir(self, name: str) -> Path:
+        return self.ensembles_dir / name
+
+    def is_complete(self, path: Path) -> bool:
+        return (path / "metrics.json").is_file()
+
+    def members(
+        self, include_unfinished: bool = False, notes: list[str] | None = None
+    ) -> list[Entry]:
+        """Stored members, in the order they were finished (unfinished ones last)."""
+        return self._entries(self.members_dir, MEMBER, include_unfinished, notes)
+
+    def ensembles(self, notes: list[str] | None = None) -> list[Entry]:
+        """Complete ensembles (``ensembles/best`` is a pointer, not one)."""
+        return self._entries(self.ensembles_dir, ENSEMBLE, False, notes)
+
+    def member(self, mid: str) -> Entry:
+        return self._entry(self.member_dir(mid), MEMBER)
+
+    def ensemble(self, name: str) -> Entry:
+        return self._entry(self.ensemble_dir(name), ENSEMBLE)
+
+    def find(self, name: str) -> Entry | None:
+        """The complete member (by ID) or ensemble (by name) called ``name``, else None."""
+        if name == BEST:
+            return None
+        for folder, kind in ((self.member_dir(name), MEMBER), (self.ensemble_dir(name), ENSEMBLE)):
+            if folder.is_dir() and self.is_complete(folder):
+                return self._entry(folder, kind)
+        return None
+
+    def _entries(
+        self, folder: Path, kind: str, include_unfinished: bool, notes: list[str] | None
+    ) -> list[Entry]:
+        if not folder.is_dir():
+            return []
+        entries = []
+        for path in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != BEST):
+            if not (include_unfinished or self.is_complete(path)):
+                continue
+            try:
+                entries.append(self._entry(path, kind))
+            except ZoobenchError as exc:
+                if notes is None:
+                    raise
+                notes.append(f"{exc}; it is left out")
+        return sorted(entries, key=lambda e: str(e.metrics.get("finished_at", "~")))
+
+    def _entry(self, path: Path, kind: str) -> Entry:
+        config_path, metrics_path = path / "config.json", path / "metrics.json"
+        if not config_path.is_file():
+            raise ZoobenchError(f"{self._rel(path)} has no config.json: not a stored {kind}")
+        config = self._read_json(config_path)
+        if metrics_path.is_file():
+            metrics = self._read_json(metrics_path)
+        else:
+            metrics = {"status": UNFINISHED, "reason": "no metrics.json: running or interrupted"}
+        return Entry(path, config, metrics, kind)
+
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return atomic.read_json(path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ZoobenchError(
+                f"{path} is not valid JSON ({exc}): it was cut short or edited; the next "
+                "`zoobench run` into this folder repairs what it can"
+            ) from None
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # ---- what benchmark.run.robustness writes ---------------------------------------------------------
+    def write_robustness(
+        self, entry: Entry, record: dict[str, Any], probs: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """An entry's robustness results: the probabilities (float16) first, the record last, so a
+        record on disk always has its probabilities; each file is replaced atomically."""
+        if probs:
+            with atomic.atomic_path(entry.path / ROBUSTNESS_PROBS) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{k: np.asarray(v, dtype=np.float16) for k, v in probs.items()})
+        atomic.write_json(entry.path / ROBUSTNESS_JSON, record)
+
+    # ---- what ensembles write --------------------------------------------------------------------
+    @property
+    def diversity_json(self) -> Path:
+        return self.ensembles_dir / "diversity.json"
+
+    def write_diversity(self, ids: list[str], names: list[str], matrix: np.ndarray) -> None:
+        atomic.write_json(self.diversity_json, {
+            "members": ids, "names": names, "disagreement": np.round(matrix, 6).tolist(),
+        })  # fmt: skip
+
+    def diversity(self) -> tuple[list[str], np.ndarray]:
+        """(member names, pairwise disagreement); a ZoobenchError names what is missing or wrong."""
+        if not self.diversity_json.is_file():
+            raise ZoobenchError("ensembles/diversity.json is missing (no ensembles built yet)")
+        data = self._read_json(self.diversity_json)
+        try:
+            names = [str(n) for n in data.get("names") or data["members"]]
+            matrix = np.asarray(data["disagreement"], dtype=float)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ZoobenchError(f"ensembles/diversity.json cannot be read ({exc})") from None
+        if matrix.shape != (len(names), len(names)):
+            raise ZoobenchError(
+                f"ensembles/diversity.json has a {matrix.shape} matrix for {len(names)} members"
+            )
+        return names, matrix
+
+    @property
+    def best_dir(self) -> Path:
+        return self.ensemble_dir(BEST)
+
+    def best_pointer(self) -> dict[str, Any] | None:
+        """ensembles/best/config.json: which entry won and whether a fused model exists."""
+        path = self.best_dir / "config.json"
+        return self._read_json(path) if path.is_file() else None
+
+    @contextlib.contextmanager
+    def staged_ensembles(self) -> Iterator[RunStore]:
+        """A view of this run whose ensembles go to ``ensembles.new/``, swapped in on success.
+
+        A rebuild that fails half-way leaves the old ``ensembles/`` (and its working best model)
+        as it was; a kill between the two renames is undone by :meth:`recover_ensembles`.
+        """
+        self.recover_ensembles()
+        staged = RunStore(self.root, ensembles_name=STAGED)
+        if staged.ensembles_dir.exists():
+            shutil.rmtree(staged.ensembles_dir)
+        staged.ensembles_dir.mkdir(parents=True)
+        try:
+            yield staged
+        except BaseException:
+            shutil.rmtree(staged.ensembles_dir, ignore_errors=True)
+            raise
+        old = self.root / RETIRED
+        if self.ensembles_dir.exists():
+            os.replace(self.ensembles_dir, old)
+        os.replace(staged.ensembles_dir, self.ensembles_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def recover_ensembles(self) -> None:
+        """Finish or undo an ensembles swap a kill interrupted (``ensembles.old`` / ``.new`` left)."""
+        old, new = self.root / RETIRED, self.root / STAGED
+        if old.exists() and not self.ensembles_dir.exists():
+            os.replace(old, self.ensembles_dir)  # killed between the renames: the old set is whole
+        for leftover in (old, new):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+    # ---- writing ---------------------------------------------------------------------------------
+    def write_entry(
+        self,
+        path: Path,
+        *,
+        config: dict[str, Any],
+        metrics: dict[str, Any],
+        val_probs: np.ndarray | None = None,
+        test_probs: np.ndarray | None = None,
+        history=None,
+    ) -> Entry:
+        """Write everything but the model, then ``metrics.json`` last: that marks the entry complete.
+
+        The caller saves ``model.keras`` (atomically, see :func:`save_model`) before calling this.
+        """
+        if metrics.get("status", "done") not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {metrics.get('status')!r}")
+        path.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(path / "config.json", config)
+        if val_probs is not None:
+            atomic.save_npy(path / "val_probs.npy", np.asarray(val_probs, dtype=np.float32))
+        if test_probs is not None:
+            atomic.save_npy(path / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
+        if history is not None and len(history):
+            with atomic.atomic_path(path / "history.csv") as tmp:
+                history.to_csv(tmp, index=False)
+        # What every file hashed to when written: resume, export and predict check it (Entry.verify).
+        metrics = {**metrics, "files": {
+            f.name: file_sha256(f) for f in sorted(path.iterdir())
+            if f.is_file() and f.name not in ("metrics.json", "error.txt", ROBUSTNESS_JSON,
+                                              ROBUSTNESS_PROBS) and not f.name.startswith(".")
+        }}  # fmt: skip
+        atomic.write_json(path / "metrics.json", metrics)
+        kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
+        return Entry(path, config, metrics, kind)
+
+    def write_train_probs(self, path: Path, probs: np.ndarray) -> None:
+        """A boosting round's probabilities on the training split (``benchmark.train.boosting``: the
+        next round's weights come from them). Call before :meth:`write_entry`, which hashes them."""
+        path.mkdir(parents=True, exist_ok=True)
+        atomic.save_npy(path / "train_probs.npy", np.asarray(probs, dtype=np.float32))
+
+    def discard_incomplete(self, folder: Path) -> None:
+        """Remove the leftovers of an entry whose run was interrupted (no metrics.json)."""
+        if folder.is_dir() and not self.is_complete(folder):
+            shutil.rmtree(folder)
+
+    def iter_incomplete(self) -> Iterator[Path]:
+        """Member and ensemble folders without metrics.json (``ensembles/best`` is a pointer, not one)."""
+        for folder in (self.members_dir, self.ensembles_dir):
+            if folder.is_dir():
+                yield from (
+                    p
+                    for p in folder.iterdir()
+                    if p.is_dir() and not self.is_complete(p) and p != self.best_dir
+                )
+
+    # ---- refits on train + validation (benchmark.run.refit): outside the leaderboard ----------------
+    def refit_dir(self, name: str) -> Path:
+        return self.root / "refit" / name
+
+    def refit_model_path(self, name: str, mid: str) -> Path:
+        return self.refit_dir(name) / f"{mid}.keras"
+
+    def write_refit(self, name: str, record: dict[str, Any], test_probs: np.ndarray) -> None:
+        """``refit/NAME/refit.json`` last (after the models and test probabilities): it marks the
+        refit complete and records every file's hash."""
+        folder = self.refit_dir(name)
+        atomic.save_npy(folder / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
+        files = {f.name: file_sha256(f) for f in sorted(folder.iterdir())
+                 if f.is_file() and f.suffix in (".keras", ".npy")}  # fmt: skip
+        atomic.write_json(folder / "refit.json", {**record, "files": files})
+
+    def read_refit(self, name: str) -> dict[str, Any] | None:
+        """A complete refit's record (None when there is none); damaged files are a ZoobenchError."""
+        path = self.refit_dir(name) / "refit.json"
+        if not path.is_file():
+            return None
+        record = self._read_json(path)
+        folder = self.refit_dir(name)
+        for fname, expected in (record.get("files") or {}).items():
+            if not (folder / fname).is_file() or file_sha256(folder / fname) != expected:
+                raise ZoobenchError(
+                    f"{folder / fname} is missing or changed since the refit wrote it: "
+                    "run the refit again"
+                )
+        return record
+
+    def refit_test_probs(self, name: str) -> np.ndarray:
+        return np.load(self.refit_dir(name) / "test_probs.npy", allow_pickle=False)
+
+    def refits(self) -> list[str]:
+        """Names of the complete refits, sorted."""
+        folder = self.root / "refit"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / "refit.json").is_file())
+
