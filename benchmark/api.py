@@ -76,8 +76,14 @@ class Benchmark:
             raise ValueError(
                 "a loaded run has no profile to run again; use Benchmark(profile, out=...)"
             )
-        return Runner(self.profile, self.out, data_dir=self.data_dir, seed=self.seed,
-                      budget_seconds=self.budget_seconds, **self.runner_options)  # fmt: skip
+        return Runner(
+            self.profile,
+            self.out,
+            data_dir=self.data_dir,
+            seed=self.seed,
+            budget_seconds=self.budget_seconds,
+            **self.runner_options,
+        )
 
     def run(self) -> Benchmark:
         """Train, tune, ensemble and report (resuming whatever an earlier call left)."""
@@ -169,4 +175,3 @@ class Benchmark:
         record = refit_full(self.out, model, data_dir=data_dir or self.data_dir)
         self.__dict__.get("_predictors", {}).pop(f"refit:{model}", None)
         return record
-

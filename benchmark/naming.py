@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 
-def member_name(architecture: str, strategy: str | None = None, input_size: int | None = None) -> str:
+def member_name(
+    architecture: str, strategy: str | None = None, input_size: int | None = None
+) -> str:
     """A member's leaderboard name, e.g. ``efficientnet_lite0 / feature-extraction @128px``."""
     name = architecture + (f" / {strategy}" if strategy else "")
     return name + (f" @{input_size}px" if input_size else "")

@@ -185,11 +185,15 @@ def _register_erfc() -> None:
         @classmethod
         def version_9(cls, ctx, node, **kwargs):  # ONNX Erf exists from opset 9
             node.type = "Erf"
-            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1.0, dtype=np.float32))
+            one = ctx.make_const(
+                utils.make_name(f"{node.name}_one"), np.array(1.0, dtype=np.float32)
+            )
             ctx.insert_new_node_on_output(
-                "Sub", node.output[0], name=utils.make_name(f"{node.name}_erfc"),
+                "Sub",
+                node.output[0],
+                name=utils.make_name(f"{node.name}_erfc"),
                 inputs=[one.output[0], node.output[0]],
-            )  # fmt: skip
+            )
 
     _register_erfc.done = True
 

@@ -104,12 +104,23 @@ def fit_ensembles(
     if enough and "top-k" in methods and cfg["top_k"] < len(members):
         k = cfg["top_k"]
         fitted.append(
-            _fit_average(f"top-{k}", "top-k", AverageEnsemble(top_k=k), members, val, test, y_val,
-                         {"top_k": k})
-        )  # fmt: skip
+            _fit_average(
+                f"top-{k}",
+                "top-k",
+                AverageEnsemble(top_k=k),
+                members,
+                val,
+                test,
+                y_val,
+                {"top_k": k},
+            )
+        )
     if enough and "greedy" in methods:
-        params = {"size": cfg["greedy_size"], "init_size": cfg["greedy_init"],
-                  "use_best": cfg["greedy_use_best"]}  # fmt: skip
+        params = {
+            "size": cfg["greedy_size"],
+            "init_size": cfg["greedy_init"],
+            "use_best": cfg["greedy_use_best"],
+        }
         fitted.append(
             _fit_average(
                 "greedy", "greedy", GreedyEnsemble(**params), members, val, test, y_val, params
@@ -118,9 +129,12 @@ def fit_ensembles(
     if enough and "stacking" in methods:
         start = time.perf_counter()
         est = StackingEnsemble(
-            stacker=cfg["stacker"], C=cfg["stacker_C"], hidden_units=cfg["stacker_hidden"],
-            cv=cfg["stacker_cv"], seed=seed,
-        )  # fmt: skip
+            stacker=cfg["stacker"],
+            C=cfg["stacker_C"],
+            hidden_units=cfg["stacker_hidden"],
+            cv=cfg["stacker_cv"],
+            seed=seed,
+        )
         try:
             est.fit(val, y_val)
         except ValueError as exc:
@@ -150,11 +164,16 @@ def fit_ensembles(
                 continue
             fitted.append(
                 _fit_average(
-                    f"{method}-{slug(gname, 'group')}", method, AverageEnsemble(),
-                    [members[i] for i in idx], [val[i] for i in idx], [test[i] for i in idx],
-                    y_val, {"group": f"{method}:{gname}"},
+                    f"{method}-{slug(gname, 'group')}",
+                    method,
+                    AverageEnsemble(),
+                    [members[i] for i in idx],
+                    [val[i] for i in idx],
+                    [test[i] for i in idx],
+                    y_val,
+                    {"group": f"{method}:{gname}"},
                 )
-            )  # fmt: skip
+            )
     if "boosting" in methods:
         fitted += _fit_boosting(members, val, test, y_val)
     return fitted
@@ -179,8 +198,9 @@ def _fit_boosting(members: list[Entry], val, test, y_val: np.ndarray) -> list[Fi
     for gname, idx in sorted(_groups(members, "boosting").items()):
         rounds = boosting.chain([members[i] for i in idx])
         if len(rounds) < 2:
-            log.info("ensembles: boosting group %r has %d usable round(s); skipped",
-                     gname, len(rounds))  # fmt: skip
+            log.info(
+                "ensembles: boosting group %r has %d usable round(s); skipped", gname, len(rounds)
+            )
             continue
         at = [position[r.id] for r in rounds]
         stats = [r.metrics["boosting"] for r in rounds]
@@ -196,10 +216,16 @@ def _fit_boosting(members: list[Entry], val, test, y_val: np.ndarray) -> list[Fi
         }
         fitted.append(
             _fit_average(
-                f"boosting-{slug(gname, 'group')}", "boosting", BoostedAverage(alphas),
-                rounds, [val[i] for i in at], [test[i] for i in at], y_val, params,
+                f"boosting-{slug(gname, 'group')}",
+                "boosting",
+                BoostedAverage(alphas),
+                rounds,
+                [val[i] for i in at],
+                [test[i] for i in at],
+                y_val,
+                params,
             )
-        )  # fmt: skip
+        )
     return fitted
 
 

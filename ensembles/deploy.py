@@ -177,7 +177,9 @@ def _versions(fmt: str) -> dict[str, str]:
 def manifest_path(out: str | os.PathLike, fmt: str) -> Path:
     """Where the manifest of the artifact at ``out`` lives."""
     out = Path(out)
-    return out / MANIFEST if not format_spec(fmt).suffix else out.with_name(out.name + "." + MANIFEST)
+    return (
+        out / MANIFEST if not format_spec(fmt).suffix else out.with_name(out.name + "." + MANIFEST)
+    )
 
 
 def _install(tmp: Path, out: Path, force: bool) -> None:

@@ -211,8 +211,12 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
         except Exception as exc:  # noqa: BLE001 - the pointer (and the one-by-one predictor) stays
             info["reason"] = f"export failed: {short_error(exc)}"
             where = write_traceback(folder, exc)  # one line here; the traceback in best/error.txt
-            log.warning("ensembles: exporting %s as one model failed: %s%s", best.name,
-                        short_error(exc), f" (traceback in {where})" if where else "")  # fmt: skip
+            log.warning(
+                "ensembles: exporting %s as one model failed: %s%s",
+                best.name,
+                short_error(exc),
+                f" (traceback in {where})" if where else "",
+            )
             log.debug("ensembles: exporting %s failed", best.name, exc_info=exc)
     if info["reason"]:
         log.info("ensembles: best (%s) not exported as one model: %s", best.name, info["reason"])

@@ -244,7 +244,9 @@ class StackingEnsemble:
 
     def _validate(self) -> None:
         if self.stacker not in ENSEMBLE_STACKERS:
-            raise ValueError(f"stacker must be one of {', '.join(ENSEMBLE_STACKERS)}, got {self.stacker!r}")
+            raise ValueError(
+                f"stacker must be one of {', '.join(ENSEMBLE_STACKERS)}, got {self.stacker!r}"
+            )
         if isinstance(self.C, bool) or not isinstance(self.C, (int, float)) or not self.C > 0:
             raise ValueError(f"C must be a positive number, got {self.C!r}")
         _check_positive_int(self.hidden_units, "hidden_units")

@@ -173,9 +173,12 @@ def _entry_predictor(
     units = [Unit(load(m), list(m.config.get("preprocess") or [])) for m in members]
     num_classes = int(units[0].model.output_shape[-1])
     return Predictor(
-        units, _class_names(store, num_classes), description or entry.name,
-        combiner(entry, num_classes), image_size=_image_size(store),
-    )  # fmt: skip
+        units,
+        _class_names(store, num_classes),
+        description or entry.name,
+        combiner(entry, num_classes),
+        image_size=_image_size(store),
+    )
 
 
 def resolve_entry(store: RunStore, model: str) -> Entry:
@@ -209,7 +212,9 @@ def _refit_predictor(store: RunStore, model: str) -> Predictor:
     name = slug(model[len(REFIT_PREFIX) :], "best")
     record = _refit_record(store, model)
     refit = {row["id"] for row in record["members"] if row.get("refit")}
-    entry = store.find(record["of"]["key"].split("/", 1)[1]) or resolve_entry(store, record["of"]["model"])
+    entry = store.find(record["of"]["key"].split("/", 1)[1]) or resolve_entry(
+        store, record["of"]["model"]
+    )
 
     def load(member: Entry):
         if member.id not in refit:

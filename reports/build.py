@@ -50,8 +50,14 @@ def write_report(store: RunStore) -> Report:
     report.index = report_dir / "index.html"
     atomic.write_text(report.index, html.render(report))
     drawn = sum(f.path is not None for f in report.figures)
-    log.info("report of %s: %d rows, %d/%d figures -> %s", store.root, len(report.board), drawn,
-             len(report.figures), report.index)  # fmt: skip
+    log.info(
+        "report of %s: %d rows, %d/%d figures -> %s",
+        store.root,
+        len(report.board),
+        drawn,
+        len(report.figures),
+        report.index,
+    )
     return report
 
 

@@ -30,13 +30,32 @@ from reports.leaderboard import CONSOLE, build_leaderboard, display_table
 from reports.rundata import RunData, load_run
 from reports.stats import Comparison, mcnemar, per_class_accuracy, summary_sentence
 
-SUMMARY_HEADERS = ("Run", "Profile", "Data", "Seed", "Test images", "Best",
-                   "Test acc. [95% CI]", "Val acc.")  # fmt: skip
+SUMMARY_HEADERS = (
+    "Run",
+    "Profile",
+    "Data",
+    "Seed",
+    "Test images",
+    "Best",
+    "Test acc. [95% CI]",
+    "Val acc.",
+)
 # The leaderboard columns shown for each run (the console's), after the run's label.
 BOARD_COLUMNS = CONSOLE
-JSON_ROW_COLUMNS = ("rank", "model", "kind", "test_accuracy", "test_accuracy_low",
-                    "test_accuracy_high", "val_accuracy", "params", "train_seconds", "status",
-                    "reason", "id")  # fmt: skip
+JSON_ROW_COLUMNS = (
+    "rank",
+    "model",
+    "kind",
+    "test_accuracy",
+    "test_accuracy_low",
+    "test_accuracy_high",
+    "val_accuracy",
+    "params",
+    "train_seconds",
+    "status",
+    "reason",
+    "id",
+)
 
 
 @dataclass(frozen=True)
@@ -91,23 +110,31 @@ class RunComparison:
     @property
     def split_line(self) -> str:
         """Which test images both runs were scored on: the data source stated with the scores."""
-        return (f"Both runs scored on the same {self.a.test_size:,} test images of "
-                f"{self.a.source}.")  # fmt: skip
+        return f"Both runs scored on the same {self.a.test_size:,} test images of {self.a.source}."
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able data for scripts: the runs, every row, and the test of the bests."""
         t = self.comparison.test
         return {
             "runs": [_side_json(side) for side in (self.a, self.b)],
-            "test_split": {"images": self.a.test_size, "source": self.a.source,
-                           "fingerprint": self.a.data.get("fingerprint")},  # fmt: skip
+            "test_split": {
+                "images": self.a.test_size,
+                "source": self.a.source,
+                "fingerprint": self.a.data.get("fingerprint"),
+            },
             "rows": [row for side in (self.a, self.b) for row in _rows_json(side)],
             "mcnemar": {
-                "a": self.comparison.a, "b": self.comparison.b,
-                "a_accuracy": self.comparison.a_accuracy, "b_accuracy": self.comparison.b_accuracy,
-                "a_only": t.a_only, "b_only": t.b_only, "statistic": t.statistic,
-                "pvalue": t.pvalue, "method": t.method, "sentence": self.sentence,
-            },  # fmt: skip
+                "a": self.comparison.a,
+                "b": self.comparison.b,
+                "a_accuracy": self.comparison.a_accuracy,
+                "b_accuracy": self.comparison.b_accuracy,
+                "a_only": t.a_only,
+                "b_only": t.b_only,
+                "statistic": t.statistic,
+                "pvalue": t.pvalue,
+                "method": t.method,
+                "sentence": self.sentence,
+            },
         }
 
 
@@ -137,7 +164,9 @@ def _load(path: Path) -> RunData:
     if not path.exists():
         raise ZoobenchError(f"{path} does not exist")
     if not path.is_dir() or not runfolder.is_run(path):
-        raise ZoobenchError(f"{path} is not a zoobench run folder (no run.json or .zoobench marker)")
+        raise ZoobenchError(
+            f"{path} is not a zoobench run folder (no run.json or .zoobench marker)"
+        )
     return load_run(RunStore(path))
 
 
@@ -154,38 +183,54 @@ def _check_same_split(path_a: Path, run_a: RunData, path_b: Path, run_b: RunData
     """Refuse two runs that were not scored on the same test images, saying what differs."""
     for path, run in ((path_a, run_a), (path_b, run_b)):
         if run.y_test is None:
-            raise ZoobenchError(f"{path} stored no test labels: it cannot be scored on a test split")
+            raise ZoobenchError(
+                f"{path} stored no test labels: it cannot be scored on a test split"
+            )
     data_a, data_b = run_a.meta.get("data") or {}, run_b.meta.get("data") or {}
     src_a, src_b = data_a.get("source") or "unknown data", data_b.get("source") or "unknown data"
     n_a, n_b = len(run_a.y_test), len(run_b.y_test)  # type: ignore[arg-type]
     prefix = "test splits differ:"
     if n_a != n_b:
         tail = "" if src_a == src_b else f" of {src_b}"
-        raise ZoobenchError(f"{prefix} {path_a} has {n_a} test images of {src_a}, "
-                            f"{path_b} {n_b}{tail}")  # fmt: skip
+        raise ZoobenchError(
+            f"{prefix} {path_a} has {n_a} test images of {src_a}, {path_b} {n_b}{tail}"
+        )
     if src_a != src_b:
-        raise ZoobenchError(f"{prefix} {path_a}'s {n_a} test images are from {src_a}, "
-                            f"{path_b}'s from {src_b}")  # fmt: skip
+        raise ZoobenchError(
+            f"{prefix} {path_a}'s {n_a} test images are from {src_a}, {path_b}'s from {src_b}"
+        )
     fp_a, fp_b = data_a.get("fingerprint"), data_b.get("fingerprint")
     if fp_a and fp_b and fp_a != fp_b:
-        raise ZoobenchError(f"{prefix} {path_a} and {path_b} read different files of {src_a} "
-                            f"(data fingerprint {str(fp_a)[:12]} vs {str(fp_b)[:12]})")  # fmt: skip
+        raise ZoobenchError(
+            f"{prefix} {path_a} and {path_b} read different files of {src_a} "
+            f"(data fingerprint {str(fp_a)[:12]} vs {str(fp_b)[:12]})"
+        )
     if run_a.class_names and run_b.class_names and run_a.class_names != run_b.class_names:
-        raise ZoobenchError(f"{prefix} {path_a} and {path_b} name their classes differently "
-                            f"({', '.join(run_a.class_names)} vs "
-                            f"{', '.join(run_b.class_names)})")  # fmt: skip
+        raise ZoobenchError(
+            f"{prefix} {path_a} and {path_b} name their classes differently "
+            f"({', '.join(run_a.class_names)} vs "
+            f"{', '.join(run_b.class_names)})"
+        )
     differ = int(np.sum(run_a.y_test != run_b.y_test))
     if differ:
-        raise ZoobenchError(f"{prefix} {path_a} and {path_b} have {n_a} test images of {src_a} "
-                            f"each, but {differ} of their labels differ")  # fmt: skip
+        raise ZoobenchError(
+            f"{prefix} {path_a} and {path_b} have {n_a} test images of {src_a} "
+            f"each, but {differ} of their labels differ"
+        )
     hash_a, hash_b = _test_images_hash(run_a.store), _test_images_hash(run_b.store)
     if hash_a and hash_b and hash_a != hash_b:
         subset = any((d.get("split") or {}).get("test_size") for d in (data_a, data_b))
         seeds = run_a.meta.get("seed") != run_b.meta.get("seed")
-        why = (" (each seed draws its own test_size subset: compare runs of one seed, or on the "
-               "whole test set)" if subset and seeds else "")  # fmt: skip
-        raise ZoobenchError(f"{prefix} {path_a} and {path_b} have the same {n_a} test labels of "
-                            f"{src_a}, but different stored test images{why}")  # fmt: skip
+        why = (
+            " (each seed draws its own test_size subset: compare runs of one seed, or on the "
+            "whole test set)"
+            if subset and seeds
+            else ""
+        )
+        raise ZoobenchError(
+            f"{prefix} {path_a} and {path_b} have the same {n_a} test labels of "
+            f"{src_a}, but different stored test images{why}"
+        )
 
 
 def _test_images_hash(store: RunStore) -> str | None:
@@ -209,8 +254,9 @@ def _side(label: str, path: Path, run: RunData) -> RunSide:
     best = board.iloc[0]
     probs = run.probs(run.entry(str(best["id"])), "test")
     if probs is None:
-        raise ZoobenchError(f"{path}: its best row, {best['model']}, has no usable stored test "
-                            "probabilities")  # fmt: skip
+        raise ZoobenchError(
+            f"{path}: its best row, {best['model']}, has no usable stored test probabilities"
+        )
     correct = probs.argmax(axis=1) == run.y_test
     return RunSide(label, path, run.meta, board, correct)
 
@@ -223,9 +269,17 @@ def summary_table(result: RunComparison) -> list[list[str]]:
     rows = []
     for side in (result.a, result.b):
         shown = display_table(side.board.head(1), ("test_accuracy", "val_accuracy")).iloc[0]
-        rows.append([side.label, side.profile, side.source, _text(side.seed),
-                     f"{side.test_size:,}", str(side.best["model"]),
-                     *shown.tolist()])  # fmt: skip
+        rows.append(
+            [
+                side.label,
+                side.profile,
+                side.source,
+                _text(side.seed),
+                f"{side.test_size:,}",
+                str(side.best["model"]),
+                *shown.tolist(),
+            ]
+        )
     return rows
 
 
@@ -248,29 +302,36 @@ def board_table(result: RunComparison) -> list[list[str]]:
 def render_html(result: RunComparison) -> str:
     """A small self-contained page (no external files): the two tables and McNemar's sentence."""
     title = f"zoobench compare: {result.a.label} vs {result.b.label}"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        f'<head><meta charset="utf-8"><title>{escape(title)}</title><style>{_CSS}</style></head>',
-        "<body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">{escape(result.split_line)}</p>',
-        "<h2>Runs</h2>",
-        _table_html(list(SUMMARY_HEADERS), summary_table(result), text_cols={0, 1, 2, 5}),
-        "<h2>Best of each run: McNemar's test</h2>",
-        f"<p>{escape(result.sentence)}</p>",
-        "<h2>Leaderboards</h2>",
-        _table_html(board_headers(), board_table(result), text_cols={0, 2, 3, 8}),
-        "</body>",
-        "</html>",
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en">',
+                f'<head><meta charset="utf-8"><title>{escape(title)}</title><style>{_CSS}</style></head>',
+                "<body>",
+                f"<h1>{escape(title)}</h1>",
+                f'<p class="muted">{escape(result.split_line)}</p>',
+                "<h2>Runs</h2>",
+                _table_html(list(SUMMARY_HEADERS), summary_table(result), text_cols={0, 1, 2, 5}),
+                "<h2>Best of each run: McNemar's test</h2>",
+                f"<p>{escape(result.sentence)}</p>",
+                "<h2>Leaderboards</h2>",
+                _table_html(board_headers(), board_table(result), text_cols={0, 2, 3, 8}),
+                "</body>",
+                "</html>",
+            ]
+        )
+        + "\n"
+    )
 
 
 def write_html(result: RunComparison, path: str | Path) -> Path:
     """Write the page atomically (a reader never sees half a page)."""
     path = Path(path)
     if path.is_dir():
-        raise ZoobenchError(f"--html {path} is a folder: give a file name, e.g. {path}/compare.html")
+        raise ZoobenchError(
+            f"--html {path} is a folder: give a file name, e.g. {path}/compare.html"
+        )
     if not path.parent.is_dir():
         raise ZoobenchError(f"--html {path}: folder {path.parent} does not exist")
     atomic.write_text(path, render_html(result))
@@ -291,10 +352,12 @@ def _table_html(headers: list[str], rows: list[list[str]], text_cols: set[int]) 
     def cls(i: int) -> str:
         return "text" if i in text_cols else "num"
 
-    head = "".join(f'<th class="{cls(i)}" scope="col">{escape(h)}</th>'
-                   for i, h in enumerate(headers))  # fmt: skip
+    head = "".join(
+        f'<th class="{cls(i)}" scope="col">{escape(h)}</th>' for i, h in enumerate(headers)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="{cls(i)}">{escape(v)}</td>' for i, v in enumerate(row))
+        "<tr>"
+        + "".join(f'<td class="{cls(i)}">{escape(v)}</td>' for i, v in enumerate(row))
         + "</tr>"
         for row in rows
     )
@@ -307,17 +370,25 @@ def _table_html(headers: list[str], rows: list[list[str]], text_cols: set[int]) 
 def _side_json(side: RunSide) -> dict[str, Any]:
     best = side.best
     return {
-        "run": side.label, "path": str(side.path), "profile": side.profile,
-        "source": side.source, "seed": side.seed, "test_images": side.test_size,
-        "fingerprint": side.data.get("fingerprint"), "best": str(best["model"]),
-        "best_id": str(best["id"]), "test_accuracy": _plain(best["test_accuracy"]),
+        "run": side.label,
+        "path": str(side.path),
+        "profile": side.profile,
+        "source": side.source,
+        "seed": side.seed,
+        "test_images": side.test_size,
+        "fingerprint": side.data.get("fingerprint"),
+        "best": str(best["model"]),
+        "best_id": str(best["id"]),
+        "test_accuracy": _plain(best["test_accuracy"]),
         "val_accuracy": _plain(best["val_accuracy"]),
-    }  # fmt: skip
+    }
 
 
 def _rows_json(side: RunSide) -> list[dict[str, Any]]:
-    return [{"run": side.label, **{c: _plain(row[c]) for c in JSON_ROW_COLUMNS}}
-            for _, row in side.board.iterrows()]  # fmt: skip
+    return [
+        {"run": side.label, **{c: _plain(row[c]) for c in JSON_ROW_COLUMNS}}
+        for _, row in side.board.iterrows()
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -333,4 +404,3 @@ def _plain(value: Any) -> Any:
 
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
-

@@ -75,8 +75,9 @@ def picks(board: pd.DataFrame) -> Picks:
     def first(frame: pd.DataFrame) -> str | None:
         return str(frame["id"].iloc[0]) if len(frame) else None
 
-    return Picks(first(scored), first(members), first(ensembles),
-                 list(members["id"].head(TOP_MULTIPLES)))  # fmt: skip
+    return Picks(
+        first(scored), first(members), first(ensembles), list(members["id"].head(TOP_MULTIPLES))
+    )
 
 
 def make_figures(run: RunData, board: pd.DataFrame, out_dir: str | os.PathLike) -> list[Figure]:
@@ -113,8 +114,15 @@ def _style() -> Iterator[None]:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    rc = {"figure.dpi": DPI, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
-          "ytick.labelsize": 8, "legend.fontsize": 8, "axes.titleweight": "bold"}  # fmt: skip
+    rc = {
+        "figure.dpi": DPI,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "legend.fontsize": 8,
+        "axes.titleweight": "bold",
+    }
     with sns.axes_style("whitegrid"), plt.rc_context(rc):
         try:
             yield
@@ -137,8 +145,9 @@ def save_png(fig, path: Path, layout: bool = True, photos: bool = False) -> None
             fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
             return
         buffer = io.BytesIO()  # fast to write and read back: compressed once, after quantizing
-        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight",
-                    pil_kwargs={"compress_level": 1})  # fmt: skip
+        fig.savefig(
+            buffer, format="png", dpi=DPI, bbox_inches="tight", pil_kwargs={"compress_level": 1}
+        )
         chart = Image.open(buffer).convert("RGB")
         chart = chart.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         chart.save(tmp, format="PNG", dpi=(DPI, DPI))
@@ -216,8 +225,14 @@ def sample_grid(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
         raise Skip("data/sample_x.npy and sample_y.npy do not hold matching images and labels")
     if int(labels.max()) >= run.num_classes:
         raise Skip("data/sample_y.npy has labels beyond the run's classes")
-    draw_grid(images, labels, run.class_names, path,
-              title=(run.meta.get("data") or {}).get("source"), dpi=DPI)  # fmt: skip
+    draw_grid(
+        images,
+        labels,
+        run.class_names,
+        path,
+        title=(run.meta.get("data") or {}).get("source"),
+        dpi=DPI,
+    )
 
 
 def heatmap(
@@ -243,8 +258,14 @@ def heatmap(
 
     matrix = np.asarray(matrix, dtype=float)
     rows, cols = matrix.shape
-    mesh = ax.pcolormesh(np.ma.masked_invalid(matrix), cmap=cmap, vmin=vmin, vmax=vmax,
-                         edgecolors="white", linewidth=0.3)  # fmt: skip
+    mesh = ax.pcolormesh(
+        np.ma.masked_invalid(matrix),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        edgecolors="white",
+        linewidth=0.3,
+    )
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)  # first row at the top, as the matrix reads
     ax.set_aspect("equal")
@@ -265,19 +286,40 @@ def heatmap(
             if np.isfinite(value):
                 red, green, blue = to_rgb(mesh.cmap(mesh.norm(value)))
                 light = 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.408
-                ax.text(j + 0.5, i + 0.5, format(value, fmt), ha="center", va="center",
-                        fontsize=7, color="#222222" if light else "white")  # fmt: skip
+                ax.text(
+                    j + 0.5,
+                    i + 0.5,
+                    format(value, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="#222222" if light else "white",
+                )
     if colorbar is not None:
-        ax.figure.colorbar(mesh, ax=ax, label=colorbar, fraction=0.046, pad=0.03,
-                           format=PercentFormatter(1.0) if percent else None)  # fmt: skip
+        ax.figure.colorbar(
+            mesh,
+            ax=ax,
+            label=colorbar,
+            fraction=0.046,
+            pad=0.03,
+            format=PercentFormatter(1.0) if percent else None,
+        )
     return mesh
 
 
 def _confusion_heatmap(ax, matrix: np.ndarray, class_names, annotate: bool, cbar: bool = True):
     many = len(class_names) > 30
-    mesh = heatmap(ax, matrix, None if many else class_names, cmap="Blues", vmin=0.0, vmax=1.0,
-                   fmt=".0%" if annotate and len(class_names) <= 20 else None,
-                   colorbar="share of the true class" if cbar else None, percent=True)  # fmt: skip
+    mesh = heatmap(
+        ax,
+        matrix,
+        None if many else class_names,
+        cmap="Blues",
+        vmin=0.0,
+        vmax=1.0,
+        fmt=".0%" if annotate and len(class_names) <= 20 else None,
+        colorbar="share of the true class" if cbar else None,
+        percent=True,
+    )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     return mesh
@@ -292,8 +334,10 @@ def _confusion_of(run: RunData, board: pd.DataFrame, key: str | None, what: str,
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     _confusion_heatmap(ax, matrix, run.class_names, annotate=True)
     accuracy = metrics.accuracy(probs, run.y_test)
-    ax.set_title(f"{wrap_label(_names(board)[key], 60)}: test accuracy {accuracy:.1%}\n"
-                 "(each row: share of that true class)")  # fmt: skip
+    ax.set_title(
+        f"{wrap_label(_names(board)[key], 60)}: test accuracy {accuracy:.1%}\n"
+        "(each row: share of that true class)"
+    )
     save_png(fig, path)
 
 
@@ -335,8 +379,9 @@ def confusion_top_members(run: RunData, board: pd.DataFrame, chosen: Picks, path
     boxes = [ax.get_position() for ax in drawn]
     right = max(b.x1 for b in boxes)
     low, high = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
-    strip = fig.add_axes((right + 0.2 / width, low + 0.2 * (high - low), 0.15 / width,
-                          0.6 * (high - low)))  # fmt: skip
+    strip = fig.add_axes(
+        (right + 0.2 / width, low + 0.2 * (high - low), 0.15 / width, 0.6 * (high - low))
+    )
     fig.colorbar(mesh, cax=strip, format=PercentFormatter(1.0), label="share of the true class")
     save_png(fig, path, layout=False)
 
@@ -348,8 +393,12 @@ def per_class_scores(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
 
     probs = _test_probs(run, chosen.best, "model")
     scores = scoring.per_class_scores(probs, run.y_test, run.class_names)
-    long = scores.melt(id_vars="class", value_vars=["precision", "recall", "f1"],
-                       var_name="score", value_name="value")  # fmt: skip
+    long = scores.melt(
+        id_vars="class",
+        value_vars=["precision", "recall", "f1"],
+        var_name="score",
+        value_name="value",
+    )
     horizontal = run.num_classes > 12
     size = (8.0, max(4.0, 0.28 * run.num_classes)) if horizontal else (9.0, 4.0)
     fig, ax = plt.subplots(figsize=size)
@@ -393,10 +442,12 @@ def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path
     per_row = 1 if len(shown) <= 4 else 2
     rows = math.ceil(len(shown) / per_row)
     panel = 4.4 if per_row == 1 else 3.0  # inches per axes: two panels a member, <= MAX_WIDTH_IN
-    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(panel * 2 * per_row, 2.4 * rows),
-                             squeeze=False)  # fmt: skip
-    titles = distinct_labels([str(_names(board)[key]) for key, _ in shown],
-                             width=50 if per_row == 1 else 34)  # fmt: skip
+    fig, axes = plt.subplots(
+        rows, 2 * per_row, figsize=(panel * 2 * per_row, 2.4 * rows), squeeze=False
+    )
+    titles = distinct_labels(
+        [str(_names(board)[key]) for key, _ in shown], width=50 if per_row == 1 else 34
+    )
     for i, ((_, history), title) in enumerate(zip(shown, titles, strict=True)):
         ax_loss, ax_acc = (
             axes[i // per_row, 2 * (i % per_row)],
@@ -414,8 +465,14 @@ def training_curves(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path
                 continue
             ax.plot(epochs, history[key_train], color="#0173b2", label="train", marker=".")
             if f"val_{key_train}" in history:
-                ax.plot(epochs, history[f"val_{key_train}"], color="#d55e00", label="validation",
-                        linestyle="--", marker=".")  # fmt: skip
+                ax.plot(
+                    epochs,
+                    history[f"val_{key_train}"],
+                    color="#d55e00",
+                    label="validation",
+                    linestyle="--",
+                    marker=".",
+                )
             ax.set_ylabel(label)
             epoch_axis(ax, epochs)
         ax_loss.set_title(title, loc="left")
@@ -453,10 +510,16 @@ def accuracy_vs_cost(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
     """Test accuracy against training time, inference speed and parameters, Pareto front marked."""
     import matplotlib.pyplot as plt
 
-    panels = [("train_seconds", "training time (log scale)", True, duration),
-              ("images_per_second", "inference images / second (log scale)", False,
-               lambda v: f"{v:,.0f}"),
-              ("params", "parameters (log scale)", True, count)]  # fmt: skip
+    panels = [
+        ("train_seconds", "training time (log scale)", True, duration),
+        (
+            "images_per_second",
+            "inference images / second (log scale)",
+            False,
+            lambda v: f"{v:,.0f}",
+        ),
+        ("params", "parameters (log scale)", True, count),
+    ]
     scored = board[(board["status"] == "done") & board["test_accuracy"].notna()]
     usable = [p for p in panels if (pd.to_numeric(scored[p[0]], errors="coerce") > 0).sum() >= 1]
     if scored.empty or not usable:
@@ -470,31 +533,62 @@ def accuracy_vs_cost(run: RunData, board: pd.DataFrame, chosen: Picks, path: Pat
         cost, acc = cost[ok], frame["test_accuracy"].to_numpy(dtype=float)
         for kind in sorted(frame["kind"].unique()):
             mask = (frame["kind"] == kind).to_numpy()
-            ax.scatter(cost[mask], acc[mask], s=36, alpha=0.85, label=kind,
-                       color=KIND_COLORS.get(str(kind), "#949494"), edgecolor="white", zorder=3)  # fmt: skip
+            ax.scatter(
+                cost[mask],
+                acc[mask],
+                s=36,
+                alpha=0.85,
+                label=kind,
+                color=KIND_COLORS.get(str(kind), "#949494"),
+                edgecolor="white",
+                zorder=3,
+            )
         front = pareto_front(cost, acc, lower)
         # The front runs from the best cost to the worst: steps-post draws the attainable staircase.
-        ax.plot(cost[front], acc[front], color="#cc78bc", linewidth=1.5, drawstyle="steps-post",
-                zorder=2, label="Pareto front")  # fmt: skip
-        ax.scatter(cost[front], acc[front], s=90, facecolor="none", edgecolor="#cc78bc",
-                   linewidth=1.5, zorder=4)  # fmt: skip
+        ax.plot(
+            cost[front],
+            acc[front],
+            color="#cc78bc",
+            linewidth=1.5,
+            drawstyle="steps-post",
+            zorder=2,
+            label="Pareto front",
+        )
+        ax.scatter(
+            cost[front],
+            acc[front],
+            s=90,
+            facecolor="none",
+            edgecolor="#cc78bc",
+            linewidth=1.5,
+            zorder=4,
+        )
         ax.set_xscale("log")
         ax.autoscale_view()
         low, high = np.log(ax.get_xlim())
         labels = distinct_labels([str(m) for m in frame["model"].iloc[front]])
         for i, text in zip(front, labels, strict=True):
             right = (np.log(cost[i]) - low) / max(high - low, 1e-12) > 0.6  # label to the left
-            ax.annotate(text, (cost[i], acc[i]), fontsize=7, xytext=(-4 if right else 4, 4),
-                        textcoords="offset points", ha="right" if right else "left",
-                        linespacing=1.0)  # fmt: skip
+            ax.annotate(
+                text,
+                (cost[i], acc[i]),
+                fontsize=7,
+                xytext=(-4 if right else 4, 4),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                linespacing=1.0,
+            )
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _, f=fmt: f(v)))
         ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _, f=fmt: _minor_label(v, f)))
         ax.legend(loc="best")
-    fig.suptitle("Accuracy against cost (better: higher, and cheaper: left for time and "
-                 "parameters, right for speed)", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        "Accuracy against cost (better: higher, and cheaper: left for time and "
+        "parameters, right for speed)",
+        fontsize=10,
+    )
     save_png(fig, path)
 
 
@@ -513,16 +607,33 @@ def reliability(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
     probs = _test_probs(run, chosen.best, "model")
     table = scoring.calibration_bins(probs, run.y_test)
     ece = scoring.expected_calibration_error(probs, run.y_test)
-    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5.5, 6.0), sharex=True,
-                                       gridspec_kw={"height_ratios": [3, 1]})  # fmt: skip
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(5.5, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     width = table["high"] - table["low"]
     filled = table["count"] > 0
-    ax.bar(table["low"][filled], table["accuracy"][filled], width=width[filled], align="edge",
-           color="#0173b2", edgecolor="white", label="accuracy")  # fmt: skip
+    ax.bar(
+        table["low"][filled],
+        table["accuracy"][filled],
+        width=width[filled],
+        align="edge",
+        color="#0173b2",
+        edgecolor="white",
+        label="accuracy",
+    )
     gap = (table["confidence"] - table["accuracy"])[filled]
-    ax.bar(table["low"][filled], gap.abs(), bottom=np.minimum(table["accuracy"], table["confidence"])
-           [filled], width=width[filled], align="edge", facecolor="none", edgecolor="#d55e00",
-           hatch="///", linewidth=1.0, label="gap to mean confidence")  # fmt: skip
+    ax.bar(
+        table["low"][filled],
+        gap.abs(),
+        bottom=np.minimum(table["accuracy"], table["confidence"])[filled],
+        width=width[filled],
+        align="edge",
+        facecolor="none",
+        edgecolor="#d55e00",
+        hatch="///",
+        linewidth=1.0,
+        label="gap to mean confidence",
+    )
     ax.plot(
         [0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1, label="perfect calibration"
     )
@@ -531,8 +642,14 @@ def reliability(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
     ax.set_ylabel("accuracy in bin")
     ax.legend(loc="upper left")
     ax.set_title(f"Reliability: {wrap_label(_names(board)[chosen.best], 40)} (ECE {ece:.3f})")
-    ax_count.bar(table["low"], table["count"] / max(1, table["count"].sum()), width=width,
-                 align="edge", color="#949494", edgecolor="white")  # fmt: skip
+    ax_count.bar(
+        table["low"],
+        table["count"] / max(1, table["count"].sum()),
+        width=width,
+        align="edge",
+        color="#949494",
+        edgecolor="white",
+    )
     ax_count.set_ylabel("share of images")
     ax_count.set_xlabel("confidence (top-class probability)")
     save_png(fig, path)
@@ -563,8 +680,12 @@ def confident_mistakes(run: RunData, board: pd.DataFrame, chosen: Picks, path: P
         ax.axis("off")
     for ax, i in zip(axes.ravel(), chosen_rows, strict=False):
         ax.imshow(np.asarray(images[i]), interpolation="nearest")
-        ax.set_title(f"true: {names[run.y_test[i]]}\npred: {names[predicted[i]]} "
-                     f"({probs[i, predicted[i]]:.0%})", fontsize=8, color="#a00000")  # fmt: skip
+        ax.set_title(
+            f"true: {names[run.y_test[i]]}\npred: {names[predicted[i]]} "
+            f"({probs[i, predicted[i]]:.0%})",
+            fontsize=8,
+            color="#a00000",
+        )
     fig.suptitle(f"Most confident mistakes: {shorten(_names(board)[chosen.best], 60)}", fontsize=10)
     save_png(fig, path, photos=True)
 
@@ -584,35 +705,82 @@ def diversity(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) -> N
     labels = distinct_labels(names)
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     matrix = np.asarray(matrix, dtype=float)
-    heatmap(ax, matrix, labels, cmap=sns.color_palette("mako_r", as_cmap=True), vmin=0.0,
-            vmax=max(float(np.nanmax(matrix)), 1e-9), fmt=".2f" if len(names) <= 12 else None,
-            colorbar="share of images the two disagree on")  # fmt: skip
+    heatmap(
+        ax,
+        matrix,
+        labels,
+        cmap=sns.color_palette("mako_r", as_cmap=True),
+        vmin=0.0,
+        vmax=max(float(np.nanmax(matrix)), 1e-9),
+        fmt=".2f" if len(names) <= 12 else None,
+        colorbar="share of images the two disagree on",
+    )
     ax.set_title("Member diversity: pairwise disagreement")
     save_png(fig, path)
 
 
 Draw = Callable[[RunData, pd.DataFrame, Picks, Path], None]
 _FIGURES: list[tuple[str, str, str, Draw]] = [
-    ("samples", "Sample images", "Pictures from the run's data with their class names.",
-     sample_grid),
-    ("confusion_best_member", "Confusion matrix: best single member",
-     "Normalised per true class (each row sums to 100%).", confusion_best_member),
-    ("confusion_best_ensemble", "Confusion matrix: best ensemble",
-     "Normalised per true class (each row sums to 100%).", confusion_best_ensemble),
-    ("confusion_top_members", "Confusion matrices of the top members",
-     "Same colour scale; members in leaderboard order.", confusion_top_members),
-    ("per_class", "Per-class scores of the best model",
-     "Precision, recall (= per-class accuracy) and F1 on the test set.", per_class_scores),
-    ("curves", "Training curves", "Loss and accuracy per epoch, training (solid) and validation "
-     "(dashed), members in leaderboard order.", training_curves),
-    ("cost", "Accuracy against cost", "Each point is a leaderboard row; the Pareto front joins "
-     "the rows no other row beats on both accuracy and that cost.", accuracy_vs_cost),
-    ("reliability", "Reliability diagram of the best model",
-     "Accuracy against confidence in 15 equal-width bins; the gap is the calibration error.",
-     reliability),
-    ("mistakes", "Most confident mistakes of the best model",
-     "Test pictures the best model got wrong with the highest confidence.", confident_mistakes),
-    ("diversity", "Ensemble member diversity",
-     "Share of images on which each pair of members predicts different classes.",
-     diversity),
-]  # fmt: skip
+    (
+        "samples",
+        "Sample images",
+        "Pictures from the run's data with their class names.",
+        sample_grid,
+    ),
+    (
+        "confusion_best_member",
+        "Confusion matrix: best single member",
+        "Normalised per true class (each row sums to 100%).",
+        confusion_best_member,
+    ),
+    (
+        "confusion_best_ensemble",
+        "Confusion matrix: best ensemble",
+        "Normalised per true class (each row sums to 100%).",
+        confusion_best_ensemble,
+    ),
+    (
+        "confusion_top_members",
+        "Confusion matrices of the top members",
+        "Same colour scale; members in leaderboard order.",
+        confusion_top_members,
+    ),
+    (
+        "per_class",
+        "Per-class scores of the best model",
+        "Precision, recall (= per-class accuracy) and F1 on the test set.",
+        per_class_scores,
+    ),
+    (
+        "curves",
+        "Training curves",
+        "Loss and accuracy per epoch, training (solid) and validation "
+        "(dashed), members in leaderboard order.",
+        training_curves,
+    ),
+    (
+        "cost",
+        "Accuracy against cost",
+        "Each point is a leaderboard row; the Pareto front joins "
+        "the rows no other row beats on both accuracy and that cost.",
+        accuracy_vs_cost,
+    ),
+    (
+        "reliability",
+        "Reliability diagram of the best model",
+        "Accuracy against confidence in 15 equal-width bins; the gap is the calibration error.",
+        reliability,
+    ),
+    (
+        "mistakes",
+        "Most confident mistakes of the best model",
+        "Test pictures the best model got wrong with the highest confidence.",
+        confident_mistakes,
+    ),
+    (
+        "diversity",
+        "Ensemble member diversity",
+        "Share of images on which each pair of members predicts different classes.",
+        diversity,
+    ),
+]

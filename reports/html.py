@@ -197,8 +197,10 @@ def _comparisons(report: Report) -> list[str]:
             f'<td class="num">{r["support"]}</td></tr>'
             for _, r in c.per_class.iterrows()
         )
-        heads = "".join(f'<th scope="col" style="max-width:11rem">{escape(h)}</th>'
-                        for h in comparison_headers(c)[1:])  # fmt: skip
+        heads = "".join(
+            f'<th scope="col" style="max-width:11rem">{escape(h)}</th>'
+            for h in comparison_headers(c)[1:]
+        )
         out.append(
             '<table class="sortable per-class"><thead><tr><th class="text" scope="col">class</th>'
             f"{heads}</tr></thead><tbody>{rows}</tbody></table>"

@@ -26,12 +26,31 @@ log = logging.getLogger(__name__)
 # benchmark.run.robustness's summary numbers (blank where a run did not measure them).
 ROBUSTNESS_COLUMNS = ("corruption_accuracy", "corruption_accuracy_adabn", "fgsm_accuracy")
 COLUMNS = (
-    "rank", "model", "kind", "method", "architecture", "strategy", "input_size",
-    "test_accuracy", "test_accuracy_low", "test_accuracy_high",
-    "precision_macro", "recall_macro", "f1_macro", "val_accuracy", "val_loss", "ece",
-    "params", "flops", "train_seconds", "images_per_second", "status", "reason", "id",
+    "rank",
+    "model",
+    "kind",
+    "method",
+    "architecture",
+    "strategy",
+    "input_size",
+    "test_accuracy",
+    "test_accuracy_low",
+    "test_accuracy_high",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "val_accuracy",
+    "val_loss",
+    "ece",
+    "params",
+    "flops",
+    "train_seconds",
+    "images_per_second",
+    "status",
+    "reason",
+    "id",
     *ROBUSTNESS_COLUMNS,
-)  # fmt: skip
+)
 
 # Column -> (header, formatter) of the table people read (Markdown and HTML).
 DISPLAY = {
@@ -53,6 +72,7 @@ DISPLAY = {
     "images_per_second": "Img/s",
     "status": "Status",
 }
+
 
 def leaderboard(
     store: RunStore, *, save: bool = False, resamples: int = 1000, seed: int = 0
@@ -144,16 +164,25 @@ def _test_scores(probs, labels, num_classes: int, resamples: int, seed: int) -> 
 
 
 # The columns a terminal has room for (the report shows all of DISPLAY).
-CONSOLE = ("rank", "model", "kind", "test_accuracy", "val_accuracy", "params", "train_seconds",
-           "status")  # fmt: skip
+CONSOLE = (
+    "rank",
+    "model",
+    "kind",
+    "test_accuracy",
+    "val_accuracy",
+    "params",
+    "train_seconds",
+    "status",
+)
 
 
 def display_columns(board: pd.DataFrame) -> tuple[str, ...]:
     """The columns people see: every DISPLAY column, less robustness columns no row measured."""
     return tuple(
-        col for col in DISPLAY
+        col
+        for col in DISPLAY
         if col not in ROBUSTNESS_COLUMNS or (col in board and board[col].notna().any())
-    )  # fmt: skip
+    )
 
 
 def display_table(board: pd.DataFrame, columns=None) -> pd.DataFrame:
@@ -172,8 +201,9 @@ def console_lines(board: pd.DataFrame, store: RunStore, top: int = 10) -> list[s
     if not len(board):
         return [f"{store.root}: no members or ensembles stored yet"]
     table = display_table(board.head(top), CONSOLE)
-    lines = tabulate(table, headers="keys", tablefmt="github", showindex=False,
-                     disable_numparse=True).splitlines()  # fmt: skip
+    lines = tabulate(
+        table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True
+    ).splitlines()
     if len(board) > top:
         lines.append(f"... {len(board) - top} more rows in {store.leaderboard_csv}")
     return lines

@@ -24,25 +24,43 @@ def render(report: Report) -> str:
     """The whole report; figures are linked as ``figures/NAME.png`` beside README.md."""
     lines = [f"# {report.title}", ""]
     lines += [report.state, ""]
-    lines += ["## Leaderboard", "",
-              "Ordered by validation accuracy (what selection used); test scores are reported, "
-              "never used to choose. Test accuracy carries a 95% bootstrap interval (1000 "
-              "resamples); ECE uses 15 confidence bins.", "",
-              leaderboard_markdown(report.board), ""]  # fmt: skip
+    lines += [
+        "## Leaderboard",
+        "",
+        "Ordered by validation accuracy (what selection used); test scores are reported, "
+        "never used to choose. Test accuracy carries a 95% bootstrap interval (1000 "
+        "resamples); ECE uses 15 confidence bins.",
+        "",
+        leaderboard_markdown(report.board),
+        "",
+    ]
     lines += ["## Is the winner better?", ""]
     if not report.comparisons:
         lines += ["_Needs at least two rows with test predictions._", ""]
     for c in report.comparisons:
         lines += [f"### {c.title}", "", summary_sentence(c), ""]
-        per_class = pd.DataFrame({"class": c.per_class["class"],
-                                  "a": c.per_class["a"].map("{:.1%}".format),
-                                  "b": c.per_class["b"].map("{:.1%}".format),
-                                  "difference": c.per_class["difference"].map("{:+.1%}".format),
-                                  "support": c.per_class["support"]})  # fmt: skip
+        per_class = pd.DataFrame(
+            {
+                "class": c.per_class["class"],
+                "a": c.per_class["a"].map("{:.1%}".format),
+                "b": c.per_class["b"].map("{:.1%}".format),
+                "difference": c.per_class["difference"].map("{:+.1%}".format),
+                "support": c.per_class["support"],
+            }
+        )
         per_class = _escape(per_class.astype(str))
         headers = [_cell(h) for h in comparison_headers(c)]
-        lines += [tabulate(per_class, headers=headers, tablefmt="github", showindex=False,
-                           disable_numparse=True, colalign=("left", *["right"] * 4)), ""]  # fmt: skip
+        lines += [
+            tabulate(
+                per_class,
+                headers=headers,
+                tablefmt="github",
+                showindex=False,
+                disable_numparse=True,
+                colalign=("left", *["right"] * 4),
+            ),
+            "",
+        ]
     lines += ["## Figures", ""]
     for fig in report.figures:
         lines += [f"### {fig.title}", ""]
@@ -50,10 +68,17 @@ def render(report: Report) -> str:
             lines += [f"_Skipped: {fig.note}._", ""]
         else:
             lines += [f"![{fig.title}](figures/{fig.path.name})", "", fig.caption, ""]
-    lines += ["## Data and settings", "",
-              tabulate([(_cell(k), _cell(v)) for k, v in report.about],
-                       headers=["Setting", "Value"], tablefmt="github", disable_numparse=True),
-              ""]  # fmt: skip
+    lines += [
+        "## Data and settings",
+        "",
+        tabulate(
+            [(_cell(k), _cell(v)) for k, v in report.about],
+            headers=["Setting", "Value"],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+    ]
     if report.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in report.notes], ""]
     return "\n".join(lines)

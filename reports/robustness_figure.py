@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 KEY = "robustness"
 TITLE = "Accuracy against corruption severity"
-CAPTION = ("Generated corruptions of the test images (parameters under Data and settings): "
-           "accuracy per severity for the top leaderboard rows, severity 0 being the same images "
-           "uncorrupted; solid without adaptation, dashed with AdaBN (BN statistics re-estimated on "
-           "each set of images, the clean one included).")  # fmt: skip
+CAPTION = (
+    "Generated corruptions of the test images (parameters under Data and settings): "
+    "accuracy per severity for the top leaderboard rows, severity 0 being the same images "
+    "uncorrupted; solid without adaptation, dashed with AdaBN (BN statistics re-estimated on "
+    "each set of images, the clean one included)."
+)
 TOP_ROWS = 4
 
 
@@ -56,22 +58,37 @@ def robustness_about(run: RunData, board: pd.DataFrame) -> list[tuple[str, str]]
         corruptions = describe(config["corruptions"], config["severities"])
     except (KeyError, IndexError, TypeError):
         return []
-    lines = [("Generated corruptions",
-              f"{records[0]['summary'].get('images', '-')} test images (seeded, class-stratified, "
-              f"only for reporting); {corruptions}")]  # fmt: skip
+    lines = [
+        (
+            "Generated corruptions",
+            f"{records[0]['summary'].get('images', '-')} test images (seeded, class-stratified, "
+            f"only for reporting); {corruptions}",
+        )
+    ]
     if config.get("adabn"):
-        lines.append(("Adaptation", "AdaBN: each member's BatchNormalization statistics re-estimated "
-                      "on the unlabeled images of each (corruption, severity); ensembles combine "
-                      "their members' adapted predictions"))  # fmt: skip
+        lines.append(
+            (
+                "Adaptation",
+                "AdaBN: each member's BatchNormalization statistics re-estimated "
+                "on the unlabeled images of each (corruption, severity); ensembles combine "
+                "their members' adapted predictions",
+            )
+        )
     if config.get("fgsm_images"):
-        lines.append(("Adversarial (FGSM)",
-                      f"one signed-gradient step of {config.get('fgsm_epsilon')} pixels (0-255 "
-                      f"input) on {config['fgsm_images']} test images; ensembles through the fused "
-                      "model"))  # fmt: skip
+        lines.append(
+            (
+                "Adversarial (FGSM)",
+                f"one signed-gradient step of {config.get('fgsm_epsilon')} pixels (0-255 "
+                f"input) on {config['fgsm_images']} test images; ensembles through the fused "
+                "model",
+            )
+        )
     return lines
 
 
-def robustness_figure(run: RunData, board: pd.DataFrame, out_dir: str | os.PathLike) -> Figure | None:
+def robustness_figure(
+    run: RunData, board: pd.DataFrame, out_dir: str | os.PathLike
+) -> Figure | None:
     """Draw the figure into ``out_dir`` (None when the run measured no robustness)."""
     records = _records(run, board)
     if not records:
@@ -100,28 +117,50 @@ def _draw(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     cols = min(4, len(corruptions))
     rows = math.ceil(len(corruptions) / cols)
     colors = sns.color_palette("colorblind", len(records))
-    rc = {"figure.dpi": DPI, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
-          "ytick.labelsize": 8, "legend.fontsize": 8}  # fmt: skip
+    rc = {
+        "figure.dpi": DPI,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "legend.fontsize": 8,
+    }
     with sns.axes_style("whitegrid"), plt.rc_context(rc):
         width = min(3.0 * cols, MAX_WIDTH_IN)
-        fig, axes = plt.subplots(rows, cols, figsize=(width, width / cols * 0.9 * rows),
-                                 squeeze=False, sharey=True)  # fmt: skip
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(width, width / cols * 0.9 * rows), squeeze=False, sharey=True
+        )
         try:
             for ax, name in zip(axes.ravel(), corruptions, strict=False):
                 for color, label, (_, record) in zip(colors, labels, records, strict=True):
-                    table = sorted((r for r in record["table"] if r["corruption"] == name),
-                                   key=lambda r: r["severity"])  # fmt: skip
+                    table = sorted(
+                        (r for r in record["table"] if r["corruption"] == name),
+                        key=lambda r: r["severity"],
+                    )
                     summary = record["summary"]
-                    for column, style in (("accuracy", {"marker": "o", "label": label}),
-                                          ("accuracy_adabn", {"marker": ".", "linestyle": "--"})):
+                    for column, style in (
+                        ("accuracy", {"marker": "o", "label": label}),
+                        ("accuracy_adabn", {"marker": ".", "linestyle": "--"}),
+                    ):
                         if any(r.get(column) is None for r in table):
                             continue
                         clean = summary.get(f"clean_{column}")  # severity 0: the clean images
                         xs = [0] * (clean is not None) + [r["severity"] for r in table]
                         ys = [clean] * (clean is not None) + [r[column] for r in table]
                         ax.plot(xs, ys, color=color, **style)
-                ax.set_xticks(sorted({0, *(r["severity"] for _, rec in records
-                                          for r in rec["table"] if r["corruption"] == name)}))
+                ax.set_xticks(
+                    sorted(
+                        {
+                            0,
+                            *(
+                                r["severity"]
+                                for _, rec in records
+                                for r in rec["table"]
+                                if r["corruption"] == name
+                            ),
+                        }
+                    )
+                )
                 ax.set_title(name.replace("_", " "))
                 ax.set_xlabel("severity (0: clean)")
                 ax.set_ylim(0, 1)
@@ -131,10 +170,15 @@ def _draw(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
             for ax in axes.ravel()[len(corruptions) :]:
                 ax.axis("off")
             handles, labels = axes.ravel()[0].get_legend_handles_labels()
-            fig.legend(handles, labels, loc="lower center", ncols=min(4, len(labels)),
-                       bbox_to_anchor=(0.5, -0.02), frameon=False)  # fmt: skip
+            fig.legend(
+                handles,
+                labels,
+                loc="lower center",
+                ncols=min(4, len(labels)),
+                bbox_to_anchor=(0.5, -0.02),
+                frameon=False,
+            )
             fig.tight_layout(rect=(0, 0.05, 1, 1))
             save_png(fig, path, layout=False)
         finally:
             plt.close(fig)
-

@@ -69,7 +69,9 @@ class RunData:
             return None
         expected = (len(labels), self.num_classes)
         if probs.shape != expected:
-            self._note(f"{where} has shape {probs.shape}, expected {expected}; its scores are left out")
+            self._note(
+                f"{where} has shape {probs.shape}, expected {expected}; its scores are left out"
+            )
             return None
         return probs.astype(np.float64)
 

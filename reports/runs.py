@@ -21,7 +21,9 @@ def run_rows(folder: Path) -> list[dict[str, Any]]:
     """One row per run folder directly under ``folder`` (others are not runs and are skipped)."""
     if not folder.is_dir():
         raise ZoobenchError(f"{folder} is not a folder")
-    return [_row(path) for path in sorted(folder.iterdir()) if path.is_dir() and runfolder.is_run(path)]
+    return [
+        _row(path) for path in sorted(folder.iterdir()) if path.is_dir() and runfolder.is_run(path)
+    ]
 
 
 def _row(path: Path) -> dict[str, Any]:
@@ -61,9 +63,16 @@ def display(rows: list[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in rows:
         acc = r["test_accuracy"]
-        out.append([
-            r["run"], r["profile"] or "-", r["data"] or "-", r["backend"] or "-", r["status"],
-            r["best"] or "-", "-" if acc is None or acc != acc else formatting.percent(acc),
-            "-" if r["wall"] is None else formatting.duration(float(r["wall"])),
-        ])  # fmt: skip
+        out.append(
+            [
+                r["run"],
+                r["profile"] or "-",
+                r["data"] or "-",
+                r["backend"] or "-",
+                r["status"],
+                r["best"] or "-",
+                "-" if acc is None or acc != acc else formatting.percent(acc),
+                "-" if r["wall"] is None else formatting.duration(float(r["wall"])),
+            ]
+        )
     return out

@@ -61,9 +61,14 @@ def calibration_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
         mean_conf = np.bincount(index, weights=confidence, minlength=bins) / count
         mean_acc = np.bincount(index, weights=correct, minlength=bins) / count
     return pd.DataFrame(
-        {"low": edges[:-1], "high": edges[1:], "count": count, "confidence": mean_conf,
-         "accuracy": mean_acc}
-    )  # fmt: skip
+        {
+            "low": edges[:-1],
+            "high": edges[1:],
+            "count": count,
+            "confidence": mean_conf,
+            "accuracy": mean_acc,
+        }
+    )
 
 
 def expected_calibration_error(
@@ -99,6 +104,11 @@ def per_class_scores(probs: np.ndarray, labels: np.ndarray, class_names) -> pd.D
         labels, predicted, labels=np.arange(len(class_names)), zero_division=0
     )
     return pd.DataFrame(
-        {"class": list(class_names), "precision": precision, "recall": recall, "f1": f1,
-         "support": support}
-    )  # fmt: skip
+        {
+            "class": list(class_names),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+        }
+    )

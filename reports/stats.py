@@ -54,9 +54,12 @@ def mcnemar(
         )
     statistic = (abs(a_only - b_only) - 1.0) ** 2 / discordant
     return McNemar(
-        a_only, b_only, float(statistic), float(chi2.sf(statistic, df=1)),
+        a_only,
+        b_only,
+        float(statistic),
+        float(chi2.sf(statistic, df=1)),
         "chi-square with continuity correction",
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,14 @@ def compare(
     names = board.set_index("id")["model"]
     per_class = per_class_accuracy(correct_a, correct_b, run.y_test, run.class_names)
     return Comparison(
-        title, str(names[key_a]), str(names[key_b]), float(correct_a.mean()),
-        float(correct_b.mean()), mcnemar(correct_a, correct_b), per_class,
-    )  # fmt: skip
+        title,
+        str(names[key_a]),
+        str(names[key_b]),
+        float(correct_a.mean()),
+        float(correct_b.mean()),
+        mcnemar(correct_a, correct_b),
+        per_class,
+    )
 
 
 def per_class_accuracy(
@@ -101,8 +109,15 @@ def per_class_accuracy(
         mask = labels == label
         acc_a = float(correct_a[mask].mean()) if mask.any() else math.nan
         acc_b = float(correct_b[mask].mean()) if mask.any() else math.nan
-        rows.append({"class": str(name), "a": acc_a, "b": acc_b, "difference": acc_a - acc_b,
-                     "support": int(mask.sum())})  # fmt: skip
+        rows.append(
+            {
+                "class": str(name),
+                "a": acc_a,
+                "b": acc_b,
+                "difference": acc_a - acc_b,
+                "support": int(mask.sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -114,8 +129,9 @@ def comparisons(run: RunData, board: pd.DataFrame) -> list[Comparison]:
     ensembles = scored[scored["kind"] == "ensemble"]
     pairs = []
     if len(members) and len(ensembles):
-        pairs.append((ensembles["id"].iloc[0], members["id"].iloc[0],
-                      "Best ensemble vs best single member"))  # fmt: skip
+        pairs.append(
+            (ensembles["id"].iloc[0], members["id"].iloc[0], "Best ensemble vs best single member")
+        )
     if len(scored) >= 2:
         top = (scored["id"].iloc[0], scored["id"].iloc[1], "Top two rows of the leaderboard")
         if not pairs or set(top[:2]) != set(pairs[0][:2]):
@@ -138,21 +154,39 @@ def describe_run(run: RunData) -> list[tuple[str, str]]:
         ("Profile", str(profile.get("name", "-")) if isinstance(profile, dict) else str(profile)),
         ("Dataset", str(data.get("dataset", "-"))),
         ("Source", str(data.get("source", "-"))),
-        ("Classes", f"{len(run.class_names)}: {', '.join(run.class_names)}" if run.class_names else "-"),
-        ("Images (train / val / test)",
-         " / ".join(f"{sizes[k]:,}" if isinstance(sizes.get(k), int) else "-"
-                    for k in ("train", "val", "test"))),
+        (
+            "Classes",
+            f"{len(run.class_names)}: {', '.join(run.class_names)}" if run.class_names else "-",
+        ),
+        (
+            "Images (train / val / test)",
+            " / ".join(
+                f"{sizes[k]:,}" if isinstance(sizes.get(k), int) else "-"
+                for k in ("train", "val", "test")
+            ),
+        ),
         ("Seed", str(meta.get("seed", data.get("seed", "-")))),
         ("Data fingerprint", str(data.get("fingerprint", "-"))),
-        ("Backend", str(meta.get("backend") or (meta.get("machine") or {}).get("backend")
-                        or "tensorflow (not recorded)")),
+        (
+            "Backend",
+            str(
+                meta.get("backend")
+                or (meta.get("machine") or {}).get("backend")
+                or "tensorflow (not recorded)"
+            ),
+        ),
         ("Machine", _machine(meta.get("machine") or {})),
-        ("Versions", ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items()))
-         or "-"),
+        (
+            "Versions",
+            ", ".join(f"{k} {v}" for k, v in sorted((meta.get("versions") or {}).items())) or "-",
+        ),
         ("Budget", _seconds(meta.get("budget_seconds"))),
         ("Wall time", _seconds(meta.get("wall_seconds"))),
-        ("Started / finished", f"{meta.get('started_at', '-')} / {meta.get('finished_at') or 'not finished'}"),
-    ]  # fmt: skip
+        (
+            "Started / finished",
+            f"{meta.get('started_at', '-')} / {meta.get('finished_at') or 'not finished'}",
+        ),
+    ]
     return lines
 
 

@@ -28,8 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg"
 
 
-
-
 def run_arm(data, steps: list[dict], args: argparse.Namespace) -> dict:
     """Preprocess every split with ``steps``, train ``args.arch``, score the test split once."""
     import keras
@@ -41,17 +39,34 @@ def run_arm(data, steps: list[dict], args: argparse.Namespace) -> dict:
     from zoo import backend
 
     start = time.perf_counter()
-    x_train, x_val, x_test = (apply_steps(x, steps) if steps else x
-                              for x in (data.x_train, data.x_val, data.x_test))  # fmt: skip
+    x_train, x_val, x_test = (
+        apply_steps(x, steps) if steps else x for x in (data.x_train, data.x_val, data.x_test)
+    )
     preprocess_seconds = time.perf_counter() - start
     keras.backend.clear_session()
     backend.enable_determinism()
     keras.utils.set_random_seed(args.seed)
     model = zoo.build(args.arch, num_classes=data.num_classes)
-    training = resolve_training({"epochs": args.epochs, "batch_size": 128, "optimizer": "adam",
-                                 "learning_rate": 2e-3, "early_stopping_patience": 0})  # fmt: skip
-    result = fit(model, x_train, data.y_train, x_val, data.y_val, training,
-                 num_classes=data.num_classes, augment=[{"name": "flip"}], seed=args.seed)  # fmt: skip
+    training = resolve_training(
+        {
+            "epochs": args.epochs,
+            "batch_size": 128,
+            "optimizer": "adam",
+            "learning_rate": 2e-3,
+            "early_stopping_patience": 0,
+        }
+    )
+    result = fit(
+        model,
+        x_train,
+        data.y_train,
+        x_val,
+        data.y_val,
+        training,
+        num_classes=data.num_classes,
+        augment=[{"name": "flip"}],
+        seed=args.seed,
+    )
     if not result.ok:
         raise SystemExit(f"training failed: {result.failed_reason}")
     probs, _ = predict(result.model, x_test)
@@ -81,22 +96,53 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmark.data.datasets import load
 
-    data = load("cifar10", data_dir=args.data_dir, seed=args.seed, train_size=args.train,
-                val_size=args.val, test_size=args.test)  # fmt: skip
+    data = load(
+        "cifar10",
+        data_dir=args.data_dir,
+        seed=args.seed,
+        train_size=args.train,
+        val_size=args.val,
+        test_size=args.test,
+    )
     arms = {"none": [], "deblock": [{"name": "deblock"}]}
     results = {name: run_arm(data, steps, args) for name, steps in arms.items()}
-    rows = [[name, f"{r['test_accuracy']:.4f}", f"{r['val_accuracy']:.4f}",
-             f"{r['blockiness']:.2f}", f"{r['changed']:.1%}", f"{r['preprocess_seconds']:.1f}",
-             f"{r['train_seconds']:.0f}"] for name, r in results.items()]  # fmt: skip
-    print(tabulate(rows, tablefmt="github", headers=[
-        "preprocess", "test accuracy", "val accuracy", "train blockiness", "pixels changed",
-        "preprocess s", "train s"]))  # fmt: skip
+    rows = [
+        [
+            name,
+            f"{r['test_accuracy']:.4f}",
+            f"{r['val_accuracy']:.4f}",
+            f"{r['blockiness']:.2f}",
+            f"{r['changed']:.1%}",
+            f"{r['preprocess_seconds']:.1f}",
+            f"{r['train_seconds']:.0f}",
+        ]
+        for name, r in results.items()
+    ]
+    print(
+        tabulate(
+            rows,
+            tablefmt="github",
+            headers=[
+                "preprocess",
+                "test accuracy",
+                "val accuracy",
+                "train blockiness",
+                "pixels changed",
+                "preprocess s",
+                "train s",
+            ],
+        )
+    )
     diff = results["deblock"]["test_accuracy"] - results["none"]["test_accuracy"]
-    print(f"\ndeblock - none: {diff * 100:+.2f} points of test accuracy "
-          f"({len(data.x_test)} test images)")  # fmt: skip
-    print(f"data: {data.source} at {data.location}; {len(data.x_train)} train / {len(data.x_val)} "
-          f"val / {len(data.x_test)} test, seed {args.seed}; {args.arch}, {args.epochs} epochs, "
-          "Adam 2e-3, batch 128, flips")  # fmt: skip
+    print(
+        f"\ndeblock - none: {diff * 100:+.2f} points of test accuracy "
+        f"({len(data.x_test)} test images)"
+    )
+    print(
+        f"data: {data.source} at {data.location}; {len(data.x_train)} train / {len(data.x_val)} "
+        f"val / {len(data.x_test)} test, seed {args.seed}; {args.arch}, {args.epochs} epochs, "
+        "Adam 2e-3, batch 128, flips"
+    )
     return 0
 
 

@@ -27,10 +27,15 @@ from pathlib import Path
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-quick")
-    parser.add_argument("--data-dir", default=os.environ.get("ZOOBENCH_DATA", "../shared/data/cifar10-jpg"))
-    parser.add_argument("--out", type=Path, required=True, help="a new folder: run/, cache/, figures")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="ZOOBENCH_CACHE to use (default: OUT/cache, empty)")  # fmt: skip
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("ZOOBENCH_DATA", "../shared/data/cifar10-jpg")
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="a new folder: run/, cache/, figures"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="ZOOBENCH_CACHE to use (default: OUT/cache, empty)"
+    )
     parser.add_argument("--load", type=int, default=0, help="CPU-bound processes to run alongside")
     parser.add_argument("--budget", default=None, help="override the profile's budget")
     parser.add_argument("--head", type=int, default=8, help="leaderboard rows to print")
@@ -55,8 +60,17 @@ def main() -> int:
     cache = args.cache or args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ZOOBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "benchmark.cli", "run", args.profile, "--out", str(run_dir),
-           "--data-dir", str(args.data_dir)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "run",
+        args.profile,
+        "--out",
+        str(run_dir),
+        "--data-dir",
+        str(args.data_dir),
+    ]
     if args.budget:
         cmd += ["--budget", args.budget]
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.load)]
@@ -69,26 +83,41 @@ def main() -> int:
     for p in spinners:
         p.kill()
     print(f"$ ZOOBENCH_CACHE={cache} {' '.join(cmd[1:])}")
-    print(f"exit {status}; wall {wall / 60:.0f} min {wall % 60:02.0f} s (process start-up included); "
-          f"{args.load} other CPU-bound process(es); log: {args.out / 'log.txt'}")  # fmt: skip
+    print(
+        f"exit {status}; wall {wall / 60:.0f} min {wall % 60:02.0f} s (process start-up included); "
+        f"{args.load} other CPU-bound process(es); log: {args.out / 'log.txt'}"
+    )
     if status:
         return status
     meta = json.loads((run_dir / "run.json").read_text())
     board = pd.read_csv(run_dir / "leaderboard.csv")
     sizes = meta["data"].get("sizes", {})
-    print(f"run wall_seconds {meta.get('wall_seconds')}; data {meta['data'].get('source')} {sizes}; "
-          f"seed {meta.get('seed')}")  # fmt: skip
-    cols = [c for c in ("model", "kind", "val_accuracy", "test_accuracy", "train_seconds") if c in board]
-    print(tabulate(board[cols].head(args.head), headers="keys", tablefmt="github", showindex=False,
-                   floatfmt=".4f"))  # fmt: skip
+    print(
+        f"run wall_seconds {meta.get('wall_seconds')}; data {meta['data'].get('source')} {sizes}; "
+        f"seed {meta.get('seed')}"
+    )
+    cols = [
+        c for c in ("model", "kind", "val_accuracy", "test_accuracy", "train_seconds") if c in board
+    ]
+    print(
+        tabulate(
+            board[cols].head(args.head),
+            headers="keys",
+            tablefmt="github",
+            showindex=False,
+            floatfmt=".4f",
+        )
+    )
     ok = board[board["status"].fillna("done") == "done"] if "status" in board else board
     ensembles, members = ok[ok["kind"] == "ensemble"], ok[ok["kind"] != "ensemble"]
     if len(ensembles) and len(members):
         best_e = ensembles.iloc[0]  # sorted by validation accuracy: the one selection picks
         best_m = members.iloc[0]
-        print(f"best ensemble {best_e['model']} {best_e['test_accuracy']:.2%} vs best member "
-              f"{best_m['model']} {best_m['test_accuracy']:.2%}: "
-              f"{(best_e['test_accuracy'] - best_m['test_accuracy']) * 100:+.2f} points")  # fmt: skip
+        print(
+            f"best ensemble {best_e['model']} {best_e['test_accuracy']:.2%} vs best member "
+            f"{best_m['model']} {best_m['test_accuracy']:.2%}: "
+            f"{(best_e['test_accuracy'] - best_m['test_accuracy']) * 100:+.2f} points"
+        )
     shutil.copy(run_dir / "leaderboard.csv", args.out / "leaderboard.csv")
     return 0
 

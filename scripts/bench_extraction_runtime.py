@@ -27,7 +27,9 @@ sys.path.insert(0, str(REPO))
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("ZOOBENCH_DATA", "../shared/data/cifar10-jpg"))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("ZOOBENCH_DATA", "../shared/data/cifar10-jpg")
+    )
     parser.add_argument("--architecture", default="efficientnet_lite0")
     parser.add_argument("--input-size", type=int, default=128)
     parser.add_argument("--feature-levels", type=int, default=5)
@@ -47,8 +49,14 @@ def main() -> None:
     from benchmark.train.extraction import extractor_model, runtime_extractor
     from benchmark.train.transfer import load_backbone, multi_level
 
-    data = datasets.load("cifar10", data_dir=args.data_dir, train_size=args.images, val_size=100,
-                         test_size=100, seed=0)  # fmt: skip
+    data = datasets.load(
+        "cifar10",
+        data_dir=args.data_dir,
+        train_size=args.images,
+        val_size=100,
+        test_size=100,
+        seed=0,
+    )
     x = np.ascontiguousarray(data.x_train[: args.images])
     import keras_tuner
 
@@ -75,11 +83,20 @@ def main() -> None:
                 if reference is None:
                     reference = feats
                 diff = float(np.max(np.abs(feats - reference)))
-                rows.append({"runtime": runtime, "batch": batch, "images/s": round(len(x) / seconds, 1),
-                             "setup s": round(setup, 1), "max |diff| vs tf": f"{diff:.2e}"})  # fmt: skip
+                rows.append(
+                    {
+                        "runtime": runtime,
+                        "batch": batch,
+                        "images/s": round(len(x) / seconds, 1),
+                        "setup s": round(setup, 1),
+                        "max |diff| vs tf": f"{diff:.2e}",
+                    }
+                )
                 print(rows[-1], flush=True)
-    print(f"\n{args.architecture} @{args.input_size}px, {args.feature_levels} feature levels, "
-          f"{len(x)} CIFAR-10 images (JPEG copy), {os.cpu_count()} CPU cores")  # fmt: skip
+    print(
+        f"\n{args.architecture} @{args.input_size}px, {args.feature_levels} feature levels, "
+        f"{len(x)} CIFAR-10 images (JPEG copy), {os.cpu_count()} CPU cores"
+    )
     print(tabulate(rows, headers="keys", tablefmt="github"))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))

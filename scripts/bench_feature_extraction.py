@@ -29,16 +29,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=60, help="max epochs per head trial")
     parser.add_argument("--max-trials", type=int, default=8, help="Keras Tuner head trials")
     parser.add_argument("--sample", type=int, default=512, help="images for the throughput probe")
-    parser.add_argument("--frozen-sample", type=int, default=1024,
-                        help="images for timing a frozen-backbone training epoch")  # fmt: skip
-    parser.add_argument("--feature-levels", type=int, default=1,
-                        help="pooled ends of the top N backbone stages (transfer option)")  # fmt: skip
-    parser.add_argument("--flip-features", action="store_true",
-                        help="mirrored training rows; val/test average image and mirror")  # fmt: skip
+    parser.add_argument(
+        "--frozen-sample",
+        type=int,
+        default=1024,
+        help="images for timing a frozen-backbone training epoch",
+    )
+    parser.add_argument(
+        "--feature-levels",
+        type=int,
+        default=1,
+        help="pooled ends of the top N backbone stages (transfer option)",
+    )
+    parser.add_argument(
+        "--flip-features",
+        action="store_true",
+        help="mirrored training rows; val/test average image and mirror",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder")
     parser.add_argument("--seed", type=int, default=0, help="data split seed")
-    parser.add_argument("--head-seed", type=int, default=None,
-                        help="head search seed (default: --seed); the features stay cached")  # fmt: skip
+    parser.add_argument(
+        "--head-seed",
+        type=int,
+        default=None,
+        help="head search seed (default: --seed); the features stay cached",
+    )
     parser.add_argument("--train-size", type=int, default=None, help="subset (smoke runs only)")
     parser.add_argument("--test-size", type=int, default=None, help="subset (smoke runs only)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
@@ -57,13 +72,19 @@ def main() -> None:
     from benchmark.data import datasets
     from benchmark.train.transfer import extract_features, load_backbone, run_strategy
 
-    cache_dir = args.cache_dir or Path(
-        os.environ.get("ZOOBENCH_CACHE", Path.home() / ".cache" / "zoobench")
-    ) / "features"  # fmt: skip
+    cache_dir = (
+        args.cache_dir
+        or Path(os.environ.get("ZOOBENCH_CACHE", Path.home() / ".cache" / "zoobench")) / "features"
+    )
     t_start = time.perf_counter()
-    data = datasets.load("cifar10", data_dir=args.data_dir, seed=args.seed,
-                         train_size=args.train_size, val_size=args.train_size,
-                         test_size=args.test_size)  # fmt: skip
+    data = datasets.load(
+        "cifar10",
+        data_dir=args.data_dir,
+        seed=args.seed,
+        train_size=args.train_size,
+        val_size=args.train_size,
+        test_size=args.test_size,
+    )
     print(
         f"data: {data.source}, train/val/test = {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)}"
     )
@@ -77,22 +98,34 @@ def main() -> None:
     extract_features(
         backbone, sample[:64], cache_dir=probe_dir, data_fingerprint="warmup", split="warmup"
     )
-    _, probe = extract_features(backbone, sample, cache_dir=probe_dir,
-                                data_fingerprint=f"probe-{time.time()}", split="probe")  # fmt: skip
+    _, probe = extract_features(
+        backbone,
+        sample,
+        cache_dir=probe_dir,
+        data_fingerprint=f"probe-{time.time()}",
+        split="probe",
+    )
     for f in probe_dir.glob("features-*"):
         f.unlink()
     ips = probe["images_per_second"]
     total = len(data.y_train) + len(data.y_val) + len(data.y_test)
-    print(f"extraction probe: {ips:.1f} images/s at {args.input_size}px "
-          f"-> about {total / ips / 60:.1f} min for all {total} images")  # fmt: skip
+    print(
+        f"extraction probe: {ips:.1f} images/s at {args.input_size}px "
+        f"-> about {total / ips / 60:.1f} min for all {total} images"
+    )
 
     # 2. Feature extraction + tuned head (selection on validation only).
     result = run_strategy(
-        "feature-extraction", args.architecture, hp, data, cache_dir=cache_dir, epochs=args.epochs,
+        "feature-extraction",
+        args.architecture,
+        hp,
+        data,
+        cache_dir=cache_dir,
+        epochs=args.epochs,
         seed=args.seed if args.head_seed is None else args.head_seed,
         tuner={"max_trials": args.max_trials},
         options={"feature_levels": args.feature_levels, "flip_features": args.flip_features},
-    )  # fmt: skip
+    )
     info = result.info
     val_acc = float(np.mean(result.val_probs.argmax(axis=1) == data.y_val))
     test_acc = float(np.mean(result.test_probs.argmax(axis=1) == data.y_test))  # read once, here
@@ -102,8 +135,12 @@ def main() -> None:
     # epoch covers twice the rows: both sides of the comparison do two passes per training image.
     model = result.model
     model.get_layer("backbone").trainable = False
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=False)  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     xs, ys = data.x_train[: args.frozen_sample], data.y_train[: args.frozen_sample]
     model.fit(xs[:128], ys[:128], epochs=1, batch_size=64, verbose=0)  # trace once
     t0 = time.perf_counter()

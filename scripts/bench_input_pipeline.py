@@ -18,12 +18,23 @@ from zoo.quiet import import_backend_quietly
 
 POLICIES = {
     "none": [],
-    "standard (flip, pad_crop, cutout)": [{"name": "flip"}, {"name": "pad_crop"}, {"name": "cutout"}],
-    "heavy (all ten steps)": [
-        {"name": "flip"}, {"name": "pad_crop"}, {"name": "translate"}, {"name": "rotate"}, {"name": "zoom"},
-        {"name": "cutout"}, {"name": "random_erasing"}, {"name": "mixup"}, {"name": "cutmix"},
+    "standard (flip, pad_crop, cutout)": [
+        {"name": "flip"},
+        {"name": "pad_crop"},
+        {"name": "cutout"},
     ],
-}  # fmt: skip
+    "heavy (all ten steps)": [
+        {"name": "flip"},
+        {"name": "pad_crop"},
+        {"name": "translate"},
+        {"name": "rotate"},
+        {"name": "zoom"},
+        {"name": "cutout"},
+        {"name": "random_erasing"},
+        {"name": "mixup"},
+        {"name": "cutmix"},
+    ],
+}
 PREPROCESS = [
     {"name": "color_space", "space": "lab"},
     {"name": "equalize"},

@@ -43,10 +43,17 @@ def main() -> None:
     data = load(
         "cifar10", data_dir=args.data_dir, train_size=args.train, val_size=args.val, test_size=100
     )
-    training = {"epochs": args.epochs, "batch_size": args.batch, "optimizer": "adam",
-                "learning_rate": 1e-3, "early_stopping_patience": 0}  # fmt: skip
-    profile = parse_profile({"name": "overhead", "training": training,
-                             "members": [{"architecture": args.arch}]}, "bench")  # fmt: skip
+    training = {
+        "epochs": args.epochs,
+        "batch_size": args.batch,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "early_stopping_patience": 0,
+    }
+    profile = parse_profile(
+        {"name": "overhead", "training": training, "members": [{"architecture": args.arch}]},
+        "bench",
+    )
     runner = Runner(profile, "/tmp/zoobench-overhead", data=data)
     task = expand(profile, 0)[0]
 
@@ -54,9 +61,12 @@ def main() -> None:
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         model = zoo.build(args.arch, None, data.input_shape, data.num_classes)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy(),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                      jit_compile=False)  # what the runner uses unless the zoo entry asks for XLA  # fmt: skip
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=keras.losses.CategoricalCrossentropy(),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=False,
+        )  # what the runner uses unless the zoo entry asks for XLA
 
         def ds(x, y, shuffle, batch):
             d = tf.data.Dataset.from_tensor_slices((x, y))
@@ -74,9 +84,13 @@ def main() -> None:
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.t)
 
-        model.fit(ds(data.x_train, data.y_train, True, args.batch),
-                  validation_data=ds(data.x_val, data.y_val, False, max(args.batch, 256)),
-                  epochs=args.epochs, callbacks=[Timer()], verbose=0)  # fmt: skip
+        model.fit(
+            ds(data.x_train, data.y_train, True, args.batch),
+            validation_data=ds(data.x_val, data.y_val, False, max(args.batch, 256)),
+            epochs=args.epochs,
+            callbacks=[Timer()],
+            verbose=0,
+        )
         return times
 
     def through_runner() -> list[float]:
@@ -95,8 +109,10 @@ def main() -> None:
             best[name] = min(best[name], min(epochs))
     n = len(data.y_train) + len(data.y_val)
     ips = {k: len(data.y_train) / v for k, v in best.items()}
-    print(f"{args.arch}: {len(data.y_train)} train + {len(data.y_val)} val images a epoch, batch {args.batch}, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")  # fmt: skip
+    print(
+        f"{args.arch}: {len(data.y_train)} train + {len(data.y_val)} val images a epoch, batch {args.batch}, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads"
+    )
     for k in ("plain", "runner"):
         print(
             f"  {k:<7} best epoch {best[k]:.2f} s  ->  {ips[k]:.0f} train images/s (epoch incl. validation)"

@@ -21,8 +21,9 @@ import time
 
 def timed(env: dict[str, str], args: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "benchmark.cli", *args], env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark.cli", *args], env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"zoobench {' '.join(args)} failed:\n{done.stderr[-2000:]}")
@@ -43,8 +44,10 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
     print(f"zoobench zoo list, each call a fresh process (cpus: {os.cpu_count()})")
     print(f"  first call, empty cache:   {cold:6.2f} s")
-    print(f"  later calls (cache read):  {min(warm):6.2f} s best, {max(warm):6.2f} s worst "
-          f"of {len(warm)}")  # fmt: skip
+    print(
+        f"  later calls (cache read):  {min(warm):6.2f} s best, {max(warm):6.2f} s worst "
+        f"of {len(warm)}"
+    )
     print(f"  --refresh (rebuild):       {refresh:6.2f} s")
 
 

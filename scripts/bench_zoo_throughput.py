@@ -115,8 +115,14 @@ def run_accuracy(args: argparse.Namespace) -> int:
         r = accuracy_per_cpu_seconds(name, data, args.accuracy_cpu_seconds, args.batch)
         raw[name] = r
         log.info("%s: %s", name, r)
-        rows.append([name, f"{r['val_accuracy']:.3f}", f"{r['cpu_seconds']:.0f}",
-                     f"{r['images_seen'] / len(data.x_train):.1f}"])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{r['val_accuracy']:.3f}",
+                f"{r['cpu_seconds']:.0f}",
+                f"{r['images_seen'] / len(data.x_train):.1f}",
+            ]
+        )
     md = tabulate(
         rows, headers=["model", "val accuracy", "CPU-seconds", "epochs"], tablefmt="github"
     )
@@ -184,18 +190,26 @@ def main(argv: list[str] | None = None) -> int:
     base = results.get("resnet20")
     base_best = max(v for k, v in base.items() if k.startswith("jit") and v) if base else None
     table = []
-    for name, row in sorted(results.items(), key=lambda kv: -max(
-            v or 0 for k, v in kv[1].items() if k.startswith("jit"))):  # fmt: skip
+    for name, row in sorted(
+        results.items(),
+        key=lambda kv: -max(v or 0 for k, v in kv[1].items() if k.startswith("jit")),
+    ):
         speeds = {k: v for k, v in row.items() if k.startswith("jit") and v}
         best_key = max(speeds, key=speeds.get) if speeds else None
         best = speeds.get(best_key)
-        table.append([
-            name, f"{row['params'] / 1e6:.2f}M", f"{row['flops'] / 1e6:.0f}M",
-            *(f"{row[k]:.0f}" if row.get(k) else ("failed" if k in row else "-") for k in (
-                ["jit_off", "jit_on"] if args.jit == "both" else [f"jit_{args.jit}"])),
-            "on" if best_key == "jit_on" else "off",
-            f"{best / base_best:.2f}x" if best and base_best else "-",
-        ])  # fmt: skip
+        table.append(
+            [
+                name,
+                f"{row['params'] / 1e6:.2f}M",
+                f"{row['flops'] / 1e6:.0f}M",
+                *(
+                    f"{row[k]:.0f}" if row.get(k) else ("failed" if k in row else "-")
+                    for k in (["jit_off", "jit_on"] if args.jit == "both" else [f"jit_{args.jit}"])
+                ),
+                "on" if best_key == "jit_on" else "off",
+                f"{best / base_best:.2f}x" if best and base_best else "-",
+            ]
+        )
     jit_headers = (
         ["img/s XLA off", "img/s XLA on"] if args.jit == "both" else [f"img/s XLA {args.jit}"]
     )

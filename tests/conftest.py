@@ -46,7 +46,6 @@ def _own_zoobench_cache(tmp_path_factory):
     yield
 
 
-
 def _read_jpg(path: Path) -> np.ndarray:
     import cv2
 
@@ -90,14 +89,20 @@ def shrunk_smoke_toml(
     from importlib import resources
 
     text = (resources.files("benchmark.config") / "profiles" / "smoke.toml").read_text()
-    swaps = [("train_size = 300", "train_size = 100"), ("val_size = 100", "val_size = 50"),
-             ("test_size = 200", "test_size = 50"), ("batch_size = 32", "batch_size = 50")]  # fmt: skip
+    swaps = [
+        ("train_size = 300", "train_size = 100"),
+        ("val_size = 100", "val_size = 50"),
+        ("test_size = 200", "test_size = 50"),
+        ("batch_size = 32", "batch_size = 50"),
+    ]
     if not report:
         swaps.append(("[report]\nenabled = true", "[report]\nenabled = false"))
     if not ensembles:
         swaps.append(("[ensembles]\nenabled = true", "[ensembles]\nenabled = false"))
     if augment:
-        swaps.append(("[training]\n", '[training]\naugment = [{ name = "flip" }, { name = "pad_crop" }]\n'))
+        swaps.append(
+            ("[training]\n", '[training]\naugment = [{ name = "flip" }, { name = "pad_crop" }]\n')
+        )
     for old, new in swaps:
         assert text.count(old) == 1, f"smoke.toml changed: {old!r} is not there once"
         text = text.replace(old, new)

@@ -80,22 +80,46 @@ def make_fake_run(
         test_probs = noisy_probs(y_test, acc, num_classes, rng)
         store.write_entry(
             store.member_dir(mid),
-            config={"id": mid, "name": f"net{i}", "architecture": f"net{i}", "kind": "scratch",
-                    "family": "fake", "strategy": None, "input_size": 32, "hp": {}, "seed": seed},
-            metrics={"status": "done", "reason": "", "val_accuracy": float((val_probs.argmax(1) == y_val).mean()),
-                     "val_loss": 1.0, "params": 1000 * (i + 1), "flops": 10_000 * (i + 1),
-                     "train_seconds": 10.0 * (i + 1), "epochs": epochs,
-                     "inference_images_per_second": 1000.0 / (i + 1),
-                     "finished_at": f"2026-01-01T00:00:{i:02d}Z"},
+            config={
+                "id": mid,
+                "name": f"net{i}",
+                "architecture": f"net{i}",
+                "kind": "scratch",
+                "family": "fake",
+                "strategy": None,
+                "input_size": 32,
+                "hp": {},
+                "seed": seed,
+            },
+            metrics={
+                "status": "done",
+                "reason": "",
+                "val_accuracy": float((val_probs.argmax(1) == y_val).mean()),
+                "val_loss": 1.0,
+                "params": 1000 * (i + 1),
+                "flops": 10_000 * (i + 1),
+                "train_seconds": 10.0 * (i + 1),
+                "epochs": epochs,
+                "inference_images_per_second": 1000.0 / (i + 1),
+                "finished_at": f"2026-01-01T00:00:{i:02d}Z",
+            },
             val_probs=val_probs,
             test_probs=test_probs,
             history=history,
-        )  # fmt: skip
+        )
     if failed:
         store.write_entry(
             store.member_dir("member99"),
-            config={"id": "member99", "name": "broken", "architecture": "broken", "kind": "scratch"},
-            metrics={"status": "failed", "reason": "loss became NaN at epoch 1",
-                     "finished_at": "2026-01-01T00:01:00Z"},
-        )  # fmt: skip
+            config={
+                "id": "member99",
+                "name": "broken",
+                "architecture": "broken",
+                "kind": "scratch",
+            },
+            metrics={
+                "status": "failed",
+                "reason": "loss became NaN at epoch 1",
+                "finished_at": "2026-01-01T00:01:00Z",
+            },
+        )
     return store

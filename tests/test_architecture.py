@@ -54,9 +54,18 @@ def _imports(root: Path) -> dict[str, set[tuple[str, str]]]:
 # The longest matching prefix places a module; benchmark's base modules sit with config and data.
 LAYERS = (
     ("zoo",),
-    ("benchmark.errors", "benchmark.formatting", "benchmark.naming", "benchmark.metrics",
-     "benchmark.atomic", "benchmark.modelfile", "benchmark.runtimes", "benchmark.datasets",
-     "benchmark.config", "benchmark.data"),  # fmt: skip
+    (
+        "benchmark.errors",
+        "benchmark.formatting",
+        "benchmark.naming",
+        "benchmark.metrics",
+        "benchmark.atomic",
+        "benchmark.modelfile",
+        "benchmark.runtimes",
+        "benchmark.datasets",
+        "benchmark.config",
+        "benchmark.data",
+    ),
     ("benchmark.train", "benchmark.tune", "benchmark.plan"),
     ("benchmark.store",),
     ("ensembles",),
@@ -139,7 +148,10 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = import_graph()
-    assert "benchmark.run.runner" in graph and "benchmark.store.runstore" in graph["benchmark.run.runner"]
+    assert (
+        "benchmark.run.runner" in graph
+        and "benchmark.store.runstore" in graph["benchmark.run.runner"]
+    )
     assert cycles(graph) == []
 
 
@@ -156,9 +168,13 @@ def test_a_planted_upward_import_and_a_private_name_are_both_caught(tmp_path):
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     images = tmp_path / "benchmark" / "data" / "images.py"
-    images.write_text(images.read_text() + "\n\ndef planted():\n    from reports import leaderboard\n")
+    images.write_text(
+        images.read_text() + "\n\ndef planted():\n    from reports import leaderboard\n"
+    )
     fit = tmp_path / "benchmark" / "train" / "training.py"
-    fit.write_text(fit.read_text() + "\n\ndef planted():\n    from ensembles.methods import _private\n")
+    fit.write_text(
+        fit.read_text() + "\n\ndef planted():\n    from ensembles.methods import _private\n"
+    )
     assert boundary_violations(tmp_path) == [
         "benchmark.data.images imports reports.leaderboard (config/data -> reports)",
         "benchmark.train.training imports ensembles.methods (training -> ensembles)",

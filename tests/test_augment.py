@@ -198,8 +198,17 @@ def test_array_batches_reshuffle_each_epoch_from_the_seed(real_images):
     x, y = real_images
 
     def epochs(seed):
-        ds = _array_batches_class()(x, y, num_classes=10, batch_size=64, apply=None, shuffle=True,
-                                    seed=seed, sparse=True, drop_remainder=False)  # fmt: skip
+        ds = _array_batches_class()(
+            x,
+            y,
+            num_classes=10,
+            batch_size=64,
+            apply=None,
+            shuffle=True,
+            seed=seed,
+            sparse=True,
+            drop_remainder=False,
+        )
         out = []
         for _ in range(2):
             out.append(
@@ -252,8 +261,11 @@ def test_learned_policies_run_in_the_dataset_pipeline(real_images):
     # On TensorFlow: traced into the tf.data map (one chain set for AugMix and one op for
     # RandAugment keep the trace short).
     x, y = real_images[0][:40], real_images[1][:40]
-    policy = [LEARNED["trivialaugment"], {"name": "randaugment", "num_ops": 1},
-              {"name": "augmix", "variants": 1}]  # fmt: skip
+    policy = [
+        LEARNED["trivialaugment"],
+        {"name": "randaugment", "num_ops": 1},
+        {"name": "augmix", "variants": 1},
+    ]
     batches = _batches(make_dataset(x, y, num_classes=10, batch_size=32, policy=policy, seed=3))
     assert [b[0].shape for b in batches] == [(32, 32, 32, 3), (8, 32, 32, 3)]
     images = np.concatenate([b[0] for b in batches])
@@ -299,10 +311,16 @@ def test_a_tuner_augment_choice_between_learned_policies_validates():
     from benchmark.config.profiles import parse_profile
     from benchmark.tune.tuning import declare_training_hps
 
-    search = {"ra": [{"name": "randaugment", "num_ops": 3, "factor": 0.2}],
-              "am": [{"name": "flip"}, {"name": "augmix"}], "ta": [{"name": "trivialaugment"}]}  # fmt: skip
-    raw = {"name": "t", "members": [{"architecture": "seed_cnn", "tune": True}],
-           "tuner": {"search": {"augment": search}}}  # fmt: skip
+    search = {
+        "ra": [{"name": "randaugment", "num_ops": 3, "factor": 0.2}],
+        "am": [{"name": "flip"}, {"name": "augmix"}],
+        "ta": [{"name": "trivialaugment"}],
+    }
+    raw = {
+        "name": "t",
+        "members": [{"architecture": "seed_cnn", "tune": True}],
+        "tuner": {"search": {"augment": search}},
+    }
     profile = parse_profile(raw, "t.toml", check_architectures=False)
     assert profile.members[0].tune["search"]["augment"] == search
     import keras_tuner
@@ -312,5 +330,6 @@ def test_a_tuner_augment_choice_between_learned_policies_validates():
     assert policy == search[hp.get("train_augment")]
     bad = {**search, "ra": [{"name": "randaugment", "factor": 2.0}]}
     with pytest.raises(ZoobenchError, match=r"search\.augment\.ra: augment step 'randaugment'"):
-        parse_profile({**raw, "tuner": {"search": {"augment": bad}}}, "t.toml",
-                      check_architectures=False)  # fmt: skip
+        parse_profile(
+            {**raw, "tuner": {"search": {"augment": bad}}}, "t.toml", check_architectures=False
+        )

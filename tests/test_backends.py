@@ -28,15 +28,27 @@ def _needs(backend: str) -> None:
         pytest.skip(f"the {backend} backend is not installed (pip install 'zoobench[{backend}]')")
 
 
-def _python(code: str, backend: str, *, hide_tensorflow: bool, env: dict | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:  # fmt: skip
+def _python(
+    code: str, backend: str, *, hide_tensorflow: bool, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter on ``backend`` (optionally with TensorFlow 'uninstalled')."""
     paths = [str(NO_TENSORFLOW)] if hide_tensorflow else []
     paths += [str(REPO), os.environ.get("PYTHONPATH", "")]
-    full_env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join(p for p in paths if p),
-                    TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))  # fmt: skip
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)  # fmt: skip
+    full_env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        PYTHONPATH=os.pathsep.join(p for p in paths if p),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        **(env or {}),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 RUN_SMOKE = """
@@ -65,8 +77,9 @@ def smoke_runs(tmp_path_factory, tiny_jpg):
             folder = tmp_path_factory.mktemp(f"smoke-{backend}")
             profile = shrunk_smoke_toml(folder / "smoke.toml", augment=True)
             out = folder / "smoke"
-            code = RUN_SMOKE.format(backend=backend, profile=str(profile), out=str(out),
-                                    data=str(tiny_jpg))  # fmt: skip
+            code = RUN_SMOKE.format(
+                backend=backend, profile=str(profile), out=str(out), data=str(tiny_jpg)
+            )
             # JAX and PyTorch run where TensorFlow cannot be imported; the decoded-pixel cache is shared.
             done[backend] = out, _python(code, backend, hide_tensorflow=backend != "tensorflow")
         return done[backend]
@@ -91,7 +104,8 @@ def test_the_smoke_profile_runs_and_resumes_on_each_backend(backend, smoke_runs)
     members = board[board.kind != "ensemble"]
     # Round 1 of the boosted member runs unless round 0 was no better than chance (SAMME stops).
     assert {"seed_cnn tiny", "seed_cnn tiny (tuned)", "seed_cnn tiny swish [boost 0]"} <= set(
-        members.model) and len(members) <= 4, board[["model", "status", "reason"]]
+        members.model
+    ) and len(members) <= 4, board[["model", "status", "reason"]]
     assert set(members.status) == {"done"}, board[["model", "status", "reason"]]
     assert (board.kind == "ensemble").any()
     assert members.test_accuracy.between(0, 1).all()
@@ -109,8 +123,12 @@ def test_a_member_trained_on_jax_predicts_the_same_on_tensorflow(smoke_runs, tmp
     the test probabilities JAX stored for it."""
     out, proc = smoke_runs("jax")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    member = sorted(p for p in (out / "members").iterdir() if (p / "model.keras").is_file()
-                    and not json.loads((p / "config.json").read_text())["preprocess"])[0]  # fmt: skip
+    member = sorted(
+        p
+        for p in (out / "members").iterdir()
+        if (p / "model.keras").is_file()
+        and not json.loads((p / "config.json").read_text())["preprocess"]
+    )[0]
     assert json.loads((member / "config.json").read_text())["augment"]
     images = out / "data" / "x_test.npy"
     loaded = _python(
@@ -120,8 +138,9 @@ def test_a_member_trained_on_jax_predicts_the_same_on_tensorflow(smoke_runs, tmp
         f"np.save({str(tmp_path / 'tf_probs.npy')!r}, model.predict(np.load({str(images)!r})"
         ".astype('float32'), verbose=0))\n"
         "print(keras.backend.backend())",
-        "tensorflow", hide_tensorflow=False,
-    )  # fmt: skip
+        "tensorflow",
+        hide_tensorflow=False,
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().endswith("tensorflow")
     jax_probs, tf_probs = np.load(member / "test_probs.npy"), np.load(tmp_path / "tf_probs.npy")
@@ -137,8 +156,12 @@ def test_jax_data_parallel_spreads_over_every_local_device():
         "s = distributed.make_strategy('mirrored')\n"
         "print(type(s).__name__, len(s.device_mesh.devices.flatten()))\n"
     )
-    done = _python(code, "jax", hide_tensorflow=True,
-                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})  # fmt: skip
+    done = _python(
+        code,
+        "jax",
+        hide_tensorflow=True,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["DataParallel", "2"]
 

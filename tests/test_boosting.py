@@ -58,8 +58,11 @@ def test_samme_matches_scikit_learns_adaboost_on_a_fixed_sequence_of_learners():
     from sklearn.ensemble import AdaBoostClassifier
 
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
-    script = [np.array([0, 1, 2, 0, 1, 1, 0, 1]), np.array([0, 0, 2, 1, 1, 2, 0, 1]),
-              np.array([1, 1, 2, 0, 2, 2, 0, 0])]  # fmt: skip
+    script = [
+        np.array([0, 1, 2, 0, 1, 1, 0, 1]),
+        np.array([0, 0, 2, 1, 1, 2, 0, 1]),
+        np.array([1, 1, 2, 0, 2, 2, 0, 0]),
+    ]
     seen = []  # the sample weights scikit-learn gave each round
 
     class Scripted(ClassifierMixin, BaseEstimator):
@@ -116,10 +119,11 @@ def test_steps_that_cannot_take_weights_resample_by_weight_instead():
 
 def _round(mid, k, previous, alpha, stop="", train_hash="h"):
     return SimpleNamespace(
-        id=mid, train_probs_sha256=f"{train_hash}-{mid}",
+        id=mid,
+        train_probs_sha256=f"{train_hash}-{mid}",
         config={"boosting": {"round": k, "previous": previous}},
         metrics={"boosting": {"alpha": alpha, "error": 0.5, "stop": stop}},
-    )  # fmt: skip
+    )
 
 
 def test_the_ensemble_chain_follows_the_links_and_leaves_out_stale_and_useless_rounds():
@@ -138,14 +142,29 @@ def test_the_ensemble_chain_follows_the_links_and_leaves_out_stale_and_useless_r
 
 
 def _profile(member: dict, **extra) -> dict:
-    return {"name": "boost-test", "seed": 0, "deterministic": True,
-            "data": {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50},
-            "training": {"epochs": 5, "batch_size": 25, "learning_rate": 0.01,
-                         "early_stopping_patience": 0},
-            "members": [{"architecture": "seed_cnn", "name": "cnn",
-                         "hp": {"width": 0.5, "dense_units": 0, "dropout": 0.0}, **member}],
-            "ensembles": {"methods": ["boosting", "average-all"]}, "report": {"enabled": False},
-            **extra}  # fmt: skip
+    return {
+        "name": "boost-test",
+        "seed": 0,
+        "deterministic": True,
+        "data": {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50},
+        "training": {
+            "epochs": 5,
+            "batch_size": 25,
+            "learning_rate": 0.01,
+            "early_stopping_patience": 0,
+        },
+        "members": [
+            {
+                "architecture": "seed_cnn",
+                "name": "cnn",
+                "hp": {"width": 0.5, "dense_units": 0, "dropout": 0.0},
+                **member,
+            }
+        ],
+        "ensembles": {"methods": ["boosting", "average-all"]},
+        "report": {"enabled": False},
+        **extra,
+    }
 
 
 @pytest.mark.parametrize(
@@ -184,8 +203,16 @@ def test_sample_weights_follow_their_images_through_shuffle_and_policy():
     x = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 4, axis=1).repeat(4, 2)
     x = np.repeat(x, 3, axis=3)  # image i is all pixels i: its weight must be i / 10
     weights = np.arange(n, dtype=np.float32) / 10
-    ds = make_dataset(x, np.arange(n) % 10, num_classes=10, batch_size=16, shuffle=True, seed=3,
-                      policy=[{"name": "flip"}], sample_weight=weights)  # fmt: skip
+    ds = make_dataset(
+        x,
+        np.arange(n) % 10,
+        num_classes=10,
+        batch_size=16,
+        shuffle=True,
+        seed=3,
+        policy=[{"name": "flip"}],
+        sample_weight=weights,
+    )
     seen = []
     for images, labels, w in ds:
         np.testing.assert_allclose(np.asarray(w), np.asarray(images)[:, 0, 0, 0] / 10)
@@ -193,8 +220,9 @@ def test_sample_weights_follow_their_images_through_shuffle_and_policy():
         seen += list(np.asarray(w))
     assert sorted(seen) == pytest.approx(list(weights)) and seen != list(weights)  # shuffled
     with pytest.raises(ZoobenchError, match="mixup / cutmix"):
-        make_dataset(x, np.arange(n) % 10, num_classes=10, policy=[{"name": "mixup"}],
-                     sample_weight=weights)  # fmt: skip
+        make_dataset(
+            x, np.arange(n) % 10, num_classes=10, policy=[{"name": "mixup"}], sample_weight=weights
+        )
     with pytest.raises(ZoobenchError, match="sample_weight must be 40"):
         make_dataset(x, np.arange(n) % 10, num_classes=10, sample_weight=weights[:5])
 
@@ -210,10 +238,25 @@ def test_sample_weight_reaches_the_loss():
 
     def trained(sample_weight):
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
-                                  keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])  # fmt: skip
-        result = fit(model, x, y, x[:16], y[:16], training, num_classes=10, seed=0,
-                     sample_weight=sample_weight)  # fmt: skip
+        model = keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Flatten(),
+                keras.layers.Dense(10, "softmax"),
+            ]
+        )
+        result = fit(
+            model,
+            x,
+            y,
+            x[:16],
+            y[:16],
+            training,
+            num_classes=10,
+            seed=0,
+            sample_weight=sample_weight,
+        )
         return result.model.get_weights()[0], result.history["loss"].iloc[0]
 
     plain, plain_loss = trained(None)
@@ -241,8 +284,10 @@ def boosted_run(tmp_path_factory, tiny_jpg):
 
 
 def _rounds(store):
-    return sorted((m for m in store.members() if m.config.get("boosting")),
-                  key=lambda m: m.config["boosting"]["round"])  # fmt: skip
+    return sorted(
+        (m for m in store.members() if m.config.get("boosting")),
+        key=lambda m: m.config["boosting"]["round"],
+    )
 
 
 def test_a_boosting_run_stores_linked_rounds_and_a_samme_ensemble(boosted_run):
@@ -316,8 +361,9 @@ def test_a_round_after_a_missing_or_failed_one_is_skipped_with_the_reason(booste
     first, second = expand(profile, seed=0)
 
     def trainer(store):
-        return MemberTrainer(store, runner.data, seed=0, clock=budget.Clock(None),
-                             progress=lambda line: None)  # fmt: skip
+        return MemberTrainer(
+            store, runner.data, seed=0, clock=budget.Clock(None), progress=lambda line: None
+        )
 
     missing = trainer(RunStore(tmp_path / "a"))
     missing.run(second)  # round 0 never ran (dropped by the budget)

@@ -78,10 +78,17 @@ def test_json_and_html_carry_the_same_comparison(pair, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     expected = mcnemar(best_correct(a)[1], best_correct(b)[1])
     assert data["mcnemar"]["pvalue"] == expected.pvalue
-    assert (data["mcnemar"]["a_only"], data["mcnemar"]["b_only"]) == (expected.a_only, expected.b_only)
+    assert (data["mcnemar"]["a_only"], data["mcnemar"]["b_only"]) == (
+        expected.a_only,
+        expected.b_only,
+    )
     assert [r["run"] for r in data["runs"]] == ["alpha", "beta"]
     assert [r["seed"] for r in data["runs"]] == [0, 1]
-    assert data["test_split"] == {"images": 400, "source": "synthetic probabilities", "fingerprint": None}
+    assert data["test_split"] == {
+        "images": 400,
+        "source": "synthetic probabilities",
+        "fingerprint": None,
+    }
     assert [r["run"] for r in data["rows"]] == ["alpha"] * 3 + ["beta"] * 4
     failed = next(r for r in data["rows"] if r["status"] == "failed")
     assert failed["test_accuracy"] is None and failed["rank"] is None  # NaN / NA as JSON null
@@ -131,20 +138,32 @@ def _refusal_cases(root: Path, a: RunStore) -> dict[str, tuple[Path, str]]:
     (root / "holiday-photos").mkdir()
     src = "synthetic probabilities"
     return {
-        "size": (small.root, f"test splits differ: {a.root} has 400 test images of {src}, "
-                             f"{small.root} 200"),
-        "labels": (relabelled.root, f"test splits differ: {a.root} and {relabelled.root} have "
-                                    f"400 test images of {src} each, but 400 of their labels differ"),
-        "images": (redrawn.root, "but different stored test images (each seed draws its own "
-                                 "test_size subset"),
-        "source": (official.root, f"{a.root}'s 400 test images are from {src}, {official.root}'s "
-                                  "from CIFAR-10 (official python batches)"),
-        "fingerprint": (other_files.root, "read different files of synthetic probabilities "
-                                          "(data fingerprint "),
+        "size": (
+            small.root,
+            f"test splits differ: {a.root} has 400 test images of {src}, {small.root} 200",
+        ),
+        "labels": (
+            relabelled.root,
+            f"test splits differ: {a.root} and {relabelled.root} have "
+            f"400 test images of {src} each, but 400 of their labels differ",
+        ),
+        "images": (
+            redrawn.root,
+            "but different stored test images (each seed draws its own test_size subset",
+        ),
+        "source": (
+            official.root,
+            f"{a.root}'s 400 test images are from {src}, {official.root}'s "
+            "from CIFAR-10 (official python batches)",
+        ),
+        "fingerprint": (
+            other_files.root,
+            "read different files of synthetic probabilities (data fingerprint ",
+        ),
         "no rows": (unfinished.root, f"{unfinished.root} has no finished members or ensembles"),
         "not a run": (root / "holiday-photos", "is not a zoobench run folder"),
         "missing": (root / "nowhere", f"{root / 'nowhere'} does not exist"),
-    }  # fmt: skip
+    }
 
 
 def test_runs_scored_on_different_test_splits_are_refused_with_what_differs(tmp_path, capsys):
@@ -167,11 +186,26 @@ def test_two_smoke_runs_of_different_seeds_compare(tmp_path, tiny_jpg, capsys):
     assert text.count("test_size = 50") == 1, "shrunk_smoke_toml changed its test_size"
     text = text.replace("test_size = 50", "test_size = 100")  # the whole test set
     # Robustness checks (where the profile has them) are no part of a comparison: off, for time.
-    profile.write_text(text.replace("[robustness]\nenabled = true", "[robustness]\nenabled = false"))
+    profile.write_text(
+        text.replace("[robustness]\nenabled = true", "[robustness]\nenabled = false")
+    )
     outs = [tmp_path / "seed0", tmp_path / "seed1"]
     for seed, out in enumerate(outs):
-        assert main(["run", str(profile), "--out", str(out), "--data-dir", str(tiny_jpg),
-                     "--seed", str(seed)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "run",
+                    str(profile),
+                    "--out",
+                    str(out),
+                    "--data-dir",
+                    str(tiny_jpg),
+                    "--seed",
+                    str(seed),
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     page = tmp_path / "compare.html"
     assert main(["compare", *map(str, outs), "--json", "--html", str(page)]) == 0

@@ -130,8 +130,9 @@ def test_subsets_are_stratified(tmp_path):
         datasets.load("cifar10", data_dir=folder, train_size=5)
     # The test subset is the same pictures whatever the run's seed (runs stay comparable); the
     # training and validation subsets follow the seed.
-    other = datasets.load("cifar10", data_dir=folder, train_size=50, val_size=30, test_size=40,
-                          seed=7)  # fmt: skip
+    other = datasets.load(
+        "cifar10", data_dir=folder, train_size=50, val_size=30, test_size=40, seed=7
+    )
     np.testing.assert_array_equal(other.x_test, data.x_test)
     np.testing.assert_array_equal(other.y_test, data.y_test)
     assert not np.array_equal(other.x_val, data.x_val)

@@ -70,8 +70,12 @@ def test_roles_come_from_flags_and_environment(monkeypatch):
     assert os.environ[distributed.ENV_PORT] == "8000"
     assert distributed.configure_tuning(worker="10.0.0.1:9000", tuner_id="w1") == "worker"
     assert os.environ[distributed.ENV_ID] == "w1"
-    for bad in ({"worker": "9000"}, {"chief": "x:abc"}, {"chief": "1", "worker": "h:1"},
-                {"worker": "h:1", "tuner_id": "chief2"}):  # fmt: skip
+    for bad in (
+        {"worker": "9000"},
+        {"chief": "x:abc"},
+        {"chief": "1", "worker": "h:1"},
+        {"worker": "h:1", "tuner_id": "chief2"},
+    ):
         before = {
             k: os.environ.get(k)
             for k in (distributed.ENV_ID, distributed.ENV_IP, distributed.ENV_PORT)
@@ -91,11 +95,26 @@ def _run_distributed(tmp_path: Path, workers: int, trials: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
     env.pop(distributed.ENV_TOKEN, None)
     env["ZOOBENCH_CACHE"] = str(tmp_path / "cache")
-    base = [sys.executable, "-m", "benchmark.cli", "-v", "run", str(profile), "--out", str(out),
-            "--data-dir", str(TINY_JPG)]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "-v",
+        "run",
+        str(profile),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(TINY_JPG),
+    ]
     # The chief demands a token (--token), the workers present it (ZOOBENCH_TOKEN).
-    chief = subprocess.Popen(base + ["--chief", str(port), "--token", "dist-test-token"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    chief = subprocess.Popen(
+        base + ["--chief", str(port), "--token", "dist-test-token"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     procs = [
         subprocess.Popen(
             base + ["--worker", f"127.0.0.1:{port}", "--tuner-id", f"worker{i}"],
@@ -103,7 +122,7 @@ def _run_distributed(tmp_path: Path, workers: int, trials: int) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for i in range(workers)
     ]
     try:
@@ -179,8 +198,13 @@ REFUSED = "the chief at {} refused this worker: wrong or missing token (--token 
 @pytest.fixture
 def clean_env(monkeypatch):
     """No KERASTUNER_* or ZOOBENCH_TOKEN variable; teardown restores them as they were."""
-    for name in (distributed.ENV_ID, distributed.ENV_IP, distributed.ENV_PORT,
-                 distributed.ENV_TOKEN, "ZOOBENCH_BASE_ORACLE_PORT"):  # fmt: skip
+    for name in (
+        distributed.ENV_ID,
+        distributed.ENV_IP,
+        distributed.ENV_PORT,
+        distributed.ENV_TOKEN,
+        "ZOOBENCH_BASE_ORACLE_PORT",
+    ):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     return monkeypatch
@@ -193,8 +217,9 @@ def _oracle():
 
     hp = keras_tuner.HyperParameters()
     hp.Int("width", 1, 4)
-    return tuning.RandomSearchOracle(objective=keras_tuner.Objective("val_accuracy", "max"),
-                                     max_trials=2, hyperparameters=hp)  # fmt: skip
+    return tuning.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=2, hyperparameters=hp
+    )
 
 
 @pytest.fixture
@@ -332,10 +357,26 @@ def test_the_cli_worker_refused_by_the_chief_says_one_line(chief, tmp_path):
     env.pop(distributed.ENV_TOKEN, None)
     env["ZOOBENCH_CACHE"] = str(tmp_path / "cache")
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmark.cli", "run", str(profile), "--out", str(tmp_path / "run"),
-         "--data-dir", str(TINY_JPG), "--worker", address, "--token", "wrong-token"],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmark.cli",
+            "run",
+            str(profile),
+            "--out",
+            str(tmp_path / "run"),
+            "--data-dir",
+            str(TINY_JPG),
+            "--worker",
+            address,
+            "--token",
+            "wrong-token",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "zoobench: error: " + REFUSED.format(address)
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -258,7 +258,9 @@ def test_bagging_and_seed_groups_are_averaged_per_group(tmp_path):
     groups = ["seeds:net", "seeds:net", "bagging:cnn", "bagging:cnn", "bagging:solo"]
     for i, group in enumerate(groups):  # rewritten through the store: the hashes stay true
         member = store.member(f"member{i:02d}")
-        store.write_entry(member.path, config={**member.config, "group": group}, metrics=member.metrics)
+        store.write_entry(
+            member.path, config={**member.config, "group": group}, metrics=member.metrics
+        )
     entries = build_ensembles(store, {"methods": ["bagging", "seeds"]}, seed=0)
     by_name = {e.name: e for e in entries}
     assert sorted(by_name) == ["bagging-cnn", "seeds-net"]  # a one-member group is no ensemble

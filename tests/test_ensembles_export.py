@@ -32,8 +32,13 @@ def tiny_member(index: int, resize: bool = False):
 
 
 def make_model_run(
-    root: Path, n_val: int = 40, n_test: int = 24, preprocess: list | None = None, seed: int = 0,
-    probs_after_steps: bool = False, x_test: np.ndarray | None = None,
+    root: Path,
+    n_val: int = 40,
+    n_test: int = 24,
+    preprocess: list | None = None,
+    seed: int = 0,
+    probs_after_steps: bool = False,
+    x_test: np.ndarray | None = None,
 ) -> RunStore:
     """A run with three real saved members and their true val / test probabilities (with
     ``probs_after_steps``, m0's on its preprocessed pictures, as training stores them)."""
@@ -45,8 +50,13 @@ def make_model_run(
     n_test = len(x_test)
     y_val = (np.arange(n_val) % 10).astype(np.int64)
     y_test = (np.arange(n_test) % 10).astype(np.int64)
-    for name, arr in {"y_val": y_val, "y_test": y_test, "x_test": x_test,
-                      "sample_x": x_test[:5], "sample_y": y_test[:5]}.items():  # fmt: skip
+    for name, arr in {
+        "y_val": y_val,
+        "y_test": y_test,
+        "x_test": x_test,
+        "sample_x": x_test[:5],
+        "sample_y": y_test[:5],
+    }.items():
         store.save_array(name, arr)
     store.write_run({"name": root.name, "seed": seed, "data": {"class_names": list(CLASS_NAMES)}})
     for i in range(3):
@@ -64,14 +74,18 @@ def make_model_run(
         store.write_entry(
             store.member_dir(mid),
             config={"id": mid, "name": f"tiny{i}", "architecture": "tiny", "preprocess": steps},
-            metrics={"status": "done", "val_accuracy": float((val.argmax(1) == y_val).mean()),
-                     "val_loss": float(-np.log(val[np.arange(n_val), y_val] + 1e-7).mean()),
-                     "params": model.count_params(), "flops": 1000,
-                     "inference_images_per_second": 500.0,
-                     "finished_at": f"2026-01-01T00:00:0{i}Z"},
+            metrics={
+                "status": "done",
+                "val_accuracy": float((val.argmax(1) == y_val).mean()),
+                "val_loss": float(-np.log(val[np.arange(n_val), y_val] + 1e-7).mean()),
+                "params": model.count_params(),
+                "flops": 1000,
+                "inference_images_per_second": 500.0,
+                "finished_at": f"2026-01-01T00:00:0{i}Z",
+            },
             val_probs=val,
             test_probs=test,
-        )  # fmt: skip
+        )
     return store
 
 
@@ -200,7 +214,9 @@ def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(
     # pictures with JPEG-like 8x8 blocks, so the filter changes them
     blocks = np.random.default_rng(1).integers(60, 200, size=(24, 4, 4, 3))
     x_test = np.repeat(np.repeat(blocks, 8, axis=1), 8, axis=2).astype(np.uint8)
-    store = make_model_run(tmp_path / "run", preprocess=steps, probs_after_steps=True, x_test=x_test)
+    store = make_model_run(
+        tmp_path / "run", preprocess=steps, probs_after_steps=True, x_test=x_test
+    )
     build_ensembles(store, {"methods": ["average-all"], "min_members": 2}, seed=0)
     m0, avg = store.member("m0"), store.ensemble("average-all")
     model0 = keras.saving.load_model(m0.model_path, safe_mode=True)
@@ -222,7 +238,12 @@ def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(
     np.testing.assert_allclose(reloaded.predict(x_test, verbose=0), expected0, atol=1e-6)
 
     attacked = raw_pixel_model(model0, steps, x_test.shape[1:])
-    grad = keras.ops.convert_to_numpy(input_gradient(
-        attacked, keras.losses.sparse_categorical_crossentropy,
-        keras.ops.convert_to_tensor(x_test.astype(np.float32)), np.arange(24) % 10))  # fmt: skip
+    grad = keras.ops.convert_to_numpy(
+        input_gradient(
+            attacked,
+            keras.losses.sparse_categorical_crossentropy,
+            keras.ops.convert_to_tensor(x_test.astype(np.float32)),
+            np.arange(24) % 10,
+        )
+    )
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0  # the rounding passes the gradient

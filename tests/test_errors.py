@@ -70,7 +70,9 @@ def test_out_pointing_at_a_file_is_one_line(capsys, tmp_path, tiny_jpg):
     target = tmp_path / "results.txt"
     target.write_text("not a folder")
     for extra in (["--plan"], []):
-        code, _, err = run_cli(capsys, "run", "smoke", "--out", target, "--data-dir", tiny_jpg, *extra)
+        code, _, err = run_cli(
+            capsys, "run", "smoke", "--out", target, "--data-dir", tiny_jpg, *extra
+        )
         assert code == 2
         assert one_line_error(err) == (
             f"zoobench: error: --out {target} is a file, not a folder: choose another --out"
@@ -82,8 +84,9 @@ def test_a_file_as_data_dir_is_called_a_file(capsys, tmp_path):
     """Reproduces a file given as `--data-dir`: it was reported as "does not exist"."""
     data = tmp_path / "cifar.zip"
     data.write_bytes(b"PK")
-    code, _, err = run_cli(capsys, "run", "smoke", "--plan", "--out", tmp_path / "run",
-                           "--data-dir", data)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "run", "smoke", "--plan", "--out", tmp_path / "run", "--data-dir", data
+    )
     assert code == 2
     line = one_line_error(err)
     assert f"data folder {data} is a file, not a folder" in line
@@ -124,27 +127,45 @@ def lambda_run(tmp_path_factory) -> RunStore:
     store = RunStore(tmp_path_factory.mktemp("lambda") / "run")
     y = (np.arange(20) % 10).astype(np.int64)
     x = rng.integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
-    for name, arr in {"y_val": y, "y_test": y, "x_test": x, "sample_x": x[:5],
-                      "sample_y": y[:5]}.items():  # fmt: skip
+    for name, arr in {
+        "y_val": y,
+        "y_test": y,
+        "x_test": x,
+        "sample_x": x[:5],
+        "sample_y": y[:5],
+    }.items():
         store.save_array(name, arr)
-    store.write_run({"name": "lambda", "seed": 0,
-                     "data": {"class_names": list(CIFAR10_CLASSES), "input_shape": [32, 32, 3]}})  # fmt: skip
+    store.write_run(
+        {
+            "name": "lambda",
+            "seed": 0,
+            "data": {"class_names": list(CIFAR10_CLASSES), "input_shape": [32, 32, 3]},
+        }
+    )
     model = lambda_model()
     save_model(model, store.member_dir("m0") / "model.keras")
     probs = model.predict(x, verbose=0)
     store.write_entry(
         store.member_dir("m0"),
         config={"id": "m0", "name": "lambda net", "architecture": "custom", "preprocess": []},
-        metrics={"status": "done", "reason": "", "val_accuracy": 0.1, "val_loss": 2.3,
-                 "finished_at": "2026-01-01T00:00:00Z"},
-        val_probs=probs, test_probs=probs,
-    )  # fmt: skip
+        metrics={
+            "status": "done",
+            "reason": "",
+            "val_accuracy": 0.1,
+            "val_loss": 2.3,
+            "finished_at": "2026-01-01T00:00:00Z",
+        },
+        val_probs=probs,
+        test_probs=probs,
+    )
     return store
 
 
 def refusal(path: Path) -> str:
-    return (f"{path} contains code (a Lambda layer) that safe mode refuses to load; zoobench loads "
-            "only Keras's own layers and those the zoo registers")  # fmt: skip
+    return (
+        f"{path} contains code (a Lambda layer) that safe mode refuses to load; zoobench loads "
+        "only Keras's own layers and those the zoo registers"
+    )
 
 
 def test_predict_refuses_an_unsafe_model_in_one_line(capsys, lambda_run, tmp_path):
@@ -214,7 +235,9 @@ def test_a_failed_member_logs_one_line_and_keeps_the_traceback(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         trainer.keep_or_train("abc", config, {}, train)
     entry = store.member("abc")
-    assert entry.status == "failed" and entry.metrics["reason"] == "RuntimeError: the GPU caught fire"
+    assert (
+        entry.status == "failed" and entry.metrics["reason"] == "RuntimeError: the GPU caught fire"
+    )
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].exc_info is None
     error = store.member_dir("abc") / "error.txt"
@@ -266,22 +289,37 @@ def test_failed_ensembles_and_report_print_one_line_each(tmp_path, caplog, monke
 @pytest.mark.parametrize(
     ("member", "message"),
     [
-        ('architecture = "seed_cnn"\nhp = { widht = 0.5 }\n',
-         "member 'seed_cnn': hp 'widht': seed_cnn has no such hyperparameter; did you mean "
-         "'width'? (it has: activation, batch_norm, dense_units, dropout, l1, l2, width)"),
-        ('architecture = "seed_cnn"\nhp = { width = -2 }\n',
-         "member 'seed_cnn': hp width = -2 is not allowed: seed_cnn's width is a positive number "
-         "(the search's grid: 0.5, 1.0, 2.0)"),
-        ('architecture = "seed_cnn"\nhp = { dropout = 0.9 }\n',
-         "member 'seed_cnn': hp dropout = 0.9 is not allowed: seed_cnn's dropout is a number "
-         "from 0.0 to 0.5"),
-        ('architecture = "seed_cnn"\nhp = { batch_norm = 1 }\n',
-         "member 'seed_cnn': hp batch_norm = 1 is not allowed: seed_cnn's batch_norm is true or false"),
-        ('architecture = "seed_cnn"\nname = "searched"\nhp = { widht = 0.5 }\ntune = true\n',
-         "member 'searched': hp 'widht': seed_cnn has no such hyperparameter"),
+        (
+            'architecture = "seed_cnn"\nhp = { widht = 0.5 }\n',
+            "member 'seed_cnn': hp 'widht': seed_cnn has no such hyperparameter; did you mean "
+            "'width'? (it has: activation, batch_norm, dense_units, dropout, l1, l2, width)",
+        ),
+        (
+            'architecture = "seed_cnn"\nhp = { width = -2 }\n',
+            "member 'seed_cnn': hp width = -2 is not allowed: seed_cnn's width is a positive number "
+            "(the search's grid: 0.5, 1.0, 2.0)",
+        ),
+        (
+            'architecture = "seed_cnn"\nhp = { dropout = 0.9 }\n',
+            "member 'seed_cnn': hp dropout = 0.9 is not allowed: seed_cnn's dropout is a number "
+            "from 0.0 to 0.5",
+        ),
+        (
+            'architecture = "seed_cnn"\nhp = { batch_norm = 1 }\n',
+            "member 'seed_cnn': hp batch_norm = 1 is not allowed: seed_cnn's batch_norm is true or false",
+        ),
+        (
+            'architecture = "seed_cnn"\nname = "searched"\nhp = { widht = 0.5 }\ntune = true\n',
+            "member 'searched': hp 'widht': seed_cnn has no such hyperparameter",
+        ),
     ],
-    ids=["unknown-name", "width-out-of-choices", "float-out-of-range", "not-a-bool",
-         "tuned-member"],  # fmt: skip
+    ids=[
+        "unknown-name",
+        "width-out-of-choices",
+        "float-out-of-range",
+        "not-a-bool",
+        "tuned-member",
+    ],
 )
 def test_plan_refuses_hp_training_would(capsys, tmp_path, tiny_jpg, member, message):
     """Reproduces hp mistakes that passed `--plan` and failed (or trained silently) only once the
@@ -289,8 +327,9 @@ def test_plan_refuses_hp_training_would(capsys, tmp_path, tiny_jpg, member, mess
     member's `widht` (a pinned key the architecture never reads: searched silently). Now `--plan`
     refuses each, naming the member, the key and what is allowed."""
     profile = write_profile(tmp_path / "p.toml", member)
-    code, _, err = run_cli(capsys, "run", profile, "--plan", "--out", tmp_path / "run",
-                           "--data-dir", tiny_jpg)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "run", profile, "--plan", "--out", tmp_path / "run", "--data-dir", tiny_jpg
+    )
     assert code == 2
     assert message in one_line_error(err)
 
@@ -298,10 +337,14 @@ def test_plan_refuses_hp_training_would(capsys, tmp_path, tiny_jpg, member, mess
 @pytest.mark.parametrize(
     ("member", "message"),
     [
-        ('architecture = "seed_cnn"\npreprocess = [{ name = "denoise", method = "median" }]\n',
-         "preprocess step 'denoise': method must be one of nlmeans, bilateral, gaussian, got 'median'"),
-        ('architecture = "seed_cnn"\naugment = [{ name = "cutout", size = -8 }]\n',
-         "augment step 'cutout': size must be a whole number >= 1, got -8"),
+        (
+            'architecture = "seed_cnn"\npreprocess = [{ name = "denoise", method = "median" }]\n',
+            "preprocess step 'denoise': method must be one of nlmeans, bilateral, gaussian, got 'median'",
+        ),
+        (
+            'architecture = "seed_cnn"\naugment = [{ name = "cutout", size = -8 }]\n',
+            "augment step 'cutout': size must be a whole number >= 1, got -8",
+        ),
     ],
     ids=["denoise-median", "cutout-negative"],
 )
@@ -309,8 +352,9 @@ def test_plan_refuses_bad_step_parameters(capsys, tmp_path, tiny_jpg, member, me
     """The issue's `denoise method = "median"` and `cutout size = -8` passed `--plan`; the profile
     parser (benchmark.config.schema) refuses them now, before any data is read: this guards that."""
     profile = write_profile(tmp_path / "p.toml", member)
-    code, _, err = run_cli(capsys, "run", profile, "--plan", "--out", tmp_path / "run",
-                           "--data-dir", tiny_jpg)  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "run", profile, "--plan", "--out", tmp_path / "run", "--data-dir", tiny_jpg
+    )
     assert code == 2
     assert message in one_line_error(err)
 
@@ -320,8 +364,10 @@ def test_a_run_without_budget_checks_hp_before_training(capsys, tmp_path, tiny_j
     one with a typo. Now the run stops at the start, with no member trained and no run.json
     written (which would make the corrected profile's rerun "another run")."""
     profile = tmp_path / "p.toml"
-    profile.write_text(PROFILE + '[[members]]\narchitecture = "seed_cnn"\n'
-                       '[[members]]\narchitecture = "seed_cnn"\nname = "typo"\nhp = { widht = 1.0 }\n')  # fmt: skip
+    profile.write_text(
+        PROFILE + '[[members]]\narchitecture = "seed_cnn"\n'
+        '[[members]]\narchitecture = "seed_cnn"\nname = "typo"\nhp = { widht = 1.0 }\n'
+    )
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, "run", profile, "--out", out, "--data-dir", tiny_jpg)
     assert code == 2

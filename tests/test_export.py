@@ -116,7 +116,12 @@ def export_and_load(run_dir: Path, folder: Path, exports: list, block: tuple = (
                 skipped[key] = reason
                 continue
             infos[key] = export_model(run_dir, model, fmt, out=folder / name)
-            job = {"key": key, "format": fmt, "path": infos[key]["path"], "x": str(folder / "x.npy")}
+            job = {
+                "key": key,
+                "format": fmt,
+                "path": infos[key]["path"],
+                "x": str(folder / "x.npy"),
+            }
             by_format.setdefault(fmt, []).append(job)
             if fmt == "saved_model":  # the slow start: launch it now
                 loaders.append(_fresh(by_format.pop(fmt), block, folder, env))
@@ -353,8 +358,9 @@ def test_members_with_opencv_preprocessing_are_refused_naming_the_steps(tmp_path
     from ensembles.build import build_ensembles
     from ensembles.deploy import export_model
 
-    store = make_model_run(tmp_path / "run", n_val=20, n_test=8,
-                           preprocess=[{"name": "clahe", "clip_limit": 3.0}])  # fmt: skip
+    store = make_model_run(
+        tmp_path / "run", n_val=20, n_test=8, preprocess=[{"name": "clahe", "clip_limit": 3.0}]
+    )
     build_ensembles(store, {"methods": ["average-all"], "min_members": 2}, seed=0)
     with pytest.raises(ZoobenchError) as info:
         export_model(store.root, "m0", "keras", out=tmp_path / "m0.keras")

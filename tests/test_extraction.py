@@ -63,15 +63,19 @@ def test_auto_uses_onnx_runtime_only_when_its_features_agree(backbone, images, m
     np.testing.assert_allclose(feats, tf_features(backbone, images), atol=extraction.TOLERANCE)
 
     monkeypatch.setattr(extraction, "TOLERANCE", -1.0)  # every difference is now too large
-    with (caplog.at_level(logging.WARNING, "benchmark.train.extraction"),
-          extraction.FeaturePass(backbone, "auto", 32) as feature_pass):  # fmt: skip
+    with (
+        caplog.at_level(logging.WARNING, "benchmark.train.extraction"),
+        extraction.FeaturePass(backbone, "auto", 32) as feature_pass,
+    ):
         feats = feature_pass(images)
     assert feature_pass.runtime_used == "tf"
     assert "onnx features differ from TensorFlow's" in caplog.text
     np.testing.assert_array_equal(feats, tf_features(backbone, images))
     # a runtime named explicitly has no fallback
-    with (pytest.raises(ValueError, match="onnx features differ"),
-          extraction.FeaturePass(backbone, "onnx", 32) as feature_pass):  # fmt: skip
+    with (
+        pytest.raises(ValueError, match="onnx features differ"),
+        extraction.FeaturePass(backbone, "onnx", 32) as feature_pass,
+    ):
         feature_pass(images)
 
 
@@ -81,16 +85,19 @@ def test_a_failed_export_falls_back_to_tensorflow(backbone, images, monkeypatch,
         raise RuntimeError("tf2onnx: unsupported op Foo")
 
     monkeypatch.setattr(extraction, "_onnx_runner", broken)
-    with (caplog.at_level(logging.WARNING, "benchmark.train.extraction"),
-          extraction.FeaturePass(backbone, "auto", 32) as feature_pass):  # fmt: skip
+    with (
+        caplog.at_level(logging.WARNING, "benchmark.train.extraction"),
+        extraction.FeaturePass(backbone, "auto", 32) as feature_pass,
+    ):
         feats = feature_pass(images)
     assert feature_pass.runtime_used == "tf" and feats.shape == (70, 8)
     assert "unsupported op Foo" in caplog.text
 
 
 def test_cached_features_open_no_runtime(backbone, images, tmp_path, monkeypatch):
-    first, info = extract_features(backbone, images, cache_dir=tmp_path, data_fingerprint="fp",
-                                   runtime="tf", split="train")  # fmt: skip
+    first, info = extract_features(
+        backbone, images, cache_dir=tmp_path, data_fingerprint="fp", runtime="tf", split="train"
+    )
     assert info["cache"] == "miss" and info["runtime"] == "tf"
 
     def refuse(*args, **kwargs):
@@ -98,15 +105,25 @@ def test_cached_features_open_no_runtime(backbone, images, tmp_path, monkeypatch
 
     monkeypatch.setattr(extraction, "open_extractor", refuse)
     with extraction.FeaturePass(backbone, "onnx", 32) as feature_pass:
-        again, info = extract_features(backbone, images, cache_dir=tmp_path, data_fingerprint="fp",
-                                       split="train", feature_pass=feature_pass)  # fmt: skip
+        again, info = extract_features(
+            backbone,
+            images,
+            cache_dir=tmp_path,
+            data_fingerprint="fp",
+            split="train",
+            feature_pass=feature_pass,
+        )
     assert info["cache"] == "hit" and feature_pass.runtime_used is None
     np.testing.assert_array_equal(again, first)
 
 
 def test_extract_runtime_option_is_checked():
-    assert schema.validate_transfer_options({"extract_runtime": "onnx"}) == {"extract_runtime": "onnx"}
-    with pytest.raises(ZoobenchError, match="extract_runtime must be one of auto, tf, xla, onnx, litert"):
+    assert schema.validate_transfer_options({"extract_runtime": "onnx"}) == {
+        "extract_runtime": "onnx"
+    }
+    with pytest.raises(
+        ZoobenchError, match="extract_runtime must be one of auto, tf, xla, onnx, litert"
+    ):
         schema.validate_transfer_options({"extract_runtime": "openvino"})
     with pytest.raises(ValueError, match="unknown extraction runtime 'gpu'"):
         extraction.FeaturePass(None, "gpu")

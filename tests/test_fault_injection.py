@@ -52,8 +52,14 @@ enabled = %s
 
 def zoobench(*args: str, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "ZOOBENCH_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmark.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(*args: str, cache: Path) -> None:
@@ -93,8 +99,13 @@ def kill_and_resume(kills: int, report: bool, tmp_path: Path, tiny_jpg: Path) ->
             proc.wait()
         finish("run", *common, "--out", str(out), cache=cache)
         got = board(out)
-        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-6,
-                                      obj=f"leaderboard after a kill at {delay:.1f}s")  # fmt: skip
+        pd.testing.assert_frame_equal(
+            got,
+            expected,
+            check_exact=False,
+            rtol=1e-6,
+            obj=f"leaderboard after a kill at {delay:.1f}s",
+        )
         assert load_predictor(out).predict_proba(images).shape == (3, 10)
 
 

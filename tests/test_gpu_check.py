@@ -42,8 +42,20 @@ def test_pack_holds_every_image_byte_for_byte_and_is_reproducible(gpu_check, tmp
 def test_the_dry_run_plans_the_profile_from_a_pack(gpu_check, tmp_path, capsys):
     data = write_class_folders(tmp_path / "data", per_class=(45, 20))
     archive = gpu_check.pack(data, tmp_path / "data.tar.gz", gzip=True)
-    status = gpu_check.main(["run", "--data", str(archive), "--profile", "smoke", "--backend",
-                             "tensorflow", "--out", str(tmp_path / "run"), "--dry-run"])  # fmt: skip
+    status = gpu_check.main(
+        [
+            "run",
+            "--data",
+            str(archive),
+            "--profile",
+            "smoke",
+            "--backend",
+            "tensorflow",
+            "--out",
+            str(tmp_path / "run"),
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert re.search(r"CIFAR-10 \(class folders\), train 300 / val \d+ / test 200", out), out
@@ -58,16 +70,40 @@ def test_the_summary_reads_wall_time_rates_and_accuracy(gpu_check, tmp_path):
     pd.DataFrame({"epoch": [1, 2, 3, 4], "epoch_seconds": [30.0, 2.0, 3.0, 2.5]}).to_csv(
         member / "history.csv", index=False
     )
-    (run / "run.json").write_text(json.dumps({
-        "backend": "jax", "machine": {"gpus": ["gpu:0 NVIDIA H200"]},
-        "data": {"source": "CIFAR-10 (JPEG copy)", "sizes": {"train": 45000, "val": 5000, "test": 10000}},
-    }))  # fmt: skip
-    pd.DataFrame([
-        {"model": "greedy", "kind": "ensemble", "status": "done", "test_accuracy": 0.86,
-         "val_accuracy": 0.87, "train_seconds": 100.0, "id": "ensembles/greedy"},
-        {"model": "fastnet", "kind": "scratch", "status": "done", "test_accuracy": 0.84,
-         "val_accuracy": 0.85, "train_seconds": 57.0, "id": "members/abc"},
-    ]).to_csv(run / "leaderboard.csv", index=False)  # fmt: skip
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "backend": "jax",
+                "machine": {"gpus": ["gpu:0 NVIDIA H200"]},
+                "data": {
+                    "source": "CIFAR-10 (JPEG copy)",
+                    "sizes": {"train": 45000, "val": 5000, "test": 10000},
+                },
+            }
+        )
+    )
+    pd.DataFrame(
+        [
+            {
+                "model": "greedy",
+                "kind": "ensemble",
+                "status": "done",
+                "test_accuracy": 0.86,
+                "val_accuracy": 0.87,
+                "train_seconds": 100.0,
+                "id": "ensembles/greedy",
+            },
+            {
+                "model": "fastnet",
+                "kind": "scratch",
+                "status": "done",
+                "test_accuracy": 0.84,
+                "val_accuracy": 0.85,
+                "train_seconds": 57.0,
+                "id": "members/abc",
+            },
+        ]
+    ).to_csv(run / "leaderboard.csv", index=False)
     summary = gpu_check.summarize(run, wall_seconds=340.04)
     assert summary["backend"] == "jax" and summary["wall_seconds"] == 340.0
     assert summary["best"] == {"model": "greedy", "test_accuracy": 0.86, "val_accuracy": 0.87}

@@ -28,8 +28,11 @@ def test_known_values():
 
 
 def test_empty_input_is_nan_not_zero():
-    for score in (accuracy(np.zeros((0, 10)), []), accuracy(np.zeros(0, int), []),
-                  log_loss(np.zeros((0, 10)), np.zeros(0, int))):  # fmt: skip
+    for score in (
+        accuracy(np.zeros((0, 10)), []),
+        accuracy(np.zeros(0, int), []),
+        log_loss(np.zeros((0, 10)), np.zeros(0, int)),
+    ):
         assert math.isnan(score)
 
 

@@ -6,8 +6,9 @@ from benchmark.config.profiles import MemberSpec
 from benchmark.plan.budget import Decision, Estimate
 from benchmark.plan.tasks import Task, progress_note
 
-SPEC = MemberSpec(name="m", architecture="seed_cnn", hp={}, training={"epochs": 1}, preprocess=[],
-                  augment=[])  # fmt: skip
+SPEC = MemberSpec(
+    name="m", architecture="seed_cnn", hp={}, training={"epochs": 1}, preprocess=[], augment=[]
+)
 
 
 def task(seconds: float, action: str = "run", note: str = "") -> Task:

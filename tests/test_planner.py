@@ -17,8 +17,9 @@ from benchmark.plan.budget import Estimate, Load, Timing, Worth, fit_to_budget
 from benchmark.plan.tasks import Replanner, Task
 from benchmark.plan.value import Reference
 
-DATA = SimpleNamespace(name="cifar10", num_classes=10, y_train=np.zeros(10_000, int),
-                       input_shape=(32, 32, 3))  # fmt: skip
+DATA = SimpleNamespace(
+    name="cifar10", num_classes=10, y_train=np.zeros(10_000, int), input_shape=(32, 32, 3)
+)
 PROBE = {"architecture": "fastnet", "hp": {}, "shape": [32, 32, 3], "batch": 64, "strategy": None}
 
 
@@ -34,14 +35,29 @@ def calibration(tmp_path, monkeypatch):
 def worth(accuracy: float, epochs: int, weight: float = 1.0) -> Worth:
     """Expected accuracy ``accuracy`` at ``epochs``, less when shortened (value.curve)."""
     ref = Reference(accuracy, epochs, 10_000)
-    return Worth(lambda est: value.curve(ref, est.epochs, 10_000, 10, value.TAU_EPOCHS),
-                 chance=0.1, weight=weight)  # fmt: skip
+    return Worth(
+        lambda est: value.curve(ref, est.epochs, 10_000, 10, value.TAU_EPOCHS),
+        chance=0.1,
+        weight=weight,
+    )
 
 
-def task(label: str, est: Estimate, accuracy: float, order: int, weight: float = 1.0,
-         architecture: str = "seed_cnn") -> Task:  # fmt: skip
-    spec = MemberSpec(name=label, architecture=architecture, hp={}, preprocess=[], augment=[],
-                      training={"epochs": est.epochs, "batch_size": 128})  # fmt: skip
+def task(
+    label: str,
+    est: Estimate,
+    accuracy: float,
+    order: int,
+    weight: float = 1.0,
+    architecture: str = "seed_cnn",
+) -> Task:
+    spec = MemberSpec(
+        name=label,
+        architecture=architecture,
+        hp={},
+        preprocess=[],
+        augment=[],
+        training={"epochs": est.epochs, "batch_size": 128},
+    )
     t = Task(spec, label, 0, training=dict(spec.training))
     t.order, t.estimate, t.worth = order, est, worth(accuracy, est.epochs, weight)
     t.probe_spec = {**PROBE, "architecture": architecture}
@@ -49,24 +65,38 @@ def task(label: str, est: Estimate, accuracy: float, order: int, weight: float =
 
 
 def done(val_accuracy: float, epochs: int, train_seconds: float) -> dict:
-    return {"status": "done", "val_accuracy": val_accuracy, "epochs": epochs,
-            "train_seconds": train_seconds}  # fmt: skip
+    return {
+        "status": "done",
+        "val_accuracy": val_accuracy,
+        "epochs": epochs,
+        "train_seconds": train_seconds,
+    }
 
 
 # ---- the plan by value ------------------------------------------------------------------------------
 
 
 def test_a_cheap_accurate_member_is_kept_over_an_expensive_weak_one_whatever_the_profile_order():
-    estimates = [Estimate(60, 0, 10), Estimate(10, 0, 10), Estimate(20, 0, 10)]  # 600 s, 100 s, 200 s
+    estimates = [
+        Estimate(60, 0, 10),
+        Estimate(10, 0, 10),
+        Estimate(20, 0, 10),
+    ]  # 600 s, 100 s, 200 s
     worths = [Worth(0.55, 0.1), Worth(0.80, 0.1), Worth(0.65, 0.1)]
     labels = ["resnet56 (weak, slow)", "lite0 features", "fastnet"]
     decisions = fit_to_budget(estimates, 350, 0.0, worths=worths, labels=labels)
     assert [d.action for d in decisions] == ["dropped", "run", "run"]
     assert [d.rank for d in decisions] == [3, 1, 2]
-    assert decisions[0].note == ("expected 55% for ~10m00s, lower value than lite0 features, "
-                                 "fastnet; ~50s of the budget left")  # fmt: skip
+    assert decisions[0].note == (
+        "expected 55% for ~10m00s, lower value than lite0 features, "
+        "fastnet; ~50s of the budget left"
+    )
     # Without values the old rule stands: profile order, the first one kept.
-    assert [d.action for d in fit_to_budget(estimates, 350, 0.0)] == ["shortened", "shortened", "dropped"]
+    assert [d.action for d in fit_to_budget(estimates, 350, 0.0)] == [
+        "shortened",
+        "shortened",
+        "dropped",
+    ]
 
 
 def test_the_best_expected_member_goes_first_even_when_a_cheaper_one_is_denser():
@@ -91,10 +121,26 @@ def test_shortening_keeps_the_most_epochs_that_fit_and_says_what_it_costs():
 
 
 def test_a_boosting_round_is_never_spent_on_before_its_previous_round():
-    spec = MemberSpec(name="b", architecture="seed_cnn", hp={}, preprocess=[], augment=[],
-                      training={"epochs": 4, "batch_size": 32}, boosting=2)  # fmt: skip
-    rounds = [Task(spec, f"b [boost {k}]", 0, boost={"round": k, "rounds": 2}, group="boosting:b",
-                   training={"epochs": 4, "batch_size": 32}) for k in range(2)]  # fmt: skip
+    spec = MemberSpec(
+        name="b",
+        architecture="seed_cnn",
+        hp={},
+        preprocess=[],
+        augment=[],
+        training={"epochs": 4, "batch_size": 32},
+        boosting=2,
+    )
+    rounds = [
+        Task(
+            spec,
+            f"b [boost {k}]",
+            0,
+            boost={"round": k, "rounds": 2},
+            group="boosting:b",
+            training={"epochs": 4, "batch_size": 32},
+        )
+        for k in range(2)
+    ]
     for k, t in enumerate(rounds):
         t.order = k
     rounds[0].estimate, rounds[1].estimate = Estimate(50, 0, 4), Estimate(1, 0, 4)  # round 1: cheap
@@ -108,7 +154,9 @@ def test_a_boosting_round_is_never_spent_on_before_its_previous_round():
 # ---- re-planning ------------------------------------------------------------------------------------
 
 
-def test_a_first_task_twice_slower_than_its_probe_shortens_then_drops_the_lower_value_tasks(calibration):
+def test_a_first_task_twice_slower_than_its_probe_shortens_then_drops_the_lower_value_tasks(
+    calibration,
+):
     fastnet = task("fastnet", Estimate(25, 50, 10), 0.69, 0, architecture="fastnet")  # 300 s
     seed = task("seed_cnn [seed 1]", Estimate(20, 40, 8), 0.58, 1, weight=0.5)  # 200 s, a repeat
     resnet = task("resnet20", Estimate(30, 60, 8), 0.63, 2, architecture="resnet20")  # 300 s
@@ -118,8 +166,10 @@ def test_a_first_task_twice_slower_than_its_probe_shortens_then_drops_the_lower_
     replanner = Replanner(tasks, DATA, 1000)
     line = replanner.finished(0, 600.0, [done(0.70, 10, 550.0)], remaining=400.0)
     # 400 s left less the 10% reserve (100 s) at 1.9x: resnet20 fits 3 epochs
-    assert line == ("re-planned: running 1.9x slower than the probes; resnet20 shortened to 3 "
-                    "epochs, seed_cnn [seed 1] dropped")  # fmt: skip
+    assert line == (
+        "re-planned: running 1.9x slower than the probes; resnet20 shortened to 3 "
+        "epochs, seed_cnn [seed 1] dropped"
+    )
     assert resnet.training["epochs"] == 3 and resnet.decision.changes == {"epochs": 3}
     # the lower-value one goes, though the profile lists it first
     assert seed.dropped and "lower value than resnet20" in seed.decision.note
@@ -128,12 +178,18 @@ def test_a_first_task_twice_slower_than_its_probe_shortens_then_drops_the_lower_
     assert resnet.decision.estimate.seconds * replanner.pace.factor <= 400 - 100
 
 
-def test_a_run_faster_than_planned_re_adds_what_it_dropped_and_an_on_plan_run_changes_nothing(calibration):
+def test_a_run_faster_than_planned_re_adds_what_it_dropped_and_an_on_plan_run_changes_nothing(
+    calibration,
+):
     def three():
-        return plan.fit([task("fastnet", Estimate(25, 50, 10), 0.69, 0, architecture="fastnet"),
-                         task("resnet20", Estimate(30, 60, 8), 0.63, 1, architecture="resnet20"),
-                         task("vgg11_bn", Estimate(380, 20, 1), 0.60, 2, architecture="vgg11_bn")],
-                        1000)  # fmt: skip
+        return plan.fit(
+            [
+                task("fastnet", Estimate(25, 50, 10), 0.69, 0, architecture="fastnet"),
+                task("resnet20", Estimate(30, 60, 8), 0.63, 1, architecture="resnet20"),
+                task("vgg11_bn", Estimate(380, 20, 1), 0.60, 2, architecture="vgg11_bn"),
+            ],
+            1000,
+        )
 
     tasks = three()
     assert [t.decision.action for t in tasks] == ["run", "run", "dropped"]
@@ -148,7 +204,9 @@ def test_a_run_faster_than_planned_re_adds_what_it_dropped_and_an_on_plan_run_ch
 
 
 def test_members_kept_from_the_store_do_not_move_the_pace(calibration):
-    tasks = plan.fit([task("fastnet", Estimate(25, 50, 10), 0.69, 0), task("b", Estimate(1, 1, 1), 0.5, 1)], 1000)
+    tasks = plan.fit(
+        [task("fastnet", Estimate(25, 50, 10), 0.69, 0), task("b", Estimate(1, 1, 1), 0.5, 1)], 1000
+    )
     replanner = Replanner(tasks, DATA, 1000)
     assert replanner.finished(0, 0.2, [], remaining=999.0) == ""
     assert replanner.pace.factor == 1.0
@@ -177,7 +235,9 @@ def probe():
     return budget.probe(lambda: None, (32, 32, 3), 10, 64, PROBE)
 
 
-def test_a_probe_under_load_is_marked_and_measured_again_once_the_machine_is_quiet(calibration, monkeypatch):
+def test_a_probe_under_load_is_marked_and_measured_again_once_the_machine_is_quiet(
+    calibration, monkeypatch
+):
     calls = fake_probes(monkeypatch, LOADED, QUIET)
     first = probe()
     assert first.loaded and first.train == 100.0 and calls == [budget.PROBE_WINDOWS]
@@ -203,7 +263,9 @@ def test_a_loaded_probe_stands_while_the_machine_is_still_busy(calibration, monk
 def test_live_epochs_much_faster_than_a_loaded_probe_replace_it(calibration, monkeypatch):
     calls = fake_probes(monkeypatch, LOADED)
     probe()
-    t = task("fastnet", Estimate(10_000 / 100 + 2_000 / 300, 10, 10), 0.69, 0, architecture="fastnet")
+    t = task(
+        "fastnet", Estimate(10_000 / 100 + 2_000 / 300, 10, 10), 0.69, 0, architecture="fastnet"
+    )
     t.probe_spec = PROBE
     tasks = plan.fit([t], None)
     assert not budget.observe_epochs(PROBE, 1.2)  # within the noise: the probe stands
@@ -211,7 +273,9 @@ def test_live_epochs_much_faster_than_a_loaded_probe_replace_it(calibration, mon
     entry = budget._read_calibration(calibration)[budget.calibration_key(PROBE)]
     speedup = (10_000 / 100 + 2_000 / 300) / 60.0  # 60 s an epoch against the probe's 106.7 s
     assert entry["source"] == "live" and entry["loaded"] is False
-    assert entry["train"] == pytest.approx(100.0 * speedup) and entry["infer"] == pytest.approx(300 * speedup)
+    assert entry["train"] == pytest.approx(100.0 * speedup) and entry["infer"] == pytest.approx(
+        300 * speedup
+    )
     monkeypatch.setattr(budget, "machine_quiet", lambda: True)
     now = probe()  # the live figure is trusted on a quiet machine: no new probe
     assert len(calls) == 1 and now.source == "live" and now.train == pytest.approx(100.0 * speedup)
@@ -234,8 +298,11 @@ def test_a_real_probe_taken_beside_another_job_is_marked(calibration, monkeypatc
             time.sleep(0.001)
 
     cpus = os.cpu_count() or 1
-    monkeypatch.setattr(budget, "_cpu_counters",
-                        lambda: ((0.2 + 0.5 * cpus) * time.perf_counter(), 0.2 * time.perf_counter()))
+    monkeypatch.setattr(
+        budget,
+        "_cpu_counters",
+        lambda: ((0.2 + 0.5 * cpus) * time.perf_counter(), 0.2 * time.perf_counter()),
+    )
     monkeypatch.setattr(budget, "_loadavg", lambda: 3.0)
     t = budget.probe(Model, (8, 8, 3), 10, 4, PROBE)
     entry = budget._read_calibration(calibration)[budget.calibration_key(PROBE)]
@@ -245,10 +312,13 @@ def test_a_real_probe_taken_beside_another_job_is_marked(calibration, monkeypatc
 
 def test_calibration_entries_from_before_the_load_mark_still_read(calibration, monkeypatch):
     key = budget.calibration_key(PROBE)
-    budget.atomic.write_json(calibration, {
-        key: {"train": 150.0, "infer": 450.0, "build": 0.2, "spec": PROBE, "measured_at": 1.0},
-        "cpu2-test-broken": {"train": "fast"},
-    })  # fmt: skip
+    budget.atomic.write_json(
+        calibration,
+        {
+            key: {"train": 150.0, "infer": 450.0, "build": 0.2, "spec": PROBE, "measured_at": 1.0},
+            "cpu2-test-broken": {"train": "fast"},
+        },
+    )
     calls = fake_probes(monkeypatch, QUIET)
     old = probe()
     assert calls == [] and (old.train, old.infer, old.build_seconds) == (150.0, 450.0, 0.2)
@@ -274,7 +344,9 @@ def test_an_earlier_runs_accuracy_replaces_the_prior(calibration, monkeypatch):
     t = task("fastnet", Estimate(25, 50, 10), 0.69, 0, architecture="fastnet")
     prior = value.curve(Reference(0.55, 8, 10_000), 10, 10_000, 10, value.TAU_EPOCHS)
     assert value.expected_accuracy(t, DATA) == (prior, "prior") and 0.55 < prior < 0.57
-    Replanner(plan.fit([t], None), DATA, None).finished(0, 300.0, [done(0.74, 10, 290.0)], float("inf"))
+    Replanner(plan.fit([t], None), DATA, None).finished(
+        0, 300.0, [done(0.74, 10, 290.0)], float("inf")
+    )
     acc, source = value.expected_accuracy(t, DATA)
     assert source == "earlier run" and acc == pytest.approx(0.74)
     shorter, _ = value.expected_accuracy(t, DATA, Estimate(25, 50, 3))
@@ -287,13 +359,15 @@ def test_the_prior_reads_the_registry_then_the_family_then_the_kind(monkeypatch)
     import zoo
 
     entries = {
-        "efficientnet_lite0": SimpleNamespace(family="lite", kind="pretrained",
-                                              extra={"reference_accuracy": (0.80, 20, 10_000)}),
-        "efficientnet_lite2": SimpleNamespace(family="lite", kind="pretrained",
-                                              extra={"reference_accuracy": (0.82, 20, 10_000)}),
+        "efficientnet_lite0": SimpleNamespace(
+            family="lite", kind="pretrained", extra={"reference_accuracy": (0.80, 20, 10_000)}
+        ),
+        "efficientnet_lite2": SimpleNamespace(
+            family="lite", kind="pretrained", extra={"reference_accuracy": (0.82, 20, 10_000)}
+        ),
         "efficientnet_lite1": SimpleNamespace(family="lite", kind="pretrained", extra={}),
         "mystery_net": SimpleNamespace(family="mystery", kind="scratch", extra={}),
-    }  # fmt: skip
+    }
 
     def get(name):
         if name not in entries:
@@ -301,29 +375,46 @@ def test_the_prior_reads_the_registry_then_the_family_then_the_kind(monkeypatch)
         return entries[name]
 
     monkeypatch.setattr(zoo, "get", get)
-    monkeypatch.setattr(zoo, "list_models", lambda family=None: [n for n, e in entries.items()
-                                                                 if e.family == family])  # fmt: skip
+    monkeypatch.setattr(
+        zoo,
+        "list_models",
+        lambda family=None: [n for n, e in entries.items() if e.family == family],
+    )
     assert value.reference("efficientnet_lite0") == Reference(0.80, 20, 10_000)
     assert value.reference("efficientnet_lite1").accuracy == pytest.approx(0.81)
     assert value.reference("mystery_net") == Reference(*value.DEFAULT_REFERENCE["scratch"])
-    assert value.reference("member:runs/a/members/x") == Reference(*value.DEFAULT_REFERENCE["pretrained"])
+    assert value.reference("member:runs/a/members/x") == Reference(
+        *value.DEFAULT_REFERENCE["pretrained"]
+    )
     # the curve: the reference point itself, fewer epochs less, more images more, 100 classes lower
     lite0 = value.reference("efficientnet_lite0")
     assert value.curve(lite0, 20, 10_000, 10, 2.0) == pytest.approx(0.80)
-    assert value.curve(lite0, 2, 10_000, 10, 2.0) < 0.6 < value.curve(lite0, 20, 45_000, 10, 2.0) - 0.2
+    assert (
+        value.curve(lite0, 2, 10_000, 10, 2.0) < 0.6 < value.curve(lite0, 20, 45_000, 10, 2.0) - 0.2
+    )
     assert 0.2 < value.curve(lite0, 20, 100, 10, 2.0) < 0.5  # a tiny set: lower, still above chance
     assert value.curve(lite0, 20, 10_000, 100, 2.0) == pytest.approx(0.01 + 0.99 * (0.70 / 0.90))
 
 
 def test_plan_shows_the_expected_accuracy_its_source_and_the_value_order():
-    tasks = plan.fit([task("resnet56", Estimate(60, 0, 10), 0.55, 0),
-                      task("lite0", Estimate(10, 0, 10), 0.80, 1)], 150)  # fmt: skip
+    tasks = plan.fit(
+        [
+            task("resnet56", Estimate(60, 0, 10), 0.55, 0),
+            task("lite0", Estimate(10, 0, 10), 0.80, 1),
+        ],
+        150,
+    )
     tasks[1].worth = Worth(tasks[1].worth.accuracy, 0.1, source="earlier run")
     lines = plan.describe(tasks, 150)
     assert lines[0].startswith("  1. lite0") and " 80.0% prior       #1" in lines[0]
     assert " 55.0% earlier run #2" in lines[1]
-    assert "dropped (expected 55% for ~10m00s, lower value than lite0; ~35s of the budget left)" in lines[1]
+    assert (
+        "dropped (expected 55% for ~10m00s, lower value than lite0; ~35s of the budget left)"
+        in lines[1]
+    )
     assert "value order" in lines[-1]
     tasks[0].probed_under_load = True
-    assert "1 of 2 estimates come from probes taken while other processes used the cores" in "\n".join(
-        plan.describe(tasks, 150))
+    assert (
+        "1 of 2 estimates come from probes taken while other processes used the cores"
+        in "\n".join(plan.describe(tasks, 150))
+    )

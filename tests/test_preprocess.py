@@ -128,8 +128,6 @@ def test_encodings():
 # ---- deblock: JPEG block edges ---------------------------------------------------------------------
 
 
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / ((a.astype(np.float64) - b) ** 2).mean()))
 
@@ -142,8 +140,14 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 def _synthetic_picture() -> np.ndarray:
     """128x128: smooth colour gradients (where JPEG's blocks show) and hard-edged shapes."""
     yy, xx = np.mgrid[0:128, 0:128] / 128
-    img = np.stack([120 + 100 * np.sin(3 * xx + yy), 80 + 150 * xx * yy,
-                    200 - 300 * np.hypot(xx - 0.5, yy - 0.4)], axis=-1)  # fmt: skip
+    img = np.stack(
+        [
+            120 + 100 * np.sin(3 * xx + yy),
+            80 + 150 * xx * yy,
+            200 - 300 * np.hypot(xx - 0.5, yy - 0.4),
+        ],
+        axis=-1,
+    )
     img = np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
     cv2.circle(img, (40, 50), 25, (250, 30, 30), -1)
     cv2.rectangle(img, (70, 70), (115, 100), (20, 60, 200), -1)

@@ -73,13 +73,21 @@ def test_rows_are_sorted_by_validation_accuracy_even_when_test_disagrees(tmp_pat
         val_probs = noisy_probs(y_val, val_acc, 10, rng)
         store.write_entry(
             store.member_dir(mid),
-            config={"name": mid, "architecture": mid, "kind": "pretrained", "strategy": "fine-tuning",
-                    "input_size": 64},
-            metrics={"status": "done", "val_accuracy": float((val_probs.argmax(1) == y_val).mean()),
-                     "finished_at": f"2026-01-01T00:00:0{ord(mid) - 96}Z"},
+            config={
+                "name": mid,
+                "architecture": mid,
+                "kind": "pretrained",
+                "strategy": "fine-tuning",
+                "input_size": 64,
+            },
+            metrics={
+                "status": "done",
+                "val_accuracy": float((val_probs.argmax(1) == y_val).mean()),
+                "finished_at": f"2026-01-01T00:00:0{ord(mid) - 96}Z",
+            },
             val_probs=val_probs,
             test_probs=noisy_probs(y_test, test_acc, 10, rng),
-        )  # fmt: skip
+        )
     store.write_entry(
         store.member_dir("s"),
         config={"name": "skipped-net", "kind": "scratch"},
@@ -203,8 +211,11 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_figure_labels_never_cut_distinct_models_to_the_same_text():
-    strategies = ["efficientnet_lite0 (feature-extraction)", "efficientnet_lite0 (fine-tuning)",
-                  "efficientnet_lite0 (progressive-unfreezing)"]  # fmt: skip
+    strategies = [
+        "efficientnet_lite0 (feature-extraction)",
+        "efficientnet_lite0 (fine-tuning)",
+        "efficientnet_lite0 (progressive-unfreezing)",
+    ]
     labels = distinct_labels(strategies)
     assert labels == [name.replace(" ", "\n") for name in strategies]
     # Too long for two lines: the start and the distinguishing end stay, "…" marks the cut.
@@ -218,8 +229,9 @@ def test_figure_labels_never_cut_distinct_models_to_the_same_text():
     twins = ["a" * 30 + " x " + "b" * 30, "a" * 30 + " y " + "b" * 30]
     numbered = distinct_labels(twins)
     assert len(set(numbered)) == 2 and numbered[0].startswith("1. ")
-    assert distinct_labels(twins, width=40, lines=1) == [f"{i}. " + shorten(twins[0], 40)
-                                                         for i in (1, 2)]  # fmt: skip
+    assert distinct_labels(twins, width=40, lines=1) == [
+        f"{i}. " + shorten(twins[0], 40) for i in (1, 2)
+    ]
 
 
 @pytest.mark.parametrize("epochs, ticks", [([1], [1]), ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])])

@@ -19,8 +19,18 @@ from benchmark.errors import ZoobenchError
 from benchmark.store.runstore import RunStore
 from reports import build_report, leaderboard
 
-FIGURES = ("samples", "confusion_best_member", "confusion_best_ensemble", "confusion_top_members",
-           "per_class", "curves", "cost", "reliability", "mistakes", "diversity")  # fmt: skip
+FIGURES = (
+    "samples",
+    "confusion_best_member",
+    "confusion_best_ensemble",
+    "confusion_top_members",
+    "per_class",
+    "curves",
+    "cost",
+    "reliability",
+    "mistakes",
+    "diversity",
+)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -33,11 +43,19 @@ LONG_NAMES = {
     "net3": "resnet20",
 }
 VERSIONS = dict(
-    python="3.12.3", tensorflow="2.21.0", keras="3.12.0", numpy="2.1.3", pandas="2.3.3",
-    matplotlib="3.10.7", seaborn="0.13.2", scipy="1.16.3", jax="0.7.2", torch="2.9.0+cpu",
-    tabulate="0.9.0", **{"keras-tuner": "1.4.7", "scikit-learn": "1.7.2",
-                         "opencv-python-headless": "4.12.0.88"},
-)  # fmt: skip
+    python="3.12.3",
+    tensorflow="2.21.0",
+    keras="3.12.0",
+    numpy="2.1.3",
+    pandas="2.3.3",
+    matplotlib="3.10.7",
+    seaborn="0.13.2",
+    scipy="1.16.3",
+    jax="0.7.2",
+    torch="2.9.0+cpu",
+    tabulate="0.9.0",
+    **{"keras-tuner": "1.4.7", "scikit-learn": "1.7.2", "opencv-python-headless": "4.12.0.88"},
+)
 REASON = "loss became NaN at epoch 1; ResourceExhaustedError: OOM allocating shape[128,768,14,14]"
 
 
@@ -51,13 +69,25 @@ def realistic_fake_run(root: Path) -> RunStore:
         history = entry.history()
         name = LONG_NAMES.get(entry.name, entry.name)
         probs = {split: entry.probs(split) for split in ("val", "test")} if entry.ok else {}
-        store.write_entry(entry.path, config={**entry.config, "name": name}, metrics=metrics,
-                          val_probs=probs.get("val"), test_probs=probs.get("test"),
-                          history=history.head(1) if name == "resnet20" else history)  # fmt: skip
+        store.write_entry(
+            entry.path,
+            config={**entry.config, "name": name},
+            metrics=metrics,
+            val_probs=probs.get("val"),
+            test_probs=probs.get("test"),
+            history=history.head(1) if name == "resnet20" else history,
+        )
     add_fake_ensemble(store)
     meta = store.read_run()
-    meta.update({"budget_seconds": 1800, "wall_seconds": 95.5, "started_at": "2026-01-01T00:00:00Z",
-                 "finished_at": "2026-01-01T00:03:00Z", "versions": VERSIONS})  # fmt: skip
+    meta.update(
+        {
+            "budget_seconds": 1800,
+            "wall_seconds": 95.5,
+            "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:03:00Z",
+            "versions": VERSIONS,
+        }
+    )
     store.write_run(meta)
     return store
 
@@ -214,10 +244,22 @@ def _chromium() -> str | None:
 def _dump_dom(
     browser: str, page: Path, profile: Path, *extra: str, dump: bool = True
 ) -> tuple[str, str]:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=5000", *extra, *(["--dump-dom"] if dump else [])]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        *extra,
+        *(["--dump-dom"] if dump else []),
+    ]
     done = subprocess.run(
         [browser, *flags, page.as_uri()], capture_output=True, text=True, timeout=90
     )
@@ -234,7 +276,10 @@ def test_chromium_renders_the_leaderboard_and_every_figure(built, tmp_path):
     store, index = built
     # Click the "Val acc." header once (descending) with the page's own sorting code, in a copy.
     probe = tmp_path / "probe.html"
-    probe.write_text(index.read_text().replace("</body>", """<script>
+    probe.write_text(
+        index.read_text().replace(
+            "</body>",
+            """<script>
 window.addEventListener("load", function () {
   var th = Array.prototype.find.call(document.querySelectorAll("#leaderboard th"),
                                      function (h) { return h.textContent === "Val acc."; });
@@ -243,7 +288,9 @@ window.addEventListener("load", function () {
                                        function (r) { return r.cells[1].textContent; });
   document.documentElement.setAttribute("data-sorted", names.join("|"));
 });
-</script></body>"""))  # fmt: skip
+</script></body>""",
+        )
+    )
     dom, log = _dump_dom(browser, probe, tmp_path / "profile")
     assert 'data-report-check="ok"' in dom, re.findall(r'data-report-check="[^"]*"', dom)
     assert f'data-images="{len(FIGURES)}"' in dom and 'data-rows="6"' in dom

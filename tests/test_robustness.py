@@ -39,16 +39,20 @@ def test_corruptions_are_seeded_and_keep_shape_and_dtype(clean):
 def test_every_corruption_grows_with_severity(clean):
     images, _ = clean
     for name in CORRUPTIONS:
-        distance = [np.abs(corrupt(images, name, s, 0).astype(float) - images).mean()
-                    for s in SEVERITIES]  # fmt: skip
+        distance = [
+            np.abs(corrupt(images, name, s, 0).astype(float) - images).mean() for s in SEVERITIES
+        ]
         assert all(a < b for a, b in zip(distance, distance[1:], strict=False)), (name, distance)
 
 
 @pytest.mark.parametrize(
     ("args", "match"),
-    [(("fog", 1), "unknown corruption 'fog'"), (("jpeg", 0), "severity"),
-     (("jpeg", True), "severity")],
-)  # fmt: skip
+    [
+        (("fog", 1), "unknown corruption 'fog'"),
+        (("jpeg", 0), "severity"),
+        (("jpeg", True), "severity"),
+    ],
+)
 def test_bad_corruption_requests_are_refused(clean, args, match):
     with pytest.raises(ValueError, match=match):
         corrupt(clean[0], *args)
@@ -56,8 +60,9 @@ def test_bad_corruption_requests_are_refused(clean, args, match):
         corrupt(clean[0].astype(np.float32), "jpeg", 1)
 
 
-def test_the_corrupted_split_is_stratified_cached_and_rebuilt_when_damaged(clean, tmp_path,
-                                                                          monkeypatch):  # fmt: skip
+def test_the_corrupted_split_is_stratified_cached_and_rebuilt_when_damaged(
+    clean, tmp_path, monkeypatch
+):
     monkeypatch.setenv("ZOOBENCH_CACHE", str(tmp_path))
     images, labels = clean
     order = np.argsort(labels, kind="stable")  # a class-folder copy's test split is class-sorted
@@ -95,7 +100,9 @@ def _gray_images(brightness: np.ndarray, seed: int = 0) -> np.ndarray:
     """Gray 8x8 pictures of the given mean brightness with a little texture."""
     rng = np.random.default_rng(seed)
     noise = rng.integers(-10, 11, size=(len(brightness), 8, 8, 1))
-    return np.clip(brightness[:, None, None, None] + noise, 0, 255).repeat(3, axis=-1).astype(np.uint8)
+    return (
+        np.clip(brightness[:, None, None, None] + noise, 0, 255).repeat(3, axis=-1).astype(np.uint8)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +152,9 @@ def test_adabn_changes_only_the_bn_statistics(brightness_task):
     np.testing.assert_allclose(_np(bn.moving_variance), pixels.var(0), rtol=1e-3)
     # Over several batches the mean is still the count-weighted mean of every image (7 + 7 + 6).
     adapt_bn(adapted, shifted[:20], batch_size=7)
-    np.testing.assert_allclose(_np(bn.moving_mean), pixels.reshape(200, -1, 3)[:20]
-                               .reshape(-1, 3).mean(0), rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        _np(bn.moving_mean), pixels.reshape(200, -1, 3)[:20].reshape(-1, 3).mean(0), rtol=1e-4
+    )
     assert bn.momentum == 0.99 and "call" not in vars(bn)  # the layer is left as it was
 
 
@@ -161,8 +169,10 @@ def test_adabn_recovers_accuracy_under_a_strong_brightness_shift(brightness_task
     plain = accuracy(predict(model, shifted), labels)
     adapted = accuracy(adabn_probs(model, shifted), labels)
     assert plain < 0.7 and adapted > 0.9, (plain, adapted)
-    assert all(np.array_equal(a, b) and np.array_equal(c, d)  # the model's own stats are back
-               for (a, c), (b, d) in zip(state, bn_state(model), strict=True))  # fmt: skip
+    assert all(
+        np.array_equal(a, b) and np.array_equal(c, d)  # the model's own stats are back
+        for (a, c), (b, d) in zip(state, bn_state(model), strict=True)
+    )
 
 
 def test_a_model_without_bn_is_not_changed_by_adabn():
@@ -170,8 +180,10 @@ def test_a_model_without_bn_is_not_changed_by_adabn():
     from benchmark.run.robustness import adabn_probs, adapt_bn, predict
 
     inputs = keras.Input((8, 8, 3))
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
-        keras.layers.GlobalAveragePooling2D()(inputs)))  # fmt: skip
+    model = keras.Model(
+        inputs,
+        keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)),
+    )
     images = _gray_images(np.linspace(40, 160, 10))
     before = [_np(w) for w in model.weights]
     assert adapt_bn(model, images) == 0
@@ -194,17 +206,19 @@ def test_fgsm_accuracy_is_at_most_the_clean_one_and_equal_at_epsilon_zero(bright
 # ---- the [robustness] table ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("table", "match"),
-    [({"enabled": "yes"}, "enabled must be true or false"),
-     ({"corruptions": ["fog"]}, "corruptions: unknown 'fog'"),
-     ({"corruptions": []}, "corruptions must be a non-empty list"),
-     ({"severities": [1, 1]}, "severities must be a non-empty list without repeats"),
-     ({"severities": [6]}, "severities: unknown 6"),
-     ({"images": 0}, "images must be a whole number >= 1"),
-     ({"fgsm_images": -1}, "fgsm_images must be a whole number >= 0"),
-     ({"fgsm_epsilon": -2}, "fgsm_epsilon must be a number >= 0"),
-     ({"adabn": 1}, "adabn must be true or false"),
-     ({"tent": True}, "robustness.tent: unknown key")],
-)  # fmt: skip
+    [
+        ({"enabled": "yes"}, "enabled must be true or false"),
+        ({"corruptions": ["fog"]}, "corruptions: unknown 'fog'"),
+        ({"corruptions": []}, "corruptions must be a non-empty list"),
+        ({"severities": [1, 1]}, "severities must be a non-empty list without repeats"),
+        ({"severities": [6]}, "severities: unknown 6"),
+        ({"images": 0}, "images must be a whole number >= 1"),
+        ({"fgsm_images": -1}, "fgsm_images must be a whole number >= 0"),
+        ({"fgsm_epsilon": -2}, "fgsm_epsilon must be a number >= 0"),
+        ({"adabn": 1}, "adabn must be true or false"),
+        ({"tent": True}, "robustness.tent: unknown key"),
+    ],
+)
 def test_bad_robustness_tables_are_one_line_errors(table, match):
     from benchmark.config.profiles import load_profile, parse_profile
 

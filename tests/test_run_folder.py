@@ -31,8 +31,11 @@ TINY = {
     "training": {"epochs": 1, "batch_size": 50, "early_stopping_patience": 0},
     "members": [
         {"architecture": "seed_cnn", "name": "a", "hp": {"width": 0.5, "dense_units": 0}},
-        {"architecture": "seed_cnn", "name": "b", "hp": {"width": 0.5, "dense_units": 0,
-                                                        "dropout": 0.0}},
+        {
+            "architecture": "seed_cnn",
+            "name": "b",
+            "hp": {"width": 0.5, "dense_units": 0, "dropout": 0.0},
+        },
     ],
     "ensembles": {"methods": ["average-all", "greedy"]},
     "report": {"enabled": False},
@@ -44,8 +47,9 @@ def tiny_profile(**changes):
 
 
 def run(out: Path, data: Path, profile=None, **kwargs) -> Runner:
-    runner = Runner(profile or tiny_profile(), out, data_dir=str(data), progress=lambda s: None,
-                    **kwargs)  # fmt: skip
+    runner = Runner(
+        profile or tiny_profile(), out, data_dir=str(data), progress=lambda s: None, **kwargs
+    )
     runner.run()
     return runner
 
@@ -118,7 +122,10 @@ def test_a_damaged_member_is_retrained_not_kept(copy, tiny_jpg):
 def test_another_profile_with_the_same_name_is_refused(copy, tiny_jpg):
     """Reproduction 3: a profile of the same name but other split sizes ran into the folder."""
     other = tiny_profile(data={**TINY["data"], "val_size": 40})
-    with pytest.raises(ZoobenchError, match=r"holds another run \(it differs in the profile.s settings, the split\)"):
+    with pytest.raises(
+        ZoobenchError,
+        match=r"holds another run \(it differs in the profile.s settings, the split\)",
+    ):
         run(copy, tiny_jpg, profile=other)
     more = tiny_profile(members=[*TINY["members"], {"architecture": "seed_cnn", "name": "c"}])
     with pytest.raises(ZoobenchError, match=r"it differs in the profile's settings\)"):
@@ -131,20 +138,28 @@ def test_another_profile_with_the_same_name_is_refused(copy, tiny_jpg):
 def test_a_second_run_is_refused_while_the_first_holds_the_lock(copy, tiny_jpg):
     """Reproduction 4: two runs into one folder both trained and tore each other's files."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from pathlib import Path
             from benchmark.store import runfolder
             with runfolder.locked(Path({str(copy)!r})):
                 print("locked", flush=True)
                 time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True, cwd=REPO,
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ZoobenchError, match=rf"in use by another zoobench run \(PID {holder.pid} on "):
+        with pytest.raises(
+            ZoobenchError, match=rf"in use by another zoobench run \(PID {holder.pid} on "
+        ):
             run(copy, tiny_jpg)
     finally:
         holder.kill()

@@ -28,9 +28,14 @@ def tiny_smoke(nan_member: bool = True):
     raw["training"]["batch_size"] = 50
     raw["report"] = {"enabled": True}
     if nan_member:
-        raw["members"].append({"architecture": "seed_cnn", "name": "exploding",
-                               "hp": {"width": 0.5},
-                               "training": {"learning_rate": 1e12, "epochs": 3}})  # fmt: skip
+        raw["members"].append(
+            {
+                "architecture": "seed_cnn",
+                "name": "exploding",
+                "hp": {"width": 0.5},
+                "training": {"learning_rate": 1e12, "epochs": 3},
+            }
+        )
     return parse_profile(raw, "smoke (shrunk for tests)")
 
 
@@ -134,8 +139,10 @@ def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
     member_probs = [store.member(mid).robustness_probs() for mid in ens.config["members"]]
     for row in record["table"]:
         key = f"adabn-{row['corruption']}-{row['severity']}"
-        mixed = sum(w * p[key].astype(float) for w, p in zip(ens.config["weights"], member_probs,
-                                                             strict=True))  # fmt: skip
+        mixed = sum(
+            w * p[key].astype(float)
+            for w, p in zip(ens.config["weights"], member_probs, strict=True)
+        )
         assert row["accuracy_adabn"] == pytest.approx(float(np.mean(mixed.argmax(1) == labels)))
     assert any(line.startswith("robustness: ") and "measured in" in line for line in lines)
     readme = (store.report_dir / "README.md").read_text()
@@ -151,8 +158,11 @@ def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
 def test_rerun_keeps_finished_members_and_redoes_the_interrupted_one(smoke_run, tiny_jpg):
     runner, _ = smoke_run
     store = runner.store
-    before = {m.id: (m.metrics["val_accuracy"], (m.path / "metrics.json").stat().st_mtime_ns)
-              for m in store.members() if m.ok}  # fmt: skip
+    before = {
+        m.id: (m.metrics["val_accuracy"], (m.path / "metrics.json").stat().st_mtime_ns)
+        for m in store.members()
+        if m.ok
+    }
     victim = next(m for m in store.members() if m.name == "seed_cnn tiny")
     (victim.path / "metrics.json").unlink()  # as if killed while writing it
     lines: list[str] = []
@@ -194,8 +204,11 @@ def test_the_api_predicts_evaluates_and_reads_the_searches(smoke_run):
     store = bench.store
     x, y = store.load_array("x_test"), store.labels("test")
     board = bench.leaderboard()
-    best = store.find(board.iloc[0]["id"]) if board.iloc[0]["kind"] != "ensemble" else next(
-        e for e in store.ensembles() if e.name == board.iloc[0]["model"])
+    best = (
+        store.find(board.iloc[0]["id"])
+        if board.iloc[0]["kind"] != "ensemble"
+        else next(e for e in store.ensembles() if e.name == board.iloc[0]["model"])
+    )
     probs = bench.predict_proba(x)
     assert np.allclose(probs, best.probs("test"), atol=1e-4)  # the fused best is the stored best
     assert np.array_equal(bench.predict(x), probs.argmax(axis=1))
@@ -204,12 +217,14 @@ def test_the_api_predicts_evaluates_and_reads_the_searches(smoke_run):
     assert scores["accuracy"] == pytest.approx(board.iloc[0]["test_accuracy"])
     assert np.trace(scores["confusion_matrix"]) / len(y) == pytest.approx(scores["accuracy"])
     assert scores["f1_macro"] == pytest.approx(
-        f1_score(y, probs.argmax(1), average="macro", labels=np.arange(10), zero_division=0))
+        f1_score(y, probs.argmax(1), average="macro", labels=np.arange(10), zero_division=0)
+    )
     one_hot = np.eye(10)[y]
     assert bench.evaluate(x, one_hot)["accuracy"] == scores["accuracy"]
     member = next(m for m in store.members() if m.name == "seed_cnn tiny")
     assert bench.evaluate(x, y, model=member.id)["accuracy"] == pytest.approx(
-        float((member.probs("test").argmax(1) == y).mean()))
+        float((member.probs("test").argmax(1) == y).mean())
+    )
     with pytest.raises(ZoobenchError, match="50 images but 3 labels"):
         bench.evaluate(x, y[:3])
     with pytest.raises(ZoobenchError, match="class indices"):
@@ -226,8 +241,9 @@ def test_the_api_predicts_evaluates_and_reads_the_searches(smoke_run):
     assert best_hp["hp"] == tuned.config["hp"]
 
 
-def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(smoke_run, capsys,
-                                                                              tmp_path):
+def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(
+    smoke_run, capsys, tmp_path
+):
     from benchmark.cli.app import main
     from benchmark.errors import ZoobenchError
     from benchmark.metrics import accuracy
@@ -239,10 +255,18 @@ def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(s
     member = next(m for m in store.members() if m.name == "seed_cnn tiny")
     record = bench.refit_full(member.id)
     assert record["train_images"] == 150  # 100 train + 50 validation
-    assert record["members"] == [{"id": member.id, "name": "seed_cnn tiny", "refit": True,
-                                  "epochs": 1, "train_seconds": record["members"][0]["train_seconds"]}]
+    assert record["members"] == [
+        {
+            "id": member.id,
+            "name": "seed_cnn tiny",
+            "refit": True,
+            "epochs": 1,
+            "train_seconds": record["members"][0]["train_seconds"],
+        }
+    ]
     assert record["original_test_accuracy"] == pytest.approx(
-        accuracy(member.probs("test"), store.labels("test")))
+        accuracy(member.probs("test"), store.labels("test"))
+    )
     refit_probs = store.refit_test_probs(member.id)
     assert record["test_accuracy"] == accuracy(refit_probs, store.labels("test"))
     assert not np.allclose(refit_probs, member.probs("test"), atol=1e-3)  # really retrained
@@ -252,7 +276,8 @@ def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(s
     assert store.leaderboard_csv.read_bytes() == board_before
     assert store.best_pointer() == best_before
     assert member.id not in {e.name for e in store.ensembles()} and len(bench.leaderboard()) == len(
-        Benchmark.load(store.root).leaderboard())
+        Benchmark.load(store.root).leaderboard()
+    )
     with pytest.raises(ZoobenchError, match="no refit 'nope'"):
         bench.predict(x, model="refit:nope")
     boosted = next(m for m in store.members() if m.config.get("boosting"))
@@ -262,7 +287,10 @@ def test_refit_full_trains_on_train_plus_validation_and_leaves_selection_alone(s
 
     picture = tmp_path / "first.png"
     cv2.imwrite(str(picture), cv2.cvtColor(x[0], cv2.COLOR_RGB2BGR))
-    assert main(["predict", str(picture), "--run", str(store.root), "--model", f"refit:{member.id}"]) == 0
+    assert (
+        main(["predict", str(picture), "--run", str(store.root), "--model", f"refit:{member.id}"])
+        == 0
+    )
     assert "(refit on train + validation)" in capsys.readouterr().out
     assert main(["refit", str(store.root), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
@@ -276,14 +304,30 @@ def test_another_profile_in_the_same_folder_is_refused(smoke_run, tiny_jpg):
 
 
 def test_the_budget_is_honoured(tmp_path, tiny_jpg):
-    raw = {"name": "budget", "data": dict(TINY_DATA), "training": {"epochs": 40, "batch_size": 50},
-           "members": [{"architecture": "seed_cnn", "name": "long", "hp": {"width": 0.5, "dense_units": 0}},
-                       {"architecture": "seed_cnn", "name": "longer", "hp": {"width": 1.0},
-                        "training": {"epochs": 400}}],
-           "ensembles": {"enabled": False}, "report": {"enabled": False}}  # fmt: skip
+    raw = {
+        "name": "budget",
+        "data": dict(TINY_DATA),
+        "training": {"epochs": 40, "batch_size": 50},
+        "members": [
+            {"architecture": "seed_cnn", "name": "long", "hp": {"width": 0.5, "dense_units": 0}},
+            {
+                "architecture": "seed_cnn",
+                "name": "longer",
+                "hp": {"width": 1.0},
+                "training": {"epochs": 400},
+            },
+        ],
+        "ensembles": {"enabled": False},
+        "report": {"enabled": False},
+    }
     lines: list[str] = []
-    runner = Runner(parse_profile(raw, "test"), tmp_path / "run", data_dir=str(tiny_jpg),
-                    budget_seconds=12, progress=lines.append)  # fmt: skip
+    runner = Runner(
+        parse_profile(raw, "test"),
+        tmp_path / "run",
+        data_dir=str(tiny_jpg),
+        budget_seconds=12,
+        progress=lines.append,
+    )
     start = time.monotonic()
     runner.run()
     elapsed = time.monotonic() - start
@@ -304,11 +348,27 @@ def test_plan_prints_without_training(tmp_path, tiny_jpg, capsys):
     from benchmark.cli.app import main
 
     profile = tmp_path / "p.toml"
-    profile.write_text('name = "p"\n[data]\ntrain_size = 100\nval_size = 50\ntest_size = 50\n'
-                       '[[members]]\narchitecture = "seed_cnn"\nhp = {width = 0.5}\nseeds = 2\n')  # fmt: skip
+    profile.write_text(
+        'name = "p"\n[data]\ntrain_size = 100\nval_size = 50\ntest_size = 50\n'
+        '[[members]]\narchitecture = "seed_cnn"\nhp = {width = 0.5}\nseeds = 2\n'
+    )
     out = tmp_path / "run"
-    assert main(["run", str(profile), "--plan", "--budget", "10m", "--out", str(out),
-                 "--data-dir", str(tiny_jpg)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                str(profile),
+                "--plan",
+                "--budget",
+                "10m",
+                "--out",
+                str(out),
+                "--data-dir",
+                str(tiny_jpg),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "seed_cnn [seed 0]" in text and "seed_cnn [seed 1]" in text and "estimated total" in text
     assert not out.exists()
@@ -330,8 +390,17 @@ def test_resume_after_sigkill_gives_the_same_leaderboard(tmp_path):
     env = dict(os.environ, ZOOBENCH_CACHE=str(tmp_path / "cache"))
 
     def cmd(out):
-        return [sys.executable, "-m", "benchmark.cli", "run", str(profile), "--out", str(out),
-                "--data-dir", str(TINY_JPG)]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "benchmark.cli",
+            "run",
+            str(profile),
+            "--out",
+            str(out),
+            "--data-dir",
+            str(TINY_JPG),
+        ]
 
     start = time.monotonic()
     subprocess.run(cmd(tmp_path / "a"), check=True, env=env, capture_output=True)

@@ -13,8 +13,14 @@ from tests.fake_run import make_fake_run
 def test_runs_lists_each_run_with_its_best_row_and_status(tmp_path, capsys):
     done = make_fake_run(tmp_path / "runs" / "a", accuracies=(0.8, 0.6))
     meta = done.read_run()
-    done.write_run({**meta, "finished_at": "2026-11-28T10:00:00Z", "wall_seconds": 312.5,
-                    "backend": "tensorflow"})  # fmt: skip
+    done.write_run(
+        {
+            **meta,
+            "finished_at": "2026-11-28T10:00:00Z",
+            "wall_seconds": 312.5,
+            "backend": "tensorflow",
+        }
+    )
     board = leaderboard(done, save=True)
     best = board[board.status == "done"].iloc[0]
     make_fake_run(tmp_path / "runs" / "b", accuracies=(0.7,))  # no leaderboard yet, no finish

@@ -46,13 +46,17 @@ assert not heavy, heavy
 def run_without_backends(code: str, cwd: Path, cache: Path | None = None):
     """``python -c code`` in a child where importing Keras, TensorFlow, JAX or PyTorch fails;
     the child fails unless those imports really fail and ``code`` imported none of them."""
-    env = {**os.environ, "PYTHONPATH": f"{HIDE_BACKENDS}{os.pathsep}{REPO}",
-           "ZOOBENCH_TEST_HIDDEN": "keras,tensorflow,jax,jaxlib,torch,keras_tuner,tf_keras"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HIDE_BACKENDS}{os.pathsep}{REPO}",
+        "ZOOBENCH_TEST_HIDDEN": "keras,tensorflow,jax,jaxlib,torch,keras_tuner,tf_keras",
+    }
     if cache is not None:
         env["ZOOBENCH_CACHE"] = str(cache)
     code = BEFORE + textwrap.dedent(code) + AFTER
-    return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_a_profile_loads_where_keras_and_tensorflow_cannot_be_imported(tmp_path):
@@ -61,8 +65,7 @@ def test_a_profile_loads_where_keras_and_tensorflow_cannot_be_imported(tmp_path)
         '[[members]]\narchitecture = "seed_cnn"\naugment = [{ name = "cutout", size = 8 }]\n'
         '[ensembles]\nmethods = ["greedy"]\n[report]\nenabled = false\n'
     )
-    code = (
-        f"""
+    code = f"""
         from benchmark.config.profiles import load_profile, shipped_profiles
 
         for name in shipped_profiles():
@@ -71,7 +74,6 @@ def test_a_profile_loads_where_keras_and_tensorflow_cannot_be_imported(tmp_path)
         assert mine.ensembles["methods"] == ["greedy"] and not mine.report_enabled
         print("loaded")
         """
-    )
     done = run_without_backends(code, tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr[-2000:]
 
@@ -93,8 +95,7 @@ def test_a_profile_checks_its_architectures_where_keras_cannot_be_imported(tmp_p
     _prime_zoo_index(cache, monkeypatch)
     typo = tmp_path / "typo.toml"
     typo.write_text('[[members]]\narchitecture = "resnet2"\n')
-    code = (
-        f"""
+    code = f"""
         from benchmark.errors import ZoobenchError
         from benchmark.config.profiles import load_profile
 
@@ -107,7 +108,6 @@ def test_a_profile_checks_its_architectures_where_keras_cannot_be_imported(tmp_p
             print("error:", exc)
         print("loaded")
         """
-    )
     done = run_without_backends(code, tmp_path, cache)
     assert done.returncode == 0, done.stderr[-2000:]
     error, loaded = done.stdout.strip().splitlines()
@@ -124,17 +124,25 @@ def test_zoo_list_answers_from_the_cache_where_keras_cannot_be_imported(tmp_path
 
     cache = tmp_path / "cache"
     _prime_zoo_index(cache, monkeypatch)
-    monkeypatch.setattr(zoo.catalog, "summary_row", lambda name, num_classes=10: {
-        "name": name, "kind": zoo.get(name).kind, "family": zoo.get(name).family,
-        "params": 1234, "flops": 5_000_000, "input_size": 32, "note": ""})  # fmt: skip
+    monkeypatch.setattr(
+        zoo.catalog,
+        "summary_row",
+        lambda name, num_classes=10: {
+            "name": name,
+            "kind": zoo.get(name).kind,
+            "family": zoo.get(name).family,
+            "params": 1234,
+            "flops": 5_000_000,
+            "input_size": 32,
+            "note": "",
+        },
+    )
     assert len(zoo.catalog.catalog()) == len(zoo.index.index())
-    code = (
-        """
+    code = """
         from benchmark.cli.app import main
 
         assert main(["zoo", "list", "--family", "resnet"]) == 0
         """
-    )
     done = run_without_backends(code, tmp_path, cache)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| resnet20 " in done.stdout and "1.23k" in done.stdout, done.stdout
@@ -146,8 +154,13 @@ def test_the_schema_module_imports_nothing_heavy():
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('keras', 'tensorflow', 'jax', 'torch', 'keras_tuner')))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
@@ -183,8 +196,9 @@ def test_ensembles_and_report_carry_their_defaults():
     assert profile.ensembles == schema.ENSEMBLES_TABLE and profile.report == schema.REPORT_DEFAULTS
     assert profile.ensembles_enabled and profile.report_enabled
     assert profile.ensemble_config == schema.resolve_ensembles({})
-    off = parse_profile({**BASE, "ensembles": {"enabled": False, "top_k": 2}}, "my.toml",
-                        check_architectures=False)  # fmt: skip
+    off = parse_profile(
+        {**BASE, "ensembles": {"enabled": False, "top_k": 2}}, "my.toml", check_architectures=False
+    )
     assert not off.ensembles_enabled and off.ensemble_config["top_k"] == 2
     assert "enabled" not in off.ensemble_config
 
@@ -198,8 +212,11 @@ def test_ensembles_build_reads_the_schema():
 
 def test_max_trials_is_refused_and_names_head_trials():
     raw = {"members": [{**LITE, "transfer": {"max_trials": 3}}]}
-    with pytest.raises(ZoobenchError, match=r"members\[0\]\.transfer: unknown transfer option "
-                                            r"max_trials \(max_trials is now head_trials\)"):  # fmt: skip
+    with pytest.raises(
+        ZoobenchError,
+        match=r"members\[0\]\.transfer: unknown transfer option "
+        r"max_trials \(max_trials is now head_trials\)",
+    ):
         parse_profile(raw, "my.toml", check_architectures=False)
 
 
@@ -214,8 +231,11 @@ def test_head_trials_has_one_default_and_the_planner_reads_it():
     assert a.transfer_options == schema.TRANSFER_DEFAULTS
     assert b.transfer == {"head_trials": 2} and b.transfer_options["head_trials"] == 2
     with pytest.raises(ZoobenchError, match=r"head_trials must be a whole number >= 1, got 0"):
-        parse_profile({"members": [{**LITE, "transfer": {"head_trials": 0}}]}, "my.toml",
-                      check_architectures=False)  # fmt: skip
+        parse_profile(
+            {"members": [{**LITE, "transfer": {"head_trials": 0}}]},
+            "my.toml",
+            check_architectures=False,
+        )
 
 
 def test_shipped_transfer_tables_are_kept_as_written():
@@ -230,21 +250,33 @@ def test_shipped_transfer_tables_are_kept_as_written():
 @pytest.mark.parametrize(
     ("member", "message"),
     [
-        ({"preprocess": [{"name": "denoise", "method": "median"}]},
-         r"members\[0\]: preprocess step 'denoise': method must be one of nlmeans, bilateral, "
-         r"gaussian, got 'median'"),
-        ({"preprocess": [{"name": "clahe", "tile_grid": 0}]}, r"tile_grid must be a whole number >= 1"),
-        ({"augment": [{"name": "cutout", "size": -8}]},
-         r"members\[0\]: augment step 'cutout': size must be a whole number >= 1, got -8"),
-        ({"augment": [{"name": "cutout", "probability": 1.5}]}, r"probability must be a number in "
-                                                                r"\[0, 1\], got 1\.5"),
+        (
+            {"preprocess": [{"name": "denoise", "method": "median"}]},
+            r"members\[0\]: preprocess step 'denoise': method must be one of nlmeans, bilateral, "
+            r"gaussian, got 'median'",
+        ),
+        (
+            {"preprocess": [{"name": "clahe", "tile_grid": 0}]},
+            r"tile_grid must be a whole number >= 1",
+        ),
+        (
+            {"augment": [{"name": "cutout", "size": -8}]},
+            r"members\[0\]: augment step 'cutout': size must be a whole number >= 1, got -8",
+        ),
+        (
+            {"augment": [{"name": "cutout", "probability": 1.5}]},
+            r"probability must be a number in "
+            r"\[0, 1\], got 1\.5",
+        ),
         ({"augment": [{"name": "flip", "mode": "sideways"}]}, r"mode must be one of horizontal"),
         ({"augment": [{"name": "mixup", "alpha": 0}]}, r"alpha must be a number > 0, got 0"),
-        ({"augment": [{"name": "random_erasing", "min_area": 0.5, "max_area": 0.2}]},
-         r"min_area 0\.5 exceeds max_area 0\.2"),
+        (
+            {"augment": [{"name": "random_erasing", "min_area": 0.5, "max_area": 0.2}]},
+            r"min_area 0\.5 exceeds max_area 0\.2",
+        ),
         ({"training": {"augment": [{"name": "pad_crop", "padding": True}]}}, r"padding must be"),
     ],
-)  # fmt: skip
+)
 def test_step_values_are_checked_at_parse(member, message):
     raw = {"members": [{"architecture": "seed_cnn", **member}]}
     with pytest.raises(ZoobenchError, match=message):

@@ -120,8 +120,16 @@ def tiny_data(n: int = 24, seed: int = 0):
 def test_fit_learns_and_records_history():
     keras.utils.set_random_seed(0)
     x, y = tiny_data()
-    result = training.fit(tiny_model(), x, y, x, y, cfg(epochs=3, batch_size=8, learning_rate=0.01),
-                          num_classes=3, augment=[{"name": "flip"}])  # fmt: skip
+    result = training.fit(
+        tiny_model(),
+        x,
+        y,
+        x,
+        y,
+        cfg(epochs=3, batch_size=8, learning_rate=0.01),
+        num_classes=3,
+        augment=[{"name": "flip"}],
+    )
     assert result.ok and result.epochs == 3
     assert list(result.history["epoch"]) == [1, 2, 3]
     assert {"loss", "accuracy", "val_accuracy", "val_loss", "epoch_seconds"} <= set(
@@ -150,8 +158,16 @@ def test_nan_loss_marks_the_fit_failed():
 
 def test_deadline_stops_at_the_end_of_the_crossing_epoch():
     x, y = tiny_data()
-    result = training.fit(tiny_model(), x, y, x, y, cfg(epochs=50, batch_size=8), num_classes=3,
-                          deadline=time.monotonic() - 1)  # fmt: skip
+    result = training.fit(
+        tiny_model(),
+        x,
+        y,
+        x,
+        y,
+        cfg(epochs=50, batch_size=8),
+        num_classes=3,
+        deadline=time.monotonic() - 1,
+    )
     assert result.ok and result.stopped_by_budget and result.epochs == 1
 
 

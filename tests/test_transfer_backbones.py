@@ -97,8 +97,9 @@ def test_caffe_backbones_read_rgb_through_a_swapped_first_conv(offline, monkeypa
     np.testing.assert_allclose(
         ours.predict(rgb - mean_rgb, verbose=0),
         ref.predict(keras.applications.vgg16.preprocess_input(rgb.copy()), verbose=0),
-        rtol=1e-4, atol=1e-4,
-    )  # fmt: skip
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 def test_backbone_blocks_group_layers_bottom_to_top(monkeypatch):
@@ -135,12 +136,20 @@ def test_stage_ends_are_where_the_width_changes(monkeypatch):
     hp.Fixed("input_size", 64)
     lite = zoo.build("efficientnet_lite0", hp=hp).get_layer("backbone")
     names = [layer.name for layer in stage_ends(lite)]
-    assert names[-5:] == ["block4c_add", "block5c_add", "block6d_add", "block7a_project_bn",
-                          "top_activation"]  # fmt: skip
+    assert names[-5:] == [
+        "block4c_add",
+        "block5c_add",
+        "block6d_add",
+        "block7a_project_bn",
+        "top_activation",
+    ]
     resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
     assert [layer.name for layer in stage_ends(resnet)][-4:] == [
-        "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out",
-    ]  # fmt: skip
+        "conv2_block3_out",
+        "conv3_block4_out",
+        "conv4_block6_out",
+        "conv5_block3_out",
+    ]
     # No named blocks (a zoobench member): each 4-D layer is a block; widths 8, 8, 16 -> 2 stages.
     inputs = keras.Input((16, 16, 3), name="image")
     h = keras.layers.Conv2D(8, 3, name="c1")(inputs)

@@ -21,10 +21,20 @@ def tiny() -> Dataset:
     x_val, y_val = real_cifar("train", 10, offset=20)
     x_test, y_test = real_cifar("test", 5)
     return Dataset(
-        name="cifar10", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-        x_test=x_test, y_test=y_test, class_names=CIFAR10_CLASSES, source="CIFAR-10 (JPEG copy)",
-        location="tests", fingerprint="tiny-real", seed=0, split={"train_size": 200},
-    )  # fmt: skip
+        name="cifar10",
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        class_names=CIFAR10_CLASSES,
+        source="CIFAR-10 (JPEG copy)",
+        location="tests",
+        fingerprint="tiny-real",
+        seed=0,
+        split={"train_size": 200},
+    )
 
 
 def small_hp(size: int = 64):
@@ -47,16 +57,21 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
     from benchmark.train.transfer import extract_features, load_backbone
 
     cache = tmp_path / "features"
-    kwargs = dict(cache_dir=cache, epochs=8, tuner={"max_trials": 1},
-                  options={"head_batch_size": 32})  # fmt: skip
+    kwargs = dict(
+        cache_dir=cache, epochs=8, tuner={"max_trials": 1}, options={"head_batch_size": 32}
+    )
     first = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny, **kwargs)
     assert first.info["feature_cache"] == {"train": "miss", "val": "miss", "test": "miss"}
     assert len(list(cache.glob("features-*.npy"))) == 3
     assert first.info["name"] == "efficientnet_lite0 / feature-extraction @64px"
     assert first.info["speedup"] > 1
     # A one-trial search is the default head (512 ReLU, the given learning rate), not a random draw.
-    assert first.info["head_hp"] == {"units": 512, "dropout": 0.2, "l2": 1e-4,
-                                     "learning_rate": pytest.approx(1e-3)}  # fmt: skip
+    assert first.info["head_hp"] == {
+        "units": 512,
+        "dropout": 0.2,
+        "l2": 1e-4,
+        "learning_rate": pytest.approx(1e-3),
+    }
     assert list(first.history.columns) == list(HISTORY_COLUMNS)
     assert (first.history["stage"] == "head").all()
     # the kept trial's head brings its whole per-epoch history (Keras Tuner's oracle keeps one row)
@@ -67,8 +82,13 @@ def test_feature_extraction_caches_features_and_joins_a_raw_pixel_model(tiny, tm
     # Second call: the same backbone, weights and pixels read the cached features.
     backbone = load_backbone("efficientnet_lite0", small_hp(), tiny.input_shape, 10)
     for split in ("train", "val"):
-        feats, info = extract_features(backbone, getattr(tiny, f"x_{split}"), cache_dir=cache,
-                                       data_fingerprint=tiny.fingerprint, split=split)  # fmt: skip
+        feats, info = extract_features(
+            backbone,
+            getattr(tiny, f"x_{split}"),
+            cache_dir=cache,
+            data_fingerprint=tiny.fingerprint,
+            split=split,
+        )
         assert info["cache"] == "hit" and feats.shape == (len(getattr(tiny, f"y_{split}")), 1280)
 
     # The joined model takes raw pixels and reproduces the head's predictions on cached features.
@@ -88,15 +108,27 @@ def test_multi_level_mirrored_features_are_cached_and_replayed_by_the_raw_pixel_
 
     cache = tmp_path / "features"
     options = {"head_batch_size": 32, "feature_levels": 3, "flip_features": True}
-    result = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny,
-                          cache_dir=cache, epochs=4, tuner={"max_trials": 1},
-                          options=options)  # fmt: skip
+    result = run_strategy(
+        "feature-extraction",
+        "efficientnet_lite0",
+        small_hp(),
+        tiny,
+        cache_dir=cache,
+        epochs=4,
+        tuner={"max_trials": 1},
+        options=options,
+    )
     # The usual 1280 features plus the pooled ends of two stages below (192 + 320 channels).
     assert result.info["feature_dim"] == 1280 + 192 + 320
     assert result.info["features"] == "levels=3:block6d_add+block7a_project_bn"
     assert set(result.info["feature_cache"]) == {
-        "train", "val", "test", "train-mirrored", "val-mirrored", "test-mirrored",
-    }  # fmt: skip
+        "train",
+        "val",
+        "test",
+        "train-mirrored",
+        "val-mirrored",
+        "test-mirrored",
+    }
     # The saved raw-pixel model averages an image's features with its mirror's, as scored.
     probs = result.model.predict(tiny.x_test, verbose=0)
     np.testing.assert_allclose(probs, result.test_probs, atol=1e-4)
@@ -108,8 +140,15 @@ def test_multi_level_mirrored_features_are_cached_and_replayed_by_the_raw_pixel_
     np.testing.assert_allclose(loaded.predict(tiny.x_test, verbose=0), probs, atol=1e-5)
 
     # Plain features live under another cache key: no stale multi-level file is read back.
-    plain = run_strategy("feature-extraction", "efficientnet_lite0", small_hp(), tiny,
-                         cache_dir=cache, epochs=1, tuner={"max_trials": 1})  # fmt: skip
+    plain = run_strategy(
+        "feature-extraction",
+        "efficientnet_lite0",
+        small_hp(),
+        tiny,
+        cache_dir=cache,
+        epochs=1,
+        tuner={"max_trials": 1},
+    )
     assert plain.info["feature_cache"] == {"train": "miss", "val": "miss", "test": "miss"}
     assert plain.info["feature_dim"] == 1280
 
@@ -127,8 +166,16 @@ def test_feature_cache_misses_when_the_split_changes(tiny, tmp_path):
 
 
 def test_fine_tuning_improves_validation_accuracy_with_frozen_batch_norm(tiny, tmp_path):
-    result = run_strategy("fine-tuning", "efficientnet_lite0", small_hp(), tiny,
-                          cache_dir=tmp_path, epochs=3, batch_size=32, learning_rate=3e-3)  # fmt: skip
+    result = run_strategy(
+        "fine-tuning",
+        "efficientnet_lite0",
+        small_hp(),
+        tiny,
+        cache_dir=tmp_path,
+        epochs=3,
+        batch_size=32,
+        learning_rate=3e-3,
+    )
     info, history = result.info, result.history
     assert [s["stage"] for s in info["stages"]] == ["head", "fine-tune"]
     assert info["stages"][0]["trainable_weights"] == 0
@@ -157,9 +204,16 @@ def test_fine_tuning_improves_validation_accuracy_with_frozen_batch_norm(tiny, t
 
 def test_progressive_unfreezing_records_its_schedule_and_improves(tiny, tmp_path):
     result = run_strategy(
-        "progressive-unfreezing", "efficientnet_lite0", small_hp(), tiny, cache_dir=tmp_path,
-        epochs=3, batch_size=32, learning_rate=3e-3, options={"stages": 2, "stage_lr_decay": 0.5},
-    )  # fmt: skip
+        "progressive-unfreezing",
+        "efficientnet_lite0",
+        small_hp(),
+        tiny,
+        cache_dir=tmp_path,
+        epochs=3,
+        batch_size=32,
+        learning_rate=3e-3,
+        options={"stages": 2, "stage_lr_decay": 0.5},
+    )
     info, history = result.info, result.history
     stages = info["stages"]
     assert [s["stage"][:11] for s in stages] == ["head", "unfreeze-1 ", "unfreeze-2 "]
@@ -186,18 +240,40 @@ def test_a_trained_member_serves_as_backbone_for_another_dataset(tiny, tmp_path)
     )
     (member / "config.json").write_text('{"name": "seed_cnn", "architecture": "seed_cnn"}')
     five = Dataset(
-        name="b", x_train=tiny.x_train[tiny.y_train < 5], y_train=tiny.y_train[tiny.y_train < 5],
-        x_val=tiny.x_val[tiny.y_val < 5], y_val=tiny.y_val[tiny.y_val < 5],
-        x_test=tiny.x_test[tiny.y_test < 5], y_test=tiny.y_test[tiny.y_test < 5],
-        class_names=CIFAR10_CLASSES[:5], source="t", location="t", fingerprint="b", seed=0,
-    )  # fmt: skip
-    result = run_strategy("feature-extraction", f"member:{member}", None, five,
-                          cache_dir=tmp_path / "f", epochs=2, tuner={"max_trials": 1})  # fmt: skip
+        name="b",
+        x_train=tiny.x_train[tiny.y_train < 5],
+        y_train=tiny.y_train[tiny.y_train < 5],
+        x_val=tiny.x_val[tiny.y_val < 5],
+        y_val=tiny.y_val[tiny.y_val < 5],
+        x_test=tiny.x_test[tiny.y_test < 5],
+        y_test=tiny.y_test[tiny.y_test < 5],
+        class_names=CIFAR10_CLASSES[:5],
+        source="t",
+        location="t",
+        fingerprint="b",
+        seed=0,
+    )
+    result = run_strategy(
+        "feature-extraction",
+        f"member:{member}",
+        None,
+        five,
+        cache_dir=tmp_path / "f",
+        epochs=2,
+        tuner={"max_trials": 1},
+    )
     assert result.info["name"] == "member:seed_cnn / feature-extraction @32px"
     assert result.model.output_shape == (None, 5)
     assert result.model.get_layer("backbone").output_shape == (None, 128)  # the dense before probs
-    ft = run_strategy("progressive-unfreezing", f"member:{member}", None, five, cache_dir=tmp_path,
-                      epochs=2, options={"stages": 1})  # fmt: skip
+    ft = run_strategy(
+        "progressive-unfreezing",
+        f"member:{member}",
+        None,
+        five,
+        cache_dir=tmp_path,
+        epochs=2,
+        options={"stages": 1},
+    )
     assert isinstance(ft.history, pd.DataFrame) and len(ft.history) == 2
 
 
@@ -207,14 +283,35 @@ def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
     with pytest.raises(ZoobenchError, match="seed_cnn' is scratch"):
         run_strategy("fine-tuning", "seed_cnn", None, tiny, cache_dir=tmp_path, epochs=1)
     with pytest.raises(ZoobenchError, match="feature_levels must be a whole number >= 1, got 0"):
-        run_strategy(STRATEGIES[0], "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
-                     options={"feature_levels": 0})  # fmt: skip
+        run_strategy(
+            STRATEGIES[0],
+            "efficientnet_lite0",
+            None,
+            tiny,
+            cache_dir=tmp_path,
+            epochs=1,
+            options={"feature_levels": 0},
+        )
     with pytest.raises(ZoobenchError, match="flip_features must be true or false, got 'yes'"):
-        run_strategy(STRATEGIES[0], "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
-                     options={"flip_features": "yes"})  # fmt: skip
+        run_strategy(
+            STRATEGIES[0],
+            "efficientnet_lite0",
+            None,
+            tiny,
+            cache_dir=tmp_path,
+            epochs=1,
+            options={"flip_features": "yes"},
+        )
     with pytest.raises(ZoobenchError, match="fine_tune_lr_factor must be a number > 0, got 0"):
-        run_strategy("fine-tuning", "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1,
-                     options={"fine_tune_lr_factor": 0, "warmup_epochs": 0})  # fmt: skip
+        run_strategy(
+            "fine-tuning",
+            "efficientnet_lite0",
+            None,
+            tiny,
+            cache_dir=tmp_path,
+            epochs=1,
+            options={"fine_tune_lr_factor": 0, "warmup_epochs": 0},
+        )
     with pytest.raises(ZoobenchError, match="no model.keras"):
         run_strategy(STRATEGIES[0], f"member:{tmp_path}", None, tiny, cache_dir=tmp_path, epochs=1)
 

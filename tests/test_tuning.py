@@ -21,8 +21,11 @@ ISOLATED = "ZOOBENCH_TEST_ISOLATED"  # set in the child process that reruns a me
 
 def test_training_hps_are_declared_and_split_back():
     hp = keras_tuner.HyperParameters()
-    search = {"learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "log"}, "optimizer": ["adam", "sgd"],
-              "augment": {"none": [], "flip": [{"name": "flip"}]}}  # fmt: skip
+    search = {
+        "learning_rate": {"min": 1e-4, "max": 1e-2, "sampling": "log"},
+        "optimizer": ["adam", "sgd"],
+        "augment": {"none": [], "flip": [{"name": "flip"}]},
+    }
     base = training.resolve_training({})
     trained, augment = tuning.declare_training_hps(hp, search, base, [])
     assert trained["optimizer"] == "adam" and augment == []
@@ -73,8 +76,15 @@ def _tuner(tmp_path, max_trials, algorithm="random", deadline=None, epochs=1):
         "hyperband_factor": 3,
     }
     oracle = tuning.make_oracle(settings, keras_tuner.HyperParameters(), seed=0)
-    return tuning.ZooTuner(oracle, tuning.SpaceModel(declare), train_fn, directory=tmp_path,
-                           project_name="p", epochs=1, deadline=deadline)  # fmt: skip
+    return tuning.ZooTuner(
+        oracle,
+        tuning.SpaceModel(declare),
+        train_fn,
+        directory=tmp_path,
+        project_name="p",
+        epochs=1,
+        deadline=deadline,
+    )
 
 
 def _rss_mb() -> float:
@@ -111,11 +121,22 @@ def test_trials_keep_memory_flat_and_prune_unused_models(tmp_path, trials, reque
         # Resident memory is only comparable in a fresh process: whatever earlier tests left in
         # TensorFlow's allocator would blur the per-trial growth. Rerun this test alone.
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow",
-             request.node.nodeid],
-            cwd=request.config.rootpath, env={**os.environ, ISOLATED: request.node.nodeid},
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-m",
+                "slow or not slow",
+                request.node.nodeid,
+            ],
+            cwd=request.config.rootpath,
+            env={**os.environ, ISOLATED: request.node.nodeid},
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
         return
     tuner = _tuner(tmp_path, max_trials=trials)
@@ -242,7 +263,8 @@ def test_hyperband_runs_the_schedule_the_planner_costs_and_stops_at_max_trials(
     original = tuner.train_fn
     tuner.train_fn = lambda hp, epochs, seed: ran.append(epochs) or original(hp, 1, seed)
     tuner.search(verbose=0)
-    planned = tuning.trial_epochs({"algorithm": "hyperband", "epochs": 3, "max_trials": max_trials,
-                                   "hyperband_factor": 3})  # fmt: skip
+    planned = tuning.trial_epochs(
+        {"algorithm": "hyperband", "epochs": 3, "max_trials": max_trials, "hyperband_factor": 3}
+    )
     assert ran == planned
     assert len(ran) == min(max_trials, 6) and max(ran) == 3

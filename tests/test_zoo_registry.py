@@ -95,9 +95,20 @@ def test_unknown_name_lists_close_matches():
 
 def test_list_filters():
     scratch = zoo.list_models(kind="scratch")
-    expected = {"resnet20", "resnet56", "resnet20_v2", "resnet56_v2", "wrn_16_4", "vgg11_bn",
-                "vgg16_bn", "densenet_bc_40", "densenet_bc_100", "inception_small", "mobilenetv2",
-                "fastnet"}  # fmt: skip
+    expected = {
+        "resnet20",
+        "resnet56",
+        "resnet20_v2",
+        "resnet56_v2",
+        "wrn_16_4",
+        "vgg11_bn",
+        "vgg16_bn",
+        "densenet_bc_40",
+        "densenet_bc_100",
+        "inception_small",
+        "mobilenetv2",
+        "fastnet",
+    }
     assert expected <= set(scratch)
     assert all(zoo.get(n).kind == "scratch" for n in scratch)
     assert scratch == sorted(scratch)
@@ -203,9 +214,12 @@ def test_build_without_weights_is_used_for_counting(capsys, clean_registry):
         raise ZooError("weights missing")
 
     zoo.register(
-        "test_counted_backbone", family="tmp", kind="pretrained", input_size=64,
+        "test_counted_backbone",
+        family="tmp",
+        kind="pretrained",
+        input_size=64,
         build_without_weights=without_weights,
-    )(builder)  # fmt: skip
+    )(builder)
     row = summary_row("test_counted_backbone")
     # counted on the graph the default model runs: 16x16 after its Resizing, 1x1 conv 3 -> 2
     assert (row["params"], row["flops"], row["input_size"]) == (8, 2 * 16 * 16 * 6, 16)
@@ -228,13 +242,19 @@ def test_cli_zoo_show_prints_search_space(capsys):
     assert main(["zoo", "show", "resnet20"]) == 0
     out = capsys.readouterr().out
     assert "He et al. 2016" in out and "search space" in out
-    for hp_name, default in (("depth", "20"), ("width", "1.0"), ("batch_norm", "True"),
-                             ("activation", "relu"), ("l2", "0.0001")):  # fmt: skip
+    for hp_name, default in (
+        ("depth", "20"),
+        ("width", "1.0"),
+        ("batch_norm", "True"),
+        ("activation", "relu"),
+        ("l2", "0.0001"),
+    ):
         assert re.search(rf"\|\s*{hp_name}\s*\|[^|]*\|\s*{re.escape(default)}\s*\|", out), hp_name
 
 
-def test_cli_zoo_show_lists_transfer_strategies_and_where_the_weights_come_from(capsys, monkeypatch,
-                                                                               tmp_path):
+def test_cli_zoo_show_lists_transfer_strategies_and_where_the_weights_come_from(
+    capsys, monkeypatch, tmp_path
+):
     from benchmark.cli.app import main
 
     assert "transfer:" not in out_of(capsys, main, ["zoo", "show", "resnet20"])
@@ -322,8 +342,11 @@ def test_the_index_matches_the_live_registry(zoo_cache):
     for name, entry in live.items():
         meta = built[name]
         assert (meta["kind"], meta["family"], meta["input_size"], meta["module"]) == (
-            entry.kind, entry.family, entry.input_size, entry.module
-        ), name  # fmt: skip
+            entry.kind,
+            entry.family,
+            entry.input_size,
+            entry.module,
+        ), name
     assert zoo.index.index_path().parent == zoo_cache
     assert zoo.index.index() == built  # read back from the file, not rebuilt
 
@@ -415,13 +438,26 @@ def test_catalog_rows_are_cached_and_recounted_when_they_must_be(zoo_cache, monk
         counted.append((name, num_classes))
         entry = zoo.get(name)
         note = "unavailable (no weights)" if entry.kind == "pretrained" else ""
-        return {"name": name, "kind": entry.kind, "family": entry.family, "params": 7,
-                "flops": None if note else 11, "input_size": 32, "note": note}  # fmt: skip
+        return {
+            "name": name,
+            "kind": entry.kind,
+            "family": entry.family,
+            "params": 7,
+            "flops": None if note else 11,
+            "input_size": 32,
+            "note": note,
+        }
 
     monkeypatch.setattr(zoo.catalog, "summary_row", fake_row)
     first = zoo.catalog.catalog("resnet*")
-    assert [r["name"] for r in first] == ["resnet20", "resnet20_v2", "resnet50", "resnet56",
-                                          "resnet56_v2", "resnet9"]  # fmt: skip
+    assert [r["name"] for r in first] == [
+        "resnet20",
+        "resnet20_v2",
+        "resnet50",
+        "resnet56",
+        "resnet56_v2",
+        "resnet9",
+    ]
     assert len(counted) == 6
     counted.clear()
     assert zoo.catalog.catalog("resnet*") == first

@@ -74,11 +74,15 @@ def accelerators() -> list[str]:
     if backend == "jax":
         import jax
 
-        return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform != "cpu"]
+        return [
+            f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices() if d.platform != "cpu"
+        ]
     import torch
 
     if torch.cuda.is_available():
-        return [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+        return [
+            f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())
+        ]
     return []
 
 
@@ -96,8 +100,20 @@ def library_version() -> str:
 def versions() -> dict[str, str]:
     """Versions of Python and every installed library a run's numbers depend on."""
     out = {"python": platform.python_version()}
-    dists = ("zoobench", "keras", "keras-tuner", "tensorflow", "tensorflow-cpu", "jax", "jaxlib",
-             "torch", "numpy", "scikit-learn", "opencv-python-headless", "pandas")  # fmt: skip
+    dists = (
+        "zoobench",
+        "keras",
+        "keras-tuner",
+        "tensorflow",
+        "tensorflow-cpu",
+        "jax",
+        "jaxlib",
+        "torch",
+        "numpy",
+        "scikit-learn",
+        "opencv-python-headless",
+        "pandas",
+    )
     for dist in dists:
         try:
             out[dist] = version(dist)

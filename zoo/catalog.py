@@ -179,12 +179,14 @@ def layer_table(model) -> list[dict[str, Any]]:
             shape = tuple(layer.output.shape)
         except (AttributeError, ValueError):
             shape = None
-        rows.append({
-            "name": layer.name,
-            "type": type(layer).__name__,
-            "output_shape": list(shape) if shape is not None else None,
-            "params": int(layer.count_params()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "output_shape": list(shape) if shape is not None else None,
+                "params": int(layer.count_params()),
+            }
+        )
     return rows
 
 
@@ -217,7 +219,9 @@ def details(name: str, *, num_classes: int = 10) -> dict[str, Any]:
         "paper": entry.paper,
         "module": entry.module,
         "input_size": entry.input_size,
-        "extra": {k: v for k, v in entry.extra.items() if not callable(v) and k != "weights_source"},
+        "extra": {
+            k: v for k, v in entry.extra.items() if not callable(v) and k != "weights_source"
+        },
         "weights": weights_provenance(entry),
         "params": None,
         "flops": None,

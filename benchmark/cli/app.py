@@ -95,4 +95,3 @@ def _is_user_error(exc: Exception) -> bool:
     from zoo.registry import ZooError
 
     return isinstance(exc, (ZoobenchError, ZooError, FileNotFoundError))
-

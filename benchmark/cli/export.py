@@ -27,23 +27,34 @@ def add_commands(sub) -> None:
         "--model", default="best", help="best (default), a member ID or an ensemble name of the run"
     )
     p.add_argument(
-        "--format", dest="fmt", choices=tuple(FORMATS), default="keras",
+        "--format",
+        dest="fmt",
+        choices=tuple(FORMATS),
+        default="keras",
         help="artifact format (default keras); onnx and litert need the extras of the same name",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--out", required=True, metavar="PATH",
+        "--out",
+        required=True,
+        metavar="PATH",
         help="where to write it: a .keras / .onnx / .tflite file, or a folder for saved_model",
-    )  # fmt: skip
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument(
-        "--tolerance", type=float, default=None,
+        "--tolerance",
+        type=float,
+        default=None,
         help="max |probability difference| accepted in the check (default: "
-        + ", ".join(f"{f.name} {f.tolerance:g}" for f in FORMATS.values()) + ")",
-    )  # fmt: skip
+        + ", ".join(f"{f.name} {f.tolerance:g}" for f in FORMATS.values())
+        + ")",
+    )
     p.add_argument(
-        "--images", type=int, default=DEFAULT_IMAGES, metavar="N",
+        "--images",
+        type=int,
+        default=DEFAULT_IMAGES,
+        metavar="N",
         help=f"stored test images compared after writing (default {DEFAULT_IMAGES})",
-    )  # fmt: skip
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_export)
 
@@ -55,9 +66,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     check_target(args.run, args.model)  # unknown run / model: one line before Keras works
     info = export_model(
-        args.run, args.model, args.fmt, out=args.out, force=args.force,
-        tolerance=args.tolerance, images=args.images,
-    )  # fmt: skip
+        args.run,
+        args.model,
+        args.fmt,
+        out=args.out,
+        force=args.force,
+        tolerance=args.tolerance,
+        images=args.images,
+    )
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -67,9 +83,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"  path:     {info['path']}")
     print(f"  format:   {info['format']}")
     print(f"  size:     {count(info['size_bytes'])}B")
-    print(f"  input:    float32 RGB {shape}, values 0..255; output: {info['output']['shape'][1]} "
-          "class probabilities")  # fmt: skip
-    print(f"  check:    {info['images_compared']} stored test images, max |diff| "
-          f"{info['max_abs_diff']:.2g} (tolerance {info['tolerance']:g})")  # fmt: skip
+    print(
+        f"  input:    float32 RGB {shape}, values 0..255; output: {info['output']['shape'][1]} "
+        "class probabilities"
+    )
+    print(
+        f"  check:    {info['images_compared']} stored test images, max |diff| "
+        f"{info['max_abs_diff']:.2g} (tolerance {info['tolerance']:g})"
+    )
     print(f"  manifest: {info['manifest']}")
     return 0

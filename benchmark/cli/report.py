@@ -92,14 +92,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    print(tabulate(compare.summary_table(result), headers=compare.SUMMARY_HEADERS,
-                   tablefmt="github", disable_numparse=True))  # fmt: skip
+    print(
+        tabulate(
+            compare.summary_table(result),
+            headers=compare.SUMMARY_HEADERS,
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
     print()
     print(result.split_line)
     print(result.sentence)
     print()
-    print(tabulate(compare.board_table(result), headers=compare.board_headers(),
-                   tablefmt="github", disable_numparse=True))  # fmt: skip
+    print(
+        tabulate(
+            compare.board_table(result),
+            headers=compare.board_headers(),
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
     if page is not None:
         print(f"\nhtml: {page}")
     return 0

@@ -13,9 +13,13 @@ def add_commands(sub) -> None:
         help="run a benchmark profile (default cpu-quick): train, tune, ensemble, report",
         description="Run a benchmark profile into runs/NAME. Rerunning the same command resumes it.",
     )
-    run.add_argument("profile", nargs="?", default=None,
-                     help="a shipped profile (smoke, cpu-quick, cpu-tour, standard, full, ...) or a .toml path "
-                          "(default cpu-quick)")  # fmt: skip
+    run.add_argument(
+        "profile",
+        nargs="?",
+        default=None,
+        help="a shipped profile (smoke, cpu-quick, cpu-tour, standard, full, ...) or a .toml path "
+        "(default cpu-quick)",
+    )
     run.add_argument("--out", help="run folder (default runs/<profile name>)")
     run.add_argument(
         "--data-dir", help="dataset folder (default: the profile's, $ZOOBENCH_DATA, Keras's cache)"
@@ -35,8 +39,12 @@ def add_commands(sub) -> None:
     run.add_argument(
         "--tensorboard", action="store_true", help="TensorBoard logs under runs/NAME/tensorboard/ID"
     )
-    run.add_argument("--strategy", choices=("none", "mirrored", "multi-worker"), default="none",
-                     help="tf.distribute strategy for training each member (default none)")  # fmt: skip
+    run.add_argument(
+        "--strategy",
+        choices=("none", "mirrored", "multi-worker"),
+        default="none",
+        help="tf.distribute strategy for training each member (default none)",
+    )
     dist = run.add_mutually_exclusive_group()
     dist.add_argument(
         "--chief",
@@ -45,8 +53,11 @@ def add_commands(sub) -> None:
     )
     dist.add_argument("--worker", metavar="HOST:PORT", help="run the trials of a chief's searches")
     run.add_argument("--tuner-id", help="this worker's id (default worker-<pid>)")
-    run.add_argument("--token", help="shared secret workers present to the chief (default "
-                     "$ZOOBENCH_TOKEN; a chief beyond loopback without one prints a new one)")  # fmt: skip
+    run.add_argument(
+        "--token",
+        help="shared secret workers present to the chief (default "
+        "$ZOOBENCH_TOKEN; a chief beyond loopback without one prints a new one)",
+    )
     run.set_defaults(func=cmd_run)
 
     refit = sub.add_parser(
@@ -58,8 +69,9 @@ def add_commands(sub) -> None:
         "RUN/refit/NAME and predicts with `--model refit:NAME`.",
     )
     refit.add_argument("run", metavar="RUN", help="run folder")
-    refit.add_argument("--model", default="best",
-                       help="best (default), a member ID or an ensemble name")  # fmt: skip
+    refit.add_argument(
+        "--model", default="best", help="best (default), a member ID or an ensemble name"
+    )
     refit.add_argument("--data-dir", help="the run's data, when it moved since the run")
     refit.set_defaults(func=cmd_refit)
 
@@ -85,9 +97,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     out = args.out or f"runs/{profile.name}"
     runfolder.check_out(Path(out), fresh=args.fresh)  # said before any data is loaded, --plan too
-    runner = Runner(profile, out, data_dir=args.data_dir, seed=args.seed, budget_seconds=budget,
-                    fresh=args.fresh, tensorboard=args.tensorboard, strategy=args.strategy,
-                    progress=say, verbose=2)  # fmt: skip
+    runner = Runner(
+        profile,
+        out,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        budget_seconds=budget,
+        fresh=args.fresh,
+        tensorboard=args.tensorboard,
+        strategy=args.strategy,
+        progress=say,
+        verbose=2,
+    )
     if args.plan:
         print(f"profile {profile.name}: {profile.description} ({profile.source})")
         d = runner.data
@@ -110,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_refit(args: argparse.Namespace) -> int:
     from benchmark.run.refit import refit_full
 
-    record = refit_full(args.run, args.model, data_dir=args.data_dir,
-                        progress=lambda line: print(line, flush=True))  # fmt: skip
+    record = refit_full(
+        args.run, args.model, data_dir=args.data_dir, progress=lambda line: print(line, flush=True)
+    )
     print(f"predict with it: zoobench predict IMAGES --run {args.run} --model refit:{args.model}")
     return 0 if record else 1

@@ -59,7 +59,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             _count(r["flops"]),
             f"{r['input_size']}px",
             _short(r["note"]),
-        ]  # fmt: skip
+        ]
         for r in rows
     ]
     headers = ["name", "kind", "family", "params", "FLOPs/image", "input", "note"]
@@ -100,7 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if info["kind"] == "pretrained":
         from benchmark.config.schema import STRATEGIES
 
-        print(f"transfer: {', '.join(STRATEGIES)} (a member's strategy = \"...\")")
+        print(f'transfer: {", ".join(STRATEGIES)} (a member\'s strategy = "...")')
     if info.get("weights"):
         w = info["weights"]
         print(f"origin  : {w['source']}")

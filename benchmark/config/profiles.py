@@ -149,8 +149,13 @@ def load_profile(
     )
 
 
-def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile", *,
-                  check_architectures: bool = True) -> Profile:  # fmt: skip
+def parse_profile(
+    raw: dict[str, Any],
+    source: str,
+    default_name: str = "profile",
+    *,
+    check_architectures: bool = True,
+) -> Profile:
     """Validate a profile's TOML data; every error names ``source`` and the key."""
 
     def fail(key: str, message: str) -> ZoobenchError:
@@ -260,8 +265,11 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
             raise fail(where, "a tuned member cannot also have seeds or bagging (use top_k)")
         if counts["boosting"] and (tune or counts["bagging"] or counts["seeds"] > 1):
             other = "tune" if tune else "bagging" if counts["bagging"] else "seeds"
-            raise fail(f"{where}.boosting", f"cannot be combined with {other} on the same member "
-                       "(each boosting round is one member trained on reweighted data)")  # fmt: skip
+            raise fail(
+                f"{where}.boosting",
+                f"cannot be combined with {other} on the same member "
+                "(each boosting round is one member trained on reweighted data)",
+            )
         input_size = m.get("input_size")
         if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
             raise fail(f"{where}.input_size", f"must be an integer >= 8, got {input_size!r}")
@@ -290,7 +298,7 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
                 bagging=counts["bagging"],
                 boosting=counts["boosting"],
                 transfer=dict(transfer),
-            )  # fmt: skip
+            )
         )
     names = [m.name for m in members]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -299,9 +307,11 @@ def parse_profile(raw: dict[str, Any], source: str, default_name: str = "profile
             "members", f"member names must differ; repeated: {', '.join(dupes)} (set name = ...)"
         )
     tables = {}
-    for section, known, resolve in (("ensembles", ENSEMBLES_TABLE, _resolve_ensembles_table),
-                                    ("report", REPORT_DEFAULTS, resolve_report),
-                                    ("robustness", ROBUSTNESS_DEFAULTS, resolve_robustness)):  # fmt: skip
+    for section, known, resolve in (
+        ("ensembles", ENSEMBLES_TABLE, _resolve_ensembles_table),
+        ("report", REPORT_DEFAULTS, resolve_report),
+        ("robustness", ROBUSTNESS_DEFAULTS, resolve_robustness),
+    ):
         table = raw.get(section, {})
         if not isinstance(table, dict):
             raise fail(section, "must be a table")
@@ -334,8 +344,10 @@ def _resolve_ensembles_table(table: dict[str, Any]) -> dict[str, Any]:
     enabled = table.get("enabled", ENSEMBLES_TABLE["enabled"])
     if not isinstance(enabled, bool):
         raise ZoobenchError(f"[ensembles] enabled must be true or false, got {enabled!r}")
-    return {"enabled": enabled,
-            **resolve_ensembles({k: v for k, v in table.items() if k != "enabled"})}  # fmt: skip
+    return {
+        "enabled": enabled,
+        **resolve_ensembles({k: v for k, v in table.items() if k != "enabled"}),
+    }
 
 
 def _unknown(table: dict, known: set[str], prefix: str, fail) -> None:

@@ -32,14 +32,42 @@ from benchmark.errors import ZoobenchError
 
 # ---- the profile's top level, [data], [[members]] ------------------------------------------------
 
-TOP_KEYS = frozenset({"name", "description", "seed", "budget", "deterministic", "data", "training",
-                      "tuner", "members", "ensembles", "report", "robustness"})  # fmt: skip
+TOP_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "seed",
+        "budget",
+        "deterministic",
+        "data",
+        "training",
+        "tuner",
+        "members",
+        "ensembles",
+        "report",
+        "robustness",
+    }
+)
 DATA_KEYS = frozenset(
     {"dataset", "data_dir", "val_fraction", "train_size", "val_size", "test_size"}
 )
-MEMBER_KEYS = frozenset({"architecture", "name", "hp", "training", "preprocess", "augment",
-                         "strategy", "input_size", "tune", "seeds", "bagging", "boosting",
-                         "transfer"})  # fmt: skip
+MEMBER_KEYS = frozenset(
+    {
+        "architecture",
+        "name",
+        "hp",
+        "training",
+        "preprocess",
+        "augment",
+        "strategy",
+        "input_size",
+        "tune",
+        "seeds",
+        "bagging",
+        "boosting",
+        "transfer",
+    }
+)
 
 # ---- [training] -----------------------------------------------------------------------------------
 
@@ -118,8 +146,18 @@ TUNER_DEFAULTS: dict[str, Any] = {
     "search": {},
 }
 # Training settings a search may vary (besides the architecture's hp); ``augment`` picks a policy.
-SEARCHABLE = frozenset({"learning_rate", "optimizer", "label_smoothing", "weight_decay", "schedule",
-                        "batch_size", "momentum", "augment"})  # fmt: skip
+SEARCHABLE = frozenset(
+    {
+        "learning_rate",
+        "optimizer",
+        "label_smoothing",
+        "weight_decay",
+        "schedule",
+        "batch_size",
+        "momentum",
+        "augment",
+    }
+)
 RANGE_KEYS = frozenset({"min", "max", "sampling", "step"})
 SAMPLINGS = ("linear", "log", "reverse_log")
 
@@ -151,8 +189,11 @@ def validate_transfer_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """
     unknown = sorted(set(options) - set(TRANSFER_DEFAULTS))
     if unknown:
-        renamed = [f"{old} is now {RENAMED_TRANSFER_OPTIONS[old]}"
-                   for old in unknown if old in RENAMED_TRANSFER_OPTIONS]  # fmt: skip
+        renamed = [
+            f"{old} is now {RENAMED_TRANSFER_OPTIONS[old]}"
+            for old in unknown
+            if old in RENAMED_TRANSFER_OPTIONS
+        ]
         raise ZoobenchError(
             f"unknown transfer option {', '.join(unknown)}"
             + (f" ({'; '.join(renamed)})" if renamed else "")
@@ -165,8 +206,10 @@ def validate_transfer_options(options: Mapping[str, Any]) -> dict[str, Any]:
             ok = isinstance(value, bool)
         elif key == "extract_runtime":
             if value not in EXTRACT_RUNTIMES:
-                raise ZoobenchError(f"transfer option extract_runtime must be one of "
-                                    f"{', '.join(EXTRACT_RUNTIMES)}, got {value!r}")  # fmt: skip
+                raise ZoobenchError(
+                    f"transfer option extract_runtime must be one of "
+                    f"{', '.join(EXTRACT_RUNTIMES)}, got {value!r}"
+                )
             ok = True
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
@@ -279,8 +322,16 @@ def resolve_report(table: Mapping[str, Any] | None) -> dict[str, Any]:
 # ---- [robustness] (benchmark.run.robustness, benchmark.data.corruptions) ----------------------------------
 
 # The generated corruptions (their parameters: benchmark.data.corruptions.PARAMETERS) and severities.
-CORRUPTIONS = ("gaussian_noise", "shot_noise", "gaussian_blur", "motion_blur", "jpeg", "contrast",
-               "brightness", "pixelate")  # fmt: skip
+CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "gaussian_blur",
+    "motion_blur",
+    "jpeg",
+    "contrast",
+    "brightness",
+    "pixelate",
+)
 SEVERITIES = (1, 2, 3, 4, 5)
 # Off unless a profile turns it on: a profile without the table costs nothing more.
 ROBUSTNESS_DEFAULTS: dict[str, Any] = {
@@ -299,30 +350,42 @@ def resolve_robustness(table: Mapping[str, Any] | None) -> dict[str, Any]:
     table = dict(table or {})
     unknown = sorted(set(table) - set(ROBUSTNESS_DEFAULTS))
     if unknown:
-        raise ZoobenchError(f"[robustness] has unknown key(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(ROBUSTNESS_DEFAULTS)}")  # fmt: skip
+        raise ZoobenchError(
+            f"[robustness] has unknown key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(ROBUSTNESS_DEFAULTS)}"
+        )
     out = {**ROBUSTNESS_DEFAULTS, **table}
     for key in ("enabled", "adabn"):
         if not isinstance(out[key], bool):
             raise ZoobenchError(f"[robustness] {key} must be true or false, got {out[key]!r}")
     for key, choices in (("corruptions", CORRUPTIONS), ("severities", SEVERITIES)):
         values = out[key]
-        if (isinstance(values, str) or not isinstance(values, (list, tuple)) or not values
-                or len(set(map(repr, values))) != len(values)):  # fmt: skip
-            raise ZoobenchError(f"[robustness] {key} must be a non-empty list without repeats, "
-                                f"got {values!r}")  # fmt: skip
+        if (
+            isinstance(values, str)
+            or not isinstance(values, (list, tuple))
+            or not values
+            or len(set(map(repr, values))) != len(values)
+        ):
+            raise ZoobenchError(
+                f"[robustness] {key} must be a non-empty list without repeats, got {values!r}"
+            )
         bad = [v for v in values if isinstance(v, bool) or v not in choices]
         if bad:
-            raise ZoobenchError(f"[robustness] {key}: unknown {', '.join(map(repr, bad))}; "
-                                f"choose from {', '.join(map(str, choices))}")  # fmt: skip
+            raise ZoobenchError(
+                f"[robustness] {key}: unknown {', '.join(map(repr, bad))}; "
+                f"choose from {', '.join(map(str, choices))}"
+            )
         out[key] = list(values)
     for key, least in (("images", 1), ("fgsm_images", 0)):
         if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < least:
-            raise ZoobenchError(f"[robustness] {key} must be a whole number >= {least}, "
-                                f"got {out[key]!r}")  # fmt: skip
+            raise ZoobenchError(
+                f"[robustness] {key} must be a whole number >= {least}, got {out[key]!r}"
+            )
     if not is_number(out["fgsm_epsilon"]) or out["fgsm_epsilon"] < 0:
-        raise ZoobenchError(f"[robustness] fgsm_epsilon must be a number >= 0 (pixels of the "
-                            f"0-255 input), got {out['fgsm_epsilon']!r}")  # fmt: skip
+        raise ZoobenchError(
+            f"[robustness] fgsm_epsilon must be a number >= 0 (pixels of the "
+            f"0-255 input), got {out['fgsm_epsilon']!r}"
+        )
     return out
 
 
@@ -374,8 +437,13 @@ def whole(low: int | None = None, high: int | None = None) -> Param:
     return Param("whole", low=low, high=high)
 
 
-def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False) -> Param:  # fmt: skip
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Param:
     return Param("number", low=low, high=high, low_open=low_open, high_open=high_open)
 
 

@@ -175,12 +175,21 @@ def make_dataset(
     weights = _check_sample_weight(sample_weight, len(y), policy)
     apply = build_policy(policy, seed) if policy else None
     if keras.backend.backend() == "tensorflow":
-        return _tf_dataset(x, y, num_classes, batch_size, apply, shuffle, seed, sparse,
-                           drop_remainder, weights)  # fmt: skip
+        return _tf_dataset(
+            x, y, num_classes, batch_size, apply, shuffle, seed, sparse, drop_remainder, weights
+        )
     return _array_batches_class()(
-        x, y, num_classes=num_classes, batch_size=batch_size, apply=apply, shuffle=shuffle,
-        seed=seed, sparse=sparse, drop_remainder=drop_remainder, weights=weights,
-    )  # fmt: skip
+        x,
+        y,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        apply=apply,
+        shuffle=shuffle,
+        seed=seed,
+        sparse=sparse,
+        drop_remainder=drop_remainder,
+        weights=weights,
+    )
 
 
 def _check_sample_weight(sample_weight, n: int, policy) -> np.ndarray | None:
@@ -191,13 +200,16 @@ def _check_sample_weight(sample_weight, n: int, policy) -> np.ndarray | None:
     if len(weights) != n or not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise ZoobenchError(f"sample_weight must be {n} finite non-negative numbers, one an image")
     if mixes_labels(policy):
-        raise ZoobenchError("sample_weight cannot be combined with mixup / cutmix: a mixed image "
-                            "has no one weight (boosting resamples by weight instead)")  # fmt: skip
+        raise ZoobenchError(
+            "sample_weight cannot be combined with mixup / cutmix: a mixed image "
+            "has no one weight (boosting resamples by weight instead)"
+        )
     return weights
 
 
-def _tf_dataset(x, y, num_classes, batch_size, apply, shuffle, seed, sparse, drop_remainder,
-                weights=None):  # fmt: skip
+def _tf_dataset(
+    x, y, num_classes, batch_size, apply, shuffle, seed, sparse, drop_remainder, weights=None
+):
     """The TensorFlow route: tf.data runs the policy in a parallel map beside the training step."""
     import tensorflow as tf
 
@@ -236,8 +248,20 @@ def _array_batches_class():
         worker hands batches out in order, so a run is repeatable.
         """
 
-        def __init__(self, x, y, *, num_classes, batch_size, apply, shuffle, seed, sparse,
-                     drop_remainder, weights=None):  # fmt: skip
+        def __init__(
+            self,
+            x,
+            y,
+            *,
+            num_classes,
+            batch_size,
+            apply,
+            shuffle,
+            seed,
+            sparse,
+            drop_remainder,
+            weights=None,
+        ):
             super().__init__()
             self.x, self.y, self.weights = x, y, weights
             self.num_classes, self.batch_size = int(num_classes), int(batch_size)
@@ -571,9 +595,13 @@ def augmix(
     from keras import ops, random
 
     layer = keras.layers.AugMix(
-        value_range=(0, 255), num_chains=int(num_chains), chain_depth=int(chain_depth),
-        factor=float(factor), alpha=float(alpha), seed=seed,
-    )  # fmt: skip
+        value_range=(0, 255),
+        num_chains=int(num_chains),
+        chain_depth=int(chain_depth),
+        factor=float(factor),
+        alpha=float(alpha),
+        seed=seed,
+    )
     rng = _seed_generator(seed)
 
     def variant(chain_seed: int):
@@ -594,9 +622,22 @@ def augmix(
     return fn
 
 
-TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate",
-               "brightness", "color", "contrast", "sharpness", "posterize", "solarize",
-               "autocontrast", "equalize")  # fmt: skip
+TRIVIAL_OPS = (
+    "identity",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "autocontrast",
+    "equalize",
+)
 
 
 @step("trivialaugment")

@@ -44,23 +44,43 @@ BASE_SIDE = 32  # the image side the pixel-sized parameters are written for (CIF
 
 # name -> (parameter, its value at severities 1..5, what it means). CIFAR-10-C's values.
 PARAMETERS: dict[str, tuple[str, tuple[float, ...], str]] = {
-    "gaussian_noise": ("sigma", (0.04, 0.06, 0.08, 0.09, 0.10),
-                       "std of additive Gaussian noise, in units of the 0-1 pixel range"),
-    "shot_noise": ("photons", (500, 250, 100, 75, 50),
-                   "Poisson noise: pixel = Poisson(photons * x) / photons"),
-    "gaussian_blur": ("sigma_px", (0.4, 0.6, 0.7, 0.8, 1.0),
-                      "std of a Gaussian blur, pixels at 32 px"),
-    "motion_blur": ("sigma_px", (1.0, 1.5, 2.0, 2.5, 3.0),
-                    "one-sided Gaussian line kernel, pixels at 32 px, angle uniform in [-45, 45]"),
+    "gaussian_noise": (
+        "sigma",
+        (0.04, 0.06, 0.08, 0.09, 0.10),
+        "std of additive Gaussian noise, in units of the 0-1 pixel range",
+    ),
+    "shot_noise": (
+        "photons",
+        (500, 250, 100, 75, 50),
+        "Poisson noise: pixel = Poisson(photons * x) / photons",
+    ),
+    "gaussian_blur": (
+        "sigma_px",
+        (0.4, 0.6, 0.7, 0.8, 1.0),
+        "std of a Gaussian blur, pixels at 32 px",
+    ),
+    "motion_blur": (
+        "sigma_px",
+        (1.0, 1.5, 2.0, 2.5, 3.0),
+        "one-sided Gaussian line kernel, pixels at 32 px, angle uniform in [-45, 45]",
+    ),
     "jpeg": ("quality", (80, 65, 58, 50, 40), "JPEG re-encoding quality (OpenCV / libjpeg)"),
-    "contrast": ("factor", (0.75, 0.5, 0.4, 0.3, 0.15),
-                 "pixel = (x - channel mean) * factor + channel mean"),
+    "contrast": (
+        "factor",
+        (0.75, 0.5, 0.4, 0.3, 0.15),
+        "pixel = (x - channel mean) * factor + channel mean",
+    ),
     "brightness": ("delta_v", (0.05, 0.1, 0.15, 0.2, 0.3), "added to the HSV value (0-1)"),
-    "pixelate": ("scale", (0.95, 0.9, 0.85, 0.75, 0.65),
-                 "shrunk to scale x side, then back up (area interpolation both ways)"),
-}  # fmt: skip
+    "pixelate": (
+        "scale",
+        (0.95, 0.9, 0.85, 0.75, 0.65),
+        "shrunk to scale x side, then back up (area interpolation both ways)",
+    ),
+}
 NOISY = frozenset({"gaussian_noise", "shot_noise", "motion_blur"})  # those that draw randomness
-assert tuple(PARAMETERS) == CORRUPTIONS, "benchmark.config.schema.CORRUPTIONS and PARAMETERS must agree"
+assert tuple(PARAMETERS) == CORRUPTIONS, (
+    "benchmark.config.schema.CORRUPTIONS and PARAMETERS must agree"
+)
 
 
 def parameter(name: str, severity: int) -> float:
@@ -76,8 +96,11 @@ def describe(names: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEV
         param, values, _ = PARAMETERS[name]
         shown = ", ".join(f"{values[s - 1]:g}" for s in severities)
         parts.append(f"{name} ({param} {shown})")
-    return (f"severities {', '.join(str(s) for s in severities)}: " + "; ".join(parts)
-            + " (CIFAR-10-C's parameters; blur pixels scaled by image side / 32)")  # fmt: skip
+    return (
+        f"severities {', '.join(str(s) for s in severities)}: "
+        + "; ".join(parts)
+        + " (CIFAR-10-C's parameters; blur pixels scaled by image side / 32)"
+    )
 
 
 def _check(name: str, severity: int) -> None:
@@ -114,7 +137,9 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.n
         x = np.stack([_gaussian_blur(img, value * scale) for img in x])
     elif name == "motion_blur":
         angles = rng.uniform(-45.0, 45.0, size=len(x))
-        x = np.stack([_motion_blur(img, value * scale, a) for img, a in zip(x, angles, strict=True)])
+        x = np.stack(
+            [_motion_blur(img, value * scale, a) for img, a in zip(x, angles, strict=True)]
+        )
     elif name == "contrast":
         means = x.mean(axis=(1, 2), keepdims=True)
         x = (x - means) * value + means
@@ -172,8 +197,9 @@ def _pixelate(img: np.ndarray, scale: float) -> np.ndarray:
     import cv2
 
     h, w = img.shape[:2]
-    small = cv2.resize(img, (max(1, int(w * scale)), max(1, int(h * scale))),
-                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    small = cv2.resize(
+        img, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA
+    )
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
 
 
@@ -203,8 +229,9 @@ def pick(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
         return np.sort(rng.choice(idx, size=count, replace=False))
     from sklearn.model_selection import train_test_split
 
-    kept, _ = train_test_split(idx, train_size=count, stratify=labels,
-                               random_state=int(rng.integers(2**31)))  # fmt: skip
+    kept, _ = train_test_split(
+        idx, train_size=count, stratify=labels, random_state=int(rng.integers(2**31))
+    )
     return np.sort(kept)
 
 
@@ -215,11 +242,23 @@ def cache_dir() -> Path:
     return cache_root() / "corruptions"
 
 
-def _split_key(images: np.ndarray, names: Sequence[str], severities: Sequence[int], seed: int) -> str:
+def _split_key(
+    images: np.ndarray, names: Sequence[str], severities: Sequence[int], seed: int
+) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": VERSION, "parameters": PARAMETERS, "names": list(names),
-                              "severities": list(severities), "seed": int(seed),
-                              "shape": list(images.shape)}, sort_keys=True).encode())  # fmt: skip
+    digest.update(
+        json.dumps(
+            {
+                "version": VERSION,
+                "parameters": PARAMETERS,
+                "names": list(names),
+                "severities": list(severities),
+                "seed": int(seed),
+                "shape": list(images.shape),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     digest.update(np.ascontiguousarray(images).tobytes())
     return digest.hexdigest()[:24]
 

@@ -28,8 +28,17 @@ from benchmark.errors import DataError
 log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclass(frozen=True)
@@ -242,8 +251,9 @@ def split(
     val_idx = _subset(val_idx, raw.y_train, val_size, seed + 1, "val_size")
     # The test subset does not follow the run's seed: runs of any seed are scored on the same
     # pictures, so they can be compared (``zoobench compare``). Seed 2 is what seed 0 always drew.
-    test_idx = _subset(np.arange(len(raw.y_test)), raw.y_test, test_size, TEST_SUBSET_SEED,
-                       "test_size")  # fmt: skip
+    test_idx = _subset(
+        np.arange(len(raw.y_test)), raw.y_test, test_size, TEST_SUBSET_SEED, "test_size"
+    )
     # Sorted indices keep the official order within each split: easier to trace back to a file.
     train_idx, val_idx, test_idx = np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
     return Dataset(
@@ -266,8 +276,11 @@ def split(
             "test_size": test_size,
             # Recorded where the fixed test subset differs from what this seed drew before it was
             # fixed: such a run's identity changes, so its old members are never mixed with new.
-            **({"test_subset_seed": TEST_SUBSET_SEED}
-               if test_size is not None and seed + 2 != TEST_SUBSET_SEED else {}),
+            **(
+                {"test_subset_seed": TEST_SUBSET_SEED}
+                if test_size is not None and seed + 2 != TEST_SUBSET_SEED
+                else {}
+            ),
         },
     )
 
@@ -315,11 +328,15 @@ def _load_official(folder: Path, spec: DatasetSpec) -> RawData:
     x_train, y_train = _read_batches(train_files, label_key, spec)
     x_test, y_test = _read_batches(test_files, label_key, spec)
     return RawData(
-        x_train, y_train, x_test, y_test, tuple(names),
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        tuple(names),
         source=f"{spec.display} (official python batches)",
         location=str(folder),
         fingerprint=_fingerprint_files(train_files + test_files, folder),
-    )  # fmt: skip
+    )
 
 
 def _read_batch(path: Path) -> dict:
@@ -369,11 +386,15 @@ def _download(spec: DatasetSpec) -> RawData:
         return _load_official(official, spec)
     names = CIFAR10_CLASSES if spec.name == "cifar10" else tuple(str(i) for i in range(100))
     return RawData(
-        np.ascontiguousarray(x_train), y_train.reshape(-1).astype(np.int64),
-        np.ascontiguousarray(x_test), y_test.reshape(-1).astype(np.int64), names,
-        source=f"{spec.display} (official, keras.datasets)", location="keras.datasets",
+        np.ascontiguousarray(x_train),
+        y_train.reshape(-1).astype(np.int64),
+        np.ascontiguousarray(x_test),
+        y_test.reshape(-1).astype(np.int64),
+        names,
+        source=f"{spec.display} (official, keras.datasets)",
+        location="keras.datasets",
         fingerprint=_fingerprint_arrays(x_train, x_test),
-    )  # fmt: skip
+    )
 
 
 def _missing(spec: DatasetSpec, reason: str = "") -> DataError:
@@ -453,9 +474,15 @@ def _load_folder_cached(root: Path, spec: DatasetSpec, cache_dir) -> RawData:
             with np.load(cache_file) as z:
                 log.info("loaded decoded %s from cache %s", source, cache_file)
                 return RawData(
-                    z["x_train"], z["y_train"], z["x_test"], z["y_test"], classes,
-                    source, str(root), fingerprint,
-                )  # fmt: skip
+                    z["x_train"],
+                    z["y_train"],
+                    z["x_test"],
+                    z["y_test"],
+                    classes,
+                    source,
+                    str(root),
+                    fingerprint,
+                )
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s)", cache_file, exc)
 

@@ -180,8 +180,6 @@ def denoise(
     return _per_image(fn, images)
 
 
-
-
 def blockiness(images: np.ndarray) -> float:
     """How blocky a uint8 batch is: the mean |difference| between neighbours across 8x8 block
     edges minus that inside blocks (0 for a picture without JPEG blocking; the measure the
@@ -238,8 +236,10 @@ def deblock(
     # chunks of 1,024 images keep the float copies small; the output is whole numbers in 0..255
     from keras import ops
 
-    out = [ops.convert_to_numpy(layer(images[i : i + 1024].astype(np.float32)))
-           for i in range(0, len(images), 1024)]  # fmt: skip
+    out = [
+        ops.convert_to_numpy(layer(images[i : i + 1024].astype(np.float32)))
+        for i in range(0, len(images), 1024)
+    ]
     return np.concatenate(out).astype(np.uint8)
 
 

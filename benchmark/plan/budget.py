@@ -143,8 +143,12 @@ def _cpu_counters() -> tuple[float, float] | None:
     return busy / ticks, time.process_time()
 
 
-def others_share(before: tuple[float, float] | None, after: tuple[float, float] | None,
-                 wall: float, cpus: int | None = None) -> float | None:  # fmt: skip
+def others_share(
+    before: tuple[float, float] | None,
+    after: tuple[float, float] | None,
+    wall: float,
+    cpus: int | None = None,
+) -> float | None:
     """The share of all cores' time that processes other than this one used between two
     :func:`_cpu_counters` readings ``wall`` seconds apart (None without them)."""
     if before is None or after is None or wall <= 0:
@@ -187,8 +191,13 @@ class Timing:
     load: Load
 
 
-def best_rate(step: Callable[[], Any], items_per_step: int, steps: int, windows: int,
-              clock: Callable[[], float] = time.perf_counter) -> float:  # fmt: skip
+def best_rate(
+    step: Callable[[], Any],
+    items_per_step: int,
+    steps: int,
+    windows: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Items per second of ``step``: the fastest of ``windows`` timed windows of ``steps`` calls.
 
     Another job on the cores only ever slows a window down, so the fastest is the nearest to
@@ -202,8 +211,9 @@ def best_rate(step: Callable[[], Any], items_per_step: int, steps: int, windows:
     return best
 
 
-def _time_model(model_factory, input_shape, num_classes: int, batch_size: int, steps: int,
-                windows: int) -> Timing:  # fmt: skip
+def _time_model(
+    model_factory, input_shape, num_classes: int, batch_size: int, steps: int, windows: int
+) -> Timing:
     import keras
     import numpy as np
 
@@ -225,8 +235,15 @@ def _time_model(model_factory, input_shape, num_classes: int, batch_size: int, s
     return Timing(train, infer, build, Load(loadavg, share))
 
 
-def probe(model_factory, input_shape, num_classes: int, batch_size: int, spec: dict[str, Any],
-          steps: int = 2, windows: int = PROBE_WINDOWS) -> Throughput:  # fmt: skip
+def probe(
+    model_factory,
+    input_shape,
+    num_classes: int,
+    batch_size: int,
+    spec: dict[str, Any],
+    steps: int = 2,
+    windows: int = PROBE_WINDOWS,
+) -> Throughput:
     """Time training steps and inference of the model ``model_factory()`` builds: ``windows``
     windows of ``steps`` steps each, the fastest kept.
 
@@ -240,16 +257,27 @@ def probe(model_factory, input_shape, num_classes: int, batch_size: int, spec: d
     if _has_figures(entry):
         loaded = bool(entry.get("loaded", False))  # entries from before the mark: trusted
         if not loaded or not machine_quiet():
-            return Throughput(float(entry["train"]), float(entry["infer"]),
-                              float(entry.get("build", 0.0)), measured=False, loaded=loaded,
-                              source=str(entry.get("source", "probe")))  # fmt: skip
-        log.info("probing %s again: its stored figure was measured under load", spec.get("architecture"))
+            return Throughput(
+                float(entry["train"]),
+                float(entry["infer"]),
+                float(entry.get("build", 0.0)),
+                measured=False,
+                loaded=loaded,
+                source=str(entry.get("source", "probe")),
+            )
+        log.info(
+            "probing %s again: its stored figure was measured under load", spec.get("architecture")
+        )
     t = _time_model(model_factory, input_shape, num_classes, batch_size, steps, windows)
     loaded = t.load.loaded
     if loaded:
-        log.info("the probe of %s ran under load (load average %s, others %s of the cores): "
-                 "marked, measured again on a quiet machine", spec.get("architecture"),
-                 t.load.loadavg, t.load.others)  # fmt: skip
+        log.info(
+            "the probe of %s ran under load (load average %s, others %s of the cores): "
+            "marked, measured again on a quiet machine",
+            spec.get("architecture"),
+            t.load.loadavg,
+            t.load.others,
+        )
 
     def update(stored: dict[str, Any]) -> None:
         stored[key] = {
@@ -281,8 +309,13 @@ def observe_epochs(spec: dict[str, Any], speedup: float) -> bool:
     def update(stored: dict[str, Any]) -> None:
         entry = stored.get(key)
         if _has_figures(entry):
-            entry.update(train=float(entry["train"]) * speedup, infer=float(entry["infer"]) * speedup,
-                         loaded=False, source="live", measured_at=time.time())  # fmt: skip
+            entry.update(
+                train=float(entry["train"]) * speedup,
+                infer=float(entry["infer"]) * speedup,
+                loaded=False,
+                source="live",
+                measured_at=time.time(),
+            )
             replaced.append(key)
 
     _update_calibration(calibration_path(), update)
@@ -433,12 +466,18 @@ class Pace:
         f = self.factor
         if abs(f - 1.0) < 0.05:
             return "running at the probes' pace"
-        return f"running {f:.1f}x slower than the probes" if f > 1 else (
-            f"running {1 / f:.1f}x faster than the probes")
+        return (
+            f"running {f:.1f}x slower than the probes"
+            if f > 1
+            else (f"running {1 / f:.1f}x faster than the probes")
+        )
 
 
-def value_order(estimates: list[Estimate], worths: list[Worth] | None = None,
-                requires: list[int | None] | None = None) -> list[int]:  # fmt: skip
+def value_order(
+    estimates: list[Estimate],
+    worths: list[Worth] | None = None,
+    requires: list[int | None] | None = None,
+) -> list[int]:
     """The order the budget is spent in (indices into ``estimates``).
 
     Without ``worths``: as given (the profile's order). With them: the task with the best
@@ -462,7 +501,10 @@ def value_order(estimates: list[Estimate], worths: list[Worth] | None = None,
             best = max(worths[i].expected(estimates[i]) for i in costed)
             top = [i for i in costed if worths[i].expected(estimates[i]) >= best - BEST_TIE]
             first = max(top, key=lambda i: (density(i), -i))
-            order = [first, *sorted((i for i in costed if i != first), key=lambda i: (-density(i), i))]
+            order = [
+                first,
+                *sorted((i for i in costed if i != first), key=lambda i: (-density(i), i)),
+            ]
         order += [i for i in range(n) if estimates[i].seconds <= 0]
     return _after_prerequisites(order, requires) if requires else order
 
@@ -488,11 +530,17 @@ def _after_prerequisites(order: list[int], requires: list[int | None]) -> list[i
     return result
 
 
-def fit_to_budget(estimates: list[Estimate], budget_seconds: float | None,
-                  reserve_fraction: float = RESERVE_FRACTION, *,
-                  worths: list[Worth] | None = None, labels: list[str] | None = None,
-                  requires: list[int | None] | None = None, pace: float = 1.0,
-                  order: list[int] | None = None) -> list[Decision]:  # fmt: skip
+def fit_to_budget(
+    estimates: list[Estimate],
+    budget_seconds: float | None,
+    reserve_fraction: float = RESERVE_FRACTION,
+    *,
+    worths: list[Worth] | None = None,
+    labels: list[str] | None = None,
+    requires: list[int | None] | None = None,
+    pace: float = 1.0,
+    order: list[int] | None = None,
+) -> list[Decision]:
     """One decision a task: spend the budget in :func:`value_order`, keeping each task that fits,
     shortening one that does not (trials, then trial epochs, then the most epochs that fit) and
     dropping it when even that does not fit. Decisions say why.
@@ -514,8 +562,10 @@ def fit_to_budget(estimates: list[Estimate], budget_seconds: float | None,
         return worths[i].expected(est) if worths is not None else None
 
     if budget_seconds is None:
-        return [Decision("run", e, expected=expected(i, e), rank=rank[i])
-                for i, e in enumerate(estimates)]  # fmt: skip
+        return [
+            Decision("run", e, expected=expected(i, e), rank=rank[i])
+            for i, e in enumerate(estimates)
+        ]
     left = budget_seconds * (1.0 - reserve_fraction)
     decisions: list[Decision | None] = [None] * n
     kept: list[str] = []
@@ -524,8 +574,13 @@ def fit_to_budget(estimates: list[Estimate], budget_seconds: float | None,
         need = requires[i] if requires else None
         if need is not None and (need < 0 or decisions[need] is None or decisions[need].dropped):
             what = labels[need] if need >= 0 else "an earlier task"
-            decisions[i] = Decision("dropped", est, f"needs {what}, which does not run",
-                                    expected=expected(i, est), rank=rank[i])  # fmt: skip
+            decisions[i] = Decision(
+                "dropped",
+                est,
+                f"needs {what}, which does not run",
+                expected=expected(i, est),
+                rank=rank[i],
+            )
             continue
         if cost <= left:
             decisions[i] = Decision("run", est, expected=expected(i, est), rank=rank[i])
@@ -534,22 +589,30 @@ def fit_to_budget(estimates: list[Estimate], budget_seconds: float | None,
             continue
         shorter = _shorten(est, left / pace)
         if shorter is not None:
-            changes = {k: getattr(shorter, k) for k in ("trials", "trial_epochs", "epochs")
-                       if getattr(shorter, k) != getattr(est, k)}  # fmt: skip
+            changes = {
+                k: getattr(shorter, k)
+                for k in ("trials", "trial_epochs", "epochs")
+                if getattr(shorter, k) != getattr(est, k)
+            }
             note = "shortened to fit the budget: " + ", ".join(
-                f"{k.replace('_', ' ')} {getattr(est, k)} -> {v}" for k, v in changes.items())
+                f"{k.replace('_', ' ')} {getattr(est, k)} -> {v}" for k, v in changes.items()
+            )
             if worths is not None and _pct(expected(i, shorter)) != _pct(expected(i, est)):
-                note += (f" (expected {_pct(expected(i, shorter))} instead of "
-                         f"{_pct(expected(i, est))})")  # fmt: skip
-            decisions[i] = Decision("shortened", shorter, note, changes,
-                                    expected=expected(i, shorter), rank=rank[i])  # fmt: skip
+                note += (
+                    f" (expected {_pct(expected(i, shorter))} instead of {_pct(expected(i, est))})"
+                )
+            decisions[i] = Decision(
+                "shortened", shorter, note, changes, expected=expected(i, shorter), rank=rank[i]
+            )
             left -= shorter.seconds * pace
             kept.append(labels[i])
             continue
         if worths is not None and kept:
             names = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
-            note = (f"expected {_pct(expected(i, est))} for ~{duration(cost)}, lower value than "
-                    f"{names}; ~{duration(max(left, 0))} of the budget left")  # fmt: skip
+            note = (
+                f"expected {_pct(expected(i, est))} for ~{duration(cost)}, lower value than "
+                f"{names}; ~{duration(max(left, 0))} of the budget left"
+            )
         else:
             note = f"needs ~{duration(cost)}, {duration(max(left, 0))} of the budget left"
         decisions[i] = Decision("dropped", est, note, expected=expected(i, est), rank=rank[i])
@@ -569,7 +632,12 @@ def _shorten(est: Estimate, left: float) -> Estimate | None:
     while candidate.trial_epochs > 1 and candidate.seconds > left:
         candidate = replace(candidate, trial_epochs=candidate.trial_epochs - 1)
     trains_epochs = candidate.retrain or not candidate.trials
-    if candidate.seconds > left and candidate.epochs > 1 and trains_epochs and candidate.epoch_seconds > 0:
+    if (
+        candidate.seconds > left
+        and candidate.epochs > 1
+        and trains_epochs
+        and candidate.epoch_seconds > 0
+    ):
         base = replace(candidate, epochs=0).seconds
         fit = int((left - base) // candidate.epoch_seconds)
         candidate = replace(candidate, epochs=max(1, min(candidate.epochs - 1, fit)))

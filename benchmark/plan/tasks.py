@@ -30,7 +30,9 @@ class Task:
     label: str
     seed: int
     bootstrap: dict | None = None
-    boost: dict | None = None  # a boosting round: {"round": k, "rounds": N} (benchmark.train.boosting)
+    boost: dict | None = (
+        None  # a boosting round: {"round": k, "rounds": N} (benchmark.train.boosting)
+    )
     group: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, Any] | None = None
@@ -61,20 +63,37 @@ def expand(profile: Profile, seed: int) -> list[Task]:
             tasks.append(Task(spec, spec.name, seed, training=training, tune=dict(spec.tune)))
         elif spec.bagging:
             tasks += [
-                Task(spec, f"{spec.name} [bag {k}]", seed, bootstrap={"seed": k},
-                     group=f"bagging:{spec.name}", training=dict(training))  # fmt: skip
+                Task(
+                    spec,
+                    f"{spec.name} [bag {k}]",
+                    seed,
+                    bootstrap={"seed": k},
+                    group=f"bagging:{spec.name}",
+                    training=dict(training),
+                )
                 for k in range(spec.bagging)
             ]
         elif spec.boosting:  # rounds in order: round k's weights come from rounds 0..k-1
             tasks += [
-                Task(spec, f"{spec.name} [boost {k}]", seed, boost={"round": k, "rounds": spec.boosting},
-                     group=f"boosting:{spec.name}", training=dict(training))  # fmt: skip
+                Task(
+                    spec,
+                    f"{spec.name} [boost {k}]",
+                    seed,
+                    boost={"round": k, "rounds": spec.boosting},
+                    group=f"boosting:{spec.name}",
+                    training=dict(training),
+                )
                 for k in range(spec.boosting)
             ]
         elif spec.seeds > 1:
             tasks += [
-                Task(spec, f"{spec.name} [seed {seed + k}]", seed + k, group=f"seeds:{spec.name}",
-                     training=dict(training))  # fmt: skip
+                Task(
+                    spec,
+                    f"{spec.name} [seed {seed + k}]",
+                    seed + k,
+                    group=f"seeds:{spec.name}",
+                    training=dict(training),
+                )
                 for k in range(spec.seeds)
             ]
         else:
@@ -89,8 +108,13 @@ def probe_spec(task: Task, data) -> dict[str, Any]:
     spec = task.spec
     hp, shape = hpspace.build_inputs(spec, data.input_shape)
     batch = int(task.training["batch_size"])
-    return {"architecture": spec.architecture, "hp": hp, "shape": list(shape), "batch": batch,
-            "strategy": spec.strategy}  # fmt: skip
+    return {
+        "architecture": spec.architecture,
+        "hp": hp,
+        "shape": list(shape),
+        "batch": batch,
+        "strategy": spec.strategy,
+    }
 
 
 # Head training on cached features, rows per second: 90,000 rows of 1,984 features through a
@@ -143,14 +167,20 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
 
         schedule, most = trial_epochs(task.tune), int(task.tune["epochs"])
         return budget_mod.Estimate(
-            epoch, fixed, epochs, trials=len(schedule), trial_epochs=most,
+            epoch,
+            fixed,
+            epochs,
+            trials=len(schedule),
+            trial_epochs=most,
             trial_epoch_share=sum(schedule) / max(len(schedule) * most, 1),
             retrain=not task.tune["restore"],
-        )  # fmt: skip
+        )
     return budget_mod.Estimate(epoch, fixed, epochs)
 
 
-def make_plan(profile: Profile, data, seed: int, remaining: float | None, probe: bool) -> list[Task]:
+def make_plan(
+    profile: Profile, data, seed: int, remaining: float | None, probe: bool
+) -> list[Task]:
     """Expand the profile and, with ``probe``, fit it to ``remaining`` seconds (None: no budget).
 
     With ``probe`` each task is costed and valued (``benchmark.plan.value``), the budget is spent in
@@ -190,14 +220,18 @@ def fit(tasks: list[Task], remaining: float | None) -> list[Task]:
     """Decide every costed and valued task (``task.estimate``, ``task.worth``) against
     ``remaining`` seconds by value, make each as long as decided, and return them in run order."""
     for task in tasks:
-        task.asked = {"training": dict(task.training),
-                      "tune": dict(task.tune) if task.tune is not None else None}  # fmt: skip
+        task.asked = {
+            "training": dict(task.training),
+            "tune": dict(task.tune) if task.tune is not None else None,
+        }
     worths = [t.worth for t in tasks]
     decisions = budget_mod.fit_to_budget(
-        [t.estimate or budget_mod.Estimate(0.0, 0.0, 0) for t in tasks], remaining,
+        [t.estimate or budget_mod.Estimate(0.0, 0.0, 0) for t in tasks],
+        remaining,
         worths=worths if all(w is not None for w in worths) else None,
-        labels=[t.label for t in tasks], requires=_requires(tasks),
-    )  # fmt: skip
+        labels=[t.label for t in tasks],
+        requires=_requires(tasks),
+    )
     for task, decision in zip(tasks, decisions, strict=True):
         task.decision = decision
         _apply(task, decision)
@@ -215,7 +249,9 @@ def _requires(tasks: list[Task], start: int = 0) -> list[int | None]:
     """For each of ``tasks[start:]``, the index (in that slice) of the task it needs first: a
     boosting round needs the previous round. -1: that round is behind and did not run."""
     ahead = tasks[start:]
-    where = {(t.group, int(t.boost["round"])): k for k, t in enumerate(ahead) if t.boost is not None}
+    where = {
+        (t.group, int(t.boost["round"])): k for k, t in enumerate(ahead) if t.boost is not None
+    }
     behind = {(t.group, int(t.boost["round"])): t for t in tasks[:start] if t.boost is not None}
     needs: list[int | None] = []
     for t in ahead:
@@ -247,7 +283,11 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
     total = 0.0
     valued = any(t.decision is not None and t.decision.expected is not None for t in tasks)
     for i, task in enumerate(tasks, 1):
-        what = "tune " + tune_summary(task.tune) if task.tuned else epochs_text(task.training["epochs"])
+        what = (
+            "tune " + tune_summary(task.tune)
+            if task.tuned
+            else epochs_text(task.training["epochs"])
+        )
         est = ""
         if task.decision is not None and not task.note:
             est = f"~{duration(task.decision.estimate.seconds)}"
@@ -262,20 +302,26 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
             worth = f"{shown:<22}  "
         action = task.decision.action if task.decision else "run"
         note = task.note or (task.decision.note if task.decision else "")
-        lines.append(f"{i:>3}. {task.label:<45} {what:<32} {est:>8}  {worth}{action}"
-                     + (f" ({note})" if note else ""))  # fmt: skip
+        lines.append(
+            f"{i:>3}. {task.label:<45} {what:<32} {est:>8}  {worth}{action}"
+            + (f" ({note})" if note else "")
+        )
     if any(t.decision for t in tasks):
         budget = f", budget {duration(budget_seconds)}" if budget_seconds else ""
         lines.append(f"     estimated total ~{duration(total)} on this machine{budget}")
     loaded = sum(1 for t in tasks if t.probed_under_load)
     if loaded:
-        lines.append(f"     {loaded} of {len(tasks)} estimates come from probes taken while other "
-                     "processes used the cores: the run re-plans at its real pace, and a quiet "
-                     "machine probes them again")  # fmt: skip
+        lines.append(
+            f"     {loaded} of {len(tasks)} estimates come from probes taken while other "
+            "processes used the cores: the run re-plans at its real pace, and a quiet "
+            "machine probes them again"
+        )
     if valued:
-        lines.append("     expected val accuracy (prior: the zoo's reference figures; earlier run: on "
-                     "this machine); #: value order (the best expected first, then accuracy above "
-                     "chance per second)")  # fmt: skip
+        lines.append(
+            "     expected val accuracy (prior: the zoo's reference figures; earlier run: on "
+            "this machine); #: value order (the best expected first, then accuracy above "
+            "chance per second)"
+        )
     return lines
 
 
@@ -283,8 +329,11 @@ def progress_note(tasks: list[Task], done: int, seconds: float) -> str:
     """Where the run stands against its plan after ``done`` tasks took ``seconds``: the share of
     the planned time behind it, the ETA of the rest at the pace so far, and how far off the plan
     that pace is ("" without estimates: a run without a budget is not costed)."""
-    costed = [(i, t.decision.estimate.seconds) for i, t in enumerate(tasks)
-              if t.decision is not None and not t.dropped and not t.note]  # fmt: skip
+    costed = [
+        (i, t.decision.estimate.seconds)
+        for i, t in enumerate(tasks)
+        if t.decision is not None and not t.dropped and not t.note
+    ]
     total = sum(s for _, s in costed)
     if total <= 0:
         return ""
@@ -294,7 +343,11 @@ def progress_note(tasks: list[Task], done: int, seconds: float) -> str:
         return f"plan 0% done, ETA ~{duration(ahead)}"
     pace = seconds / behind
     off = (pace - 1.0) * 100
-    how = "on plan" if abs(off) < 5 else f"{abs(off):.0f}% {'slower' if off > 0 else 'faster'} than planned"
+    how = (
+        "on plan"
+        if abs(off) < 5
+        else f"{abs(off):.0f}% {'slower' if off > 0 else 'faster'} than planned"
+    )
     return f"plan {100 * behind / total:.0f}% done, ETA ~{duration(ahead * pace)} ({how})"
 
 
@@ -307,8 +360,9 @@ def replan(tasks: list[Task], start: int, pace: float, available: float) -> list
     longer fits; lengthen or re-add what was cut when the run goes fast enough to leave
     ``REPLAN_SLACK`` of the time unused. Changes the tasks in place; one phrase per change
     ("resnet20 shortened to 4 epochs", "seed_cnn [seed 1] dropped", "fastnet re-added")."""
-    ahead = [t for t in tasks[start:] if t.estimate is not None and t.decision is not None
-             and not t.note]  # fmt: skip
+    ahead = [
+        t for t in tasks[start:] if t.estimate is not None and t.decision is not None and not t.note
+    ]
     if not ahead:
         return []
     planned = pace * sum(t.decision.estimate.seconds for t in ahead if not t.dropped)
@@ -316,11 +370,15 @@ def replan(tasks: list[Task], start: int, pace: float, available: float) -> list
     if planned <= available and not (cut and planned < (1.0 - REPLAN_SLACK) * available):
         return []
     decisions = budget_mod.fit_to_budget(
-        [t.estimate for t in ahead], max(available, 0.0), reserve_fraction=0.0,
+        [t.estimate for t in ahead],
+        max(available, 0.0),
+        reserve_fraction=0.0,
         worths=[t.worth for t in ahead] if all(t.worth for t in ahead) else None,
-        labels=[t.label for t in ahead], requires=_requires([*tasks[:start], *ahead], start),
-        pace=pace, order=sorted(range(len(ahead)), key=lambda k: ahead[k].decision.rank),
-    )  # fmt: skip
+        labels=[t.label for t in ahead],
+        requires=_requires([*tasks[:start], *ahead], start),
+        pace=pace,
+        order=sorted(range(len(ahead)), key=lambda k: ahead[k].decision.rank),
+    )
     changes = []
     for task, new in zip(ahead, decisions, strict=True):
         old = task.decision
@@ -355,16 +413,18 @@ class Replanner:
     started (:func:`replan`), and teaches the calibration file what it saw (the accuracy reached,
     for later plans' values; epochs much faster than the probe, which replace a loaded probe)."""
 
-    def __init__(self, tasks: list[Task], data, budget_seconds: float | None, *,
-                 replanning: bool = True):  # fmt: skip
+    def __init__(
+        self, tasks: list[Task], data, budget_seconds: float | None, *, replanning: bool = True
+    ):
         self.tasks = tasks
         self.data = data
         self.budget_seconds = budget_seconds
         self.replanning = replanning and budget_seconds is not None
         self.pace = budget_mod.Pace()
 
-    def finished(self, index: int, seconds: float, trained: list[dict[str, Any]],
-                 remaining: float) -> str:  # fmt: skip
+    def finished(
+        self, index: int, seconds: float, trained: list[dict[str, Any]], remaining: float
+    ) -> str:
         """``tasks[index]`` took ``seconds`` and trained members with these ``metrics.json``
         contents ([] when it trained nothing); ``remaining`` seconds of budget are left. Returns
         the progress line to print when the plan changed, else ""."""
@@ -382,23 +442,42 @@ class Replanner:
     def _learn(self, task: Task, trained: list[dict[str, Any]]) -> None:
         from benchmark.plan import value
 
-        done = [m for m in trained if m.get("status") == "done" and m.get("val_accuracy") is not None]
+        done = [
+            m for m in trained if m.get("status") == "done" and m.get("val_accuracy") is not None
+        ]
         if not done:
             return
         try:
             spec = task.probe_spec or probe_spec(task, self.data)
             best = max(done, key=lambda m: float(m["val_accuracy"]))
-            budget_mod.record_accuracy(spec, value.recipe_key(task, self.data), {
-                "val_accuracy": float(best["val_accuracy"]), "epochs": int(best.get("epochs") or 1),
-                "train_images": len(self.data.y_train), "num_classes": int(self.data.num_classes),
-            })  # fmt: skip
+            budget_mod.record_accuracy(
+                spec,
+                value.recipe_key(task, self.data),
+                {
+                    "val_accuracy": float(best["val_accuracy"]),
+                    "epochs": int(best.get("epochs") or 1),
+                    "train_images": len(self.data.y_train),
+                    "num_classes": int(self.data.num_classes),
+                },
+            )
             est = task.decision.estimate if task.decision is not None else None
-            if task.spec.strategy is None and not task.tuned and est is not None and est.epoch_seconds > 0:
-                live = [float(m["train_seconds"]) / int(m["epochs"]) for m in done
-                        if m.get("train_seconds") and m.get("epochs")]  # fmt: skip
+            if (
+                task.spec.strategy is None
+                and not task.tuned
+                and est is not None
+                and est.epoch_seconds > 0
+            ):
+                live = [
+                    float(m["train_seconds"]) / int(m["epochs"])
+                    for m in done
+                    if m.get("train_seconds") and m.get("epochs")
+                ]
                 if live and budget_mod.observe_epochs(spec, est.epoch_seconds / min(live)):
-                    log.info("%s trained %.1fx faster than its probe: the probe is replaced",
-                             task.label, est.epoch_seconds / min(live))  # fmt: skip
+                    log.info(
+                        "%s trained %.1fx faster than its probe: the probe is replaced",
+                        task.label,
+                        est.epoch_seconds / min(live),
+                    )
         except Exception as exc:  # noqa: BLE001 - learning is a bonus; it must not end a run
             log.warning("could not record what %s reached: %s", task.label, short_error(exc))
 

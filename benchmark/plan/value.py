@@ -75,12 +75,16 @@ def reference(architecture: str) -> Reference:
     own = _figure(entry.extra.get(REFERENCE_KEY))
     if own is not None:
         return own
-    family = [_figure(zoo.get(n).extra.get(REFERENCE_KEY)) for n in zoo.list_models(family=entry.family)]
+    family = [
+        _figure(zoo.get(n).extra.get(REFERENCE_KEY)) for n in zoo.list_models(family=entry.family)
+    ]
     known = [f for f in family if f is not None]
     if known:  # e.g. Lite1 between Lite0 and Lite2
-        return Reference(sum(f.accuracy for f in known) / len(known),
-                         sum(f.epochs for f in known) / len(known),
-                         round(sum(f.train_images for f in known) / len(known)))  # fmt: skip
+        return Reference(
+            sum(f.accuracy for f in known) / len(known),
+            sum(f.epochs for f in known) / len(known),
+            round(sum(f.train_images for f in known) / len(known)),
+        )
     return Reference(*DEFAULT_REFERENCE.get(entry.kind, DEFAULT_REFERENCE["scratch"]))
 
 
@@ -141,9 +145,13 @@ def task_reference(task, data) -> Reference:
             log.debug("no earlier-run accuracy for %s: %s", task.label, exc)
             seen = None
         if seen is not None:
-            return Reference(float(seen["val_accuracy"]), float(seen["epochs"]),
-                             int(seen.get("train_images") or len(data.y_train)),
-                             int(seen.get("num_classes") or data.num_classes), "earlier run")  # fmt: skip
+            return Reference(
+                float(seen["val_accuracy"]),
+                float(seen["epochs"]),
+                int(seen.get("train_images") or len(data.y_train)),
+                int(seen.get("num_classes") or data.num_classes),
+                "earlier run",
+            )
     return reference(task.spec.architecture)
 
 
@@ -174,6 +182,8 @@ def worths(tasks: list, data) -> list[budget_mod.Worth]:
         ref = task_reference(task, data)
         out[k] = budget_mod.Worth(
             accuracy=lambda est, t=task, r=ref: _accuracy(t, data, r, est),
-            chance=1.0 / max(data.num_classes, 2), weight=REPEAT_WEIGHT**repeats, source=ref.source,
-        )  # fmt: skip
+            chance=1.0 / max(data.num_classes, 2),
+            weight=REPEAT_WEIGHT**repeats,
+            source=ref.source,
+        )
     return [w for w in out if w is not None]

@@ -96,8 +96,16 @@ class MemberTrainer:
             **({"transfer": spec.transfer} if spec.transfer else {}),
         }
 
-    def config(self, mid: str, name: str, task: Task, hp: dict, training: dict, augment: list,
-               extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    def config(
+        self,
+        mid: str,
+        name: str,
+        task: Task,
+        hp: dict,
+        training: dict,
+        augment: list,
+        extra: dict | None = None,
+    ) -> dict[str, Any]:
         """The member's config.json (docs/CONTRACTS.md)."""
         import zoo
 
@@ -135,10 +143,13 @@ class MemberTrainer:
         mid = member_id(self.definition(task, hp, training, augment))
         config = self.config(mid, task.label, task, hp, training, augment)
         self.keep_or_train(
-            mid, config, training,
-            lambda: self.train(task, fixed_hyperparameters(hp), training, augment, seed=task.seed,
-                               member_key=mid),
-        )  # fmt: skip
+            mid,
+            config,
+            training,
+            lambda: self.train(
+                task, fixed_hyperparameters(hp), training, augment, seed=task.seed, member_key=mid
+            ),
+        )
 
     def _run_round(self, task: Task) -> None:
         """One boosting round (``benchmark.train.boosting``): weights from the group's finished rounds'
@@ -158,20 +169,33 @@ class MemberTrainer:
             blocked = state.stopped
         if blocked or state is None:
             self._blocked[group] = blocked  # the later rounds are skipped for the same reason
-            self._record(MemberOutcome("-", task.label, "skipped", None, 0.0,
-                                       reason=f"not trained: {blocked}"))  # fmt: skip
+            self._record(
+                MemberOutcome(
+                    "-", task.label, "skipped", None, 0.0, reason=f"not trained: {blocked}"
+                )
+            )
             return
         hp, training, augment = dict(task.spec.hp), dict(task.training), list(task.spec.augment)
-        info = {"round": k, "rounds": int(task.boost["rounds"]),
-                "weighting": boosting.weighting(task.spec.strategy, augment),
-                "weights_sha256": boosting.weights_hash(state.weights),
-                "previous": [boosting.link(e) for e in rounds]}  # fmt: skip
+        info = {
+            "round": k,
+            "rounds": int(task.boost["rounds"]),
+            "weighting": boosting.weighting(task.spec.strategy, augment),
+            "weights_sha256": boosting.weights_hash(state.weights),
+            "previous": [boosting.link(e) for e in rounds],
+        }
         mid = member_id({**self.definition(task, hp, training, augment), "boosting": info})
         config = self.config(mid, task.label, task, hp, training, augment, extra={"boosting": info})
 
         def train():
-            result = self.train(task, fixed_hyperparameters(hp), training, augment, seed=task.seed,
-                                member_key=mid, boost_weights=state.weights)  # fmt: skip
+            result = self.train(
+                task,
+                fixed_hyperparameters(hp),
+                training,
+                augment,
+                seed=task.seed,
+                member_key=mid,
+                boost_weights=state.weights,
+            )
             if result.ok:  # SAMME's error and alpha, on the training split (never val or test)
                 size = task.spec.input_size if task.spec.strategy is None else None
                 x_train = self.prepare(task.spec.preprocess, size)[0]
@@ -200,10 +224,21 @@ class MemberTrainer:
             except ZoobenchError as exc:  # a torn config.json or metrics.json
                 entry, problems = None, [str(exc)]
             if not problems:
-                self._record(MemberOutcome(mid, config["name"], entry.status, entry.metrics.get("val_accuracy"),
-                                           0.0, kept=True, reason=entry.metrics.get("reason", "")))  # fmt: skip
+                self._record(
+                    MemberOutcome(
+                        mid,
+                        config["name"],
+                        entry.status,
+                        entry.metrics.get("val_accuracy"),
+                        0.0,
+                        kept=True,
+                        reason=entry.metrics.get("reason", ""),
+                    )
+                )
                 return
-            self.progress(f"    damaged {config['name']} [{mid}]: {'; '.join(problems)}; retraining it")
+            self.progress(
+                f"    damaged {config['name']} [{mid}]: {'; '.join(problems)}; retraining it"
+            )
             shutil.rmtree(folder)
         start = time.perf_counter()
         try:
@@ -215,9 +250,18 @@ class MemberTrainer:
             return
         self._store_result(folder, config, result, training)
 
-    def train(self, task: Task, hp, training: dict, augment: list, *, seed: int,
-              epochs: int | None = None, member_key: str | None = None,
-              boost_weights: np.ndarray | None = None):  # fmt: skip
+    def train(
+        self,
+        task: Task,
+        hp,
+        training: dict,
+        augment: list,
+        *,
+        seed: int,
+        epochs: int | None = None,
+        member_key: str | None = None,
+        boost_weights: np.ndarray | None = None,
+    ):
         """Build and train ``task``'s model with ``hp`` (a HyperParameters); a FitResult.
 
         ``boost_weights`` (a boosting round's, one a training image) become Keras ``sample_weight``
@@ -249,35 +293,64 @@ class MemberTrainer:
             else:
                 sample_weight = boosting.as_sample_weight(boost_weights)
         epochs = int(epochs or training["epochs"])
-        tb = str(self.store.root / "tensorboard" / member_key) if self.tensorboard and member_key else None
+        tb = (
+            str(self.store.root / "tensorboard" / member_key)
+            if self.tensorboard and member_key
+            else None
+        )
         if spec.strategy is not None:
             if spec.input_size and "input_size" not in hp.values:
-                hp.values["input_size"] = spec.input_size  # the backbone reads its input side from hp
-            data = dataclasses.replace(d, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test)
+                hp.values["input_size"] = (
+                    spec.input_size
+                )  # the backbone reads its input side from hp
+            data = dataclasses.replace(
+                d, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test
+            )
             return training_mod.fit_pretrained(
-                spec.strategy, spec.architecture, hp, data, training, seed=seed, epochs=epochs,
-                deadline=self.clock.deadline, tensorboard_dir=tb,
+                spec.strategy,
+                spec.architecture,
+                hp,
+                data,
+                training,
+                seed=seed,
+                epochs=epochs,
+                deadline=self.clock.deadline,
+                tensorboard_dir=tb,
                 cache_dir=str(feature_cache_dir()),
-                tuner=self._head_search(spec, member_key), options=spec.transfer_options,
+                tuner=self._head_search(spec, member_key),
+                options=spec.transfer_options,
                 verbose=_bar(self.verbose),
-            )  # fmt: skip
+            )
         entry = zoo.get(spec.architecture)
         with distributed.scope(self.strategy):
             model = entry.build(hp, input_shape=x_train.shape[1:], num_classes=d.num_classes)
             check_member_hp(spec, hp)  # the plan checked it too: one function, on this build
             return training_mod.fit(
-                model, x_train, y_train, x_val, d.y_val, training, num_classes=d.num_classes,
-                augment=augment, seed=seed, epochs=epochs, deadline=self.clock.deadline,
-                jit_compile=bool(entry.extra.get("jit_compile", False)), tensorboard_dir=tb,
-                verbose=self.verbose, sample_weight=sample_weight,
-            )  # fmt: skip
+                model,
+                x_train,
+                y_train,
+                x_val,
+                d.y_val,
+                training,
+                num_classes=d.num_classes,
+                augment=augment,
+                seed=seed,
+                epochs=epochs,
+                deadline=self.clock.deadline,
+                jit_compile=bool(entry.extra.get("jit_compile", False)),
+                tensorboard_dir=tb,
+                verbose=self.verbose,
+                sample_weight=sample_weight,
+            )
 
     def _head_search(self, spec: MemberSpec, key: str | None) -> dict[str, Any]:
         """Feature extraction's head search: its trials, in the run's tuner folder (resumable)."""
         head: dict[str, Any] = {"max_trials": int(spec.transfer_options["head_trials"])}
         if key:
-            head.update(directory=str(self.store.tuner_dir),
-                        project_name=f"head-{slug(spec.name.lower(), 'member', 40)}-{key}")  # fmt: skip
+            head.update(
+                directory=str(self.store.tuner_dir),
+                project_name=f"head-{slug(spec.name.lower(), 'member', 40)}-{key}",
+            )
         return head
 
     def prepare(self, preprocess: list[dict], size: int | None) -> tuple[np.ndarray, ...]:
@@ -303,23 +376,46 @@ class MemberTrainer:
         reason = short_error(exc)
         if status == "failed":  # one line; the traceback goes to the member's error.txt
             where = write_traceback(folder, exc)
-            log.warning("member %s failed: %s%s", config["name"], reason,
-                        f" (traceback in {where})" if where else "")  # fmt: skip
+            log.warning(
+                "member %s failed: %s%s",
+                config["name"],
+                reason,
+                f" (traceback in {where})" if where else "",
+            )
             log.debug("member %s failed", config["name"], exc_info=exc)
-        metrics = {"status": status, "reason": reason, "train_seconds": round(seconds, 2),
-                   "finished_at": utc_now()}  # fmt: skip
+        metrics = {
+            "status": status,
+            "reason": reason,
+            "train_seconds": round(seconds, 2),
+            "finished_at": utc_now(),
+        }
         self.store.write_entry(folder, config=config, metrics=metrics)
-        self._record(MemberOutcome(config["id"], config["name"], status, None, seconds, reason=reason))
+        self._record(
+            MemberOutcome(config["id"], config["name"], status, None, seconds, reason=reason)
+        )
 
     def _store_result(self, folder: Path, config: dict, result, training: dict) -> None:
         from benchmark.train.training import evaluate_probs, predict
 
         if not result.ok:
-            metrics = {"status": "failed", "reason": result.failed_reason, "epochs": result.epochs,
-                       "train_seconds": round(result.train_seconds, 2), "finished_at": utc_now()}  # fmt: skip
+            metrics = {
+                "status": "failed",
+                "reason": result.failed_reason,
+                "epochs": result.epochs,
+                "train_seconds": round(result.train_seconds, 2),
+                "finished_at": utc_now(),
+            }
             self.store.write_entry(folder, config=config, metrics=metrics, history=result.history)
-            self._record(MemberOutcome(config["id"], config["name"], "failed", None,
-                                       result.train_seconds, reason=result.failed_reason))  # fmt: skip
+            self._record(
+                MemberOutcome(
+                    config["id"],
+                    config["name"],
+                    "failed",
+                    None,
+                    result.train_seconds,
+                    reason=result.failed_reason,
+                )
+            )
             return
         size = config["input_size"] if config.get("strategy") is None else None
         _, x_val, x_test = self.prepare(config["preprocess"], size)
@@ -351,10 +447,24 @@ class MemberTrainer:
         save_model(result.model, folder / "model.keras")
         if result.train_probs is not None:  # a boosting round's: the next round's weights
             self.store.write_train_probs(folder, result.train_probs)
-        self.store.write_entry(folder, config=config, metrics=metrics, val_probs=val_probs,
-                               test_probs=test_probs, history=result.history)  # fmt: skip
-        self._record(MemberOutcome(config["id"], config["name"], "done", val["accuracy"],
-                                   result.train_seconds, reason=reason))  # fmt: skip
+        self.store.write_entry(
+            folder,
+            config=config,
+            metrics=metrics,
+            val_probs=val_probs,
+            test_probs=test_probs,
+            history=result.history,
+        )
+        self._record(
+            MemberOutcome(
+                config["id"],
+                config["name"],
+                "done",
+                val["accuracy"],
+                result.train_seconds,
+                reason=reason,
+            )
+        )
 
     def _record(self, outcome: MemberOutcome) -> None:
         self.outcomes.append(outcome)
@@ -373,8 +483,10 @@ class MemberTrainer:
 def _predict_all(model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Probabilities on every row of ``x`` (the training split), a chunk at a time: no float copy
     of the whole split."""
-    parts = [model.predict(x[i : i + chunk].astype(np.float32), batch_size=256, verbose=0)
-             for i in range(0, len(x), chunk)]  # fmt: skip
+    parts = [
+        model.predict(x[i : i + chunk].astype(np.float32), batch_size=256, verbose=0)
+        for i in range(0, len(x), chunk)
+    ]
     return np.concatenate(parts).astype(np.float32)
 
 

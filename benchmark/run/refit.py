@@ -32,6 +32,7 @@ from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
 
+
 def refit_name(model: str) -> str:
     """The folder a refit of ``model`` (best, a member ID or an ensemble name) is kept in."""
     return slug(model, "best")
@@ -128,8 +129,10 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
     trainer = MemberTrainer(store, full, seed=seed, clock=budget.Clock(None), progress=say)
     name = refit_name(model)
     store.refit_dir(name).mkdir(parents=True, exist_ok=True)
-    say(f"refit {entry.name} on train + validation ({len(full.y_train)} images) into "
-        f"{store.refit_dir(name)}")  # fmt: skip
+    say(
+        f"refit {entry.name} on train + validation ({len(full.y_train)} images) into "
+        f"{store.refit_dir(name)}"
+    )
     rows, outs = [], []
     for m in members:
         cfg = m.config
@@ -140,17 +143,32 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
             outs.append(m.probs("test"))
             continue
         spec = MemberSpec(
-            name=m.name, architecture=cfg["architecture"], hp=dict(cfg.get("hp") or {}),
-            training=dict(cfg["training"]), preprocess=list(cfg.get("preprocess") or []),
-            augment=list(cfg.get("augment") or []), input_size=cfg.get("input_size"),
-        )  # fmt: skip
-        task = Task(spec, m.name, int(cfg.get("seed", seed)), bootstrap=cfg.get("bootstrap"),
-                    training=dict(cfg["training"]))  # fmt: skip
+            name=m.name,
+            architecture=cfg["architecture"],
+            hp=dict(cfg.get("hp") or {}),
+            training=dict(cfg["training"]),
+            preprocess=list(cfg.get("preprocess") or []),
+            augment=list(cfg.get("augment") or []),
+            input_size=cfg.get("input_size"),
+        )
+        task = Task(
+            spec,
+            m.name,
+            int(cfg.get("seed", seed)),
+            bootstrap=cfg.get("bootstrap"),
+            training=dict(cfg["training"]),
+        )
         epochs = epochs_chosen(m)
         training = {**cfg["training"], "early_stopping_patience": 0}  # no validation left
         start = time.perf_counter()
-        result = trainer.train(task, fixed_hyperparameters(spec.hp), training, spec.augment,
-                               seed=task.seed, epochs=epochs)  # fmt: skip
+        result = trainer.train(
+            task,
+            fixed_hyperparameters(spec.hp),
+            training,
+            spec.augment,
+            seed=task.seed,
+            epochs=epochs,
+        )
         if not result.ok:
             raise ZoobenchError(f"refit of {m.name} [{m.id}] failed: {result.failed_reason}")
         save_model(result.model, store.refit_model_path(name, m.id))
@@ -158,8 +176,15 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         probs, _ = predict(result.model, x_test)
         seconds = time.perf_counter() - start
         say(f"    refit  {m.name} [{m.id}]: {epochs} epochs in {seconds:.0f}s")
-        rows.append({"id": m.id, "name": m.name, "refit": True, "epochs": epochs,
-                     "train_seconds": round(seconds, 2)})  # fmt: skip
+        rows.append(
+            {
+                "id": m.id,
+                "name": m.name,
+                "refit": True,
+                "epochs": epochs,
+                "train_seconds": round(seconds, 2),
+            }
+        )
         outs.append(probs)
     combine = combiner(entry, int(outs[0].shape[1]))
     test_probs = outs[0] if combine is None else combine(outs)
@@ -175,6 +200,8 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         "finished_at": utc_now(),
     }
     store.write_refit(name, record, test_probs)
-    say(f"refit {entry.name}: test accuracy {record['original_test_accuracy']:.4f} -> "
-        f"{record['test_accuracy']:.4f} ({data.source}; selection unchanged)")  # fmt: skip
+    say(
+        f"refit {entry.name}: test accuracy {record['original_test_accuracy']:.4f} -> "
+        f"{record['test_accuracy']:.4f} ({data.source}; selection unchanged)"
+    )
     return record

@@ -81,16 +81,21 @@ def bn_layers(model) -> list:
     """Every BatchNormalization layer of ``model``, nested models (a backbone) included."""
     import keras
 
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def bn_state(model) -> list[tuple[np.ndarray, np.ndarray]]:
     """A copy of every BN layer's (moving mean, moving variance), in :func:`bn_layers` order."""
     from keras import ops
 
-    return [(ops.convert_to_numpy(bn.moving_mean), ops.convert_to_numpy(bn.moving_variance))
-            for bn in bn_layers(model)]  # fmt: skip
+    return [
+        (ops.convert_to_numpy(bn.moving_mean), ops.convert_to_numpy(bn.moving_variance))
+        for bn in bn_layers(model)
+    ]
 
 
 def restore_bn(model, state: list[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -144,7 +149,9 @@ def _adapt(model, layers: list, images: np.ndarray, batch_size: int) -> np.ndarr
     outputs = []
     with _batch_statistics(layers):
         for start in range(0, len(images), batch_size):
-            batch = ops.convert_to_tensor(np.asarray(images[start : start + batch_size], np.float32))
+            batch = ops.convert_to_tensor(
+                np.asarray(images[start : start + batch_size], np.float32)
+            )
             outputs.append(ops.convert_to_numpy(model(batch, training=False)))
     return np.concatenate(outputs)
 
@@ -182,13 +189,25 @@ def predict(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.nd
         from keras import ops  # call holds every activation of its batch at once (a 160 px
         # backbone on 950 pictures needed over 20 GB)
 
-        return np.concatenate([
-            ops.convert_to_numpy(model(ops.convert_to_tensor(images[i : i + EAGER_BATCH], "float32"),
-                                       training=False))
-            for i in range(0, len(images), EAGER_BATCH)])  # fmt: skip
-    out = [np.asarray(model.predict(np.asarray(images[i : i + CHUNK], np.float32),
-                                    batch_size=batch_size, verbose=0))
-           for i in range(0, len(images), CHUNK)]  # fmt: skip
+        return np.concatenate(
+            [
+                ops.convert_to_numpy(
+                    model(
+                        ops.convert_to_tensor(images[i : i + EAGER_BATCH], "float32"),
+                        training=False,
+                    )
+                )
+                for i in range(0, len(images), EAGER_BATCH)
+            ]
+        )
+    out = [
+        np.asarray(
+            model.predict(
+                np.asarray(images[i : i + CHUNK], np.float32), batch_size=batch_size, verbose=0
+            )
+        )
+        for i in range(0, len(images), CHUNK)
+    ]
     return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
@@ -207,8 +226,9 @@ def fgsm_probs(
     for start in range(0, len(images), batch_size):
         x = np.asarray(images[start : start + batch_size], np.float32)
         y = np.asarray(labels[start : start + batch_size], np.int64)
-        attacked[start : start + len(x)] = keras.ops.convert_to_numpy(fgsm_examples(
-            model, keras.losses.sparse_categorical_crossentropy, x, y, float(epsilon)))  # fmt: skip
+        attacked[start : start + len(x)] = keras.ops.convert_to_numpy(
+            fgsm_examples(model, keras.losses.sparse_categorical_crossentropy, x, y, float(epsilon))
+        )
     return predict(model, attacked)
 
 
@@ -230,8 +250,17 @@ def model_inputs(images: np.ndarray, steps: list[dict[str, Any]], model) -> np.n
 # ---- one run -------------------------------------------------------------------------------------
 def config_hash(config: Mapping[str, Any], seed: int, split_key: str, what: Any) -> str:
     """What a stored record was measured with: the settings, the images and the entry itself."""
-    text = json.dumps({"version": [VERSION, RECORD], "config": dict(config), "seed": int(seed),
-                       "split": split_key, "entry": what}, sort_keys=True, default=str)  # fmt: skip
+    text = json.dumps(
+        {
+            "version": [VERSION, RECORD],
+            "config": dict(config),
+            "seed": int(seed),
+            "split": split_key,
+            "entry": what,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -245,9 +274,12 @@ def _summary(table: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _member_record(
-    entry: Entry, split: CorruptedSplit, config: Mapping[str, Any], fgsm_x: np.ndarray,
+    entry: Entry,
+    split: CorruptedSplit,
+    config: Mapping[str, Any],
+    fgsm_x: np.ndarray,
     fgsm_y: np.ndarray,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from ensembles.export import load_member_model
 
     model = load_member_model(entry)
@@ -272,8 +304,11 @@ def _member_record(
             probs[_key("adabn", name, severity)] = adapted
             row["accuracy_adabn"] = accuracy(adapted, split.labels)
         table.append(row)
-    summary = {"clean_accuracy": accuracy(probs[CLEAN], split.labels), "bn_layers": n_bn,
-               "note": NO_BN if config["adabn"] and not n_bn else ""}  # fmt: skip
+    summary = {
+        "clean_accuracy": accuracy(probs[CLEAN], split.labels),
+        "bn_layers": n_bn,
+        "note": NO_BN if config["adabn"] and not n_bn else "",
+    }
     if ADABN_CLEAN in probs:
         summary["clean_accuracy_adabn"] = accuracy(probs[ADABN_CLEAN], split.labels)
     if len(fgsm_y):
@@ -296,18 +331,28 @@ def _half(probs: np.ndarray) -> np.ndarray:
     return probs.astype(np.float16).astype(np.float32)
 
 
-def _fgsm(model, x: np.ndarray, y: np.ndarray, config: Mapping[str, Any],
-          clean: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+def _fgsm(
+    model, x: np.ndarray, y: np.ndarray, config: Mapping[str, Any], clean: np.ndarray | None = None
+) -> dict[str, Any]:
     attacked = fgsm_probs(model, x, y, config["fgsm_epsilon"])
     clean = predict(model, x) if clean is None else clean
-    return {"fgsm_accuracy": accuracy(attacked, y), "fgsm_clean_accuracy": accuracy(clean, y),
-            "fgsm_epsilon": float(config["fgsm_epsilon"]), "fgsm_images": len(y)}  # fmt: skip
+    return {
+        "fgsm_accuracy": accuracy(attacked, y),
+        "fgsm_clean_accuracy": accuracy(clean, y),
+        "fgsm_epsilon": float(config["fgsm_epsilon"]),
+        "fgsm_images": len(y),
+    }
 
 
 def _ensemble_record(
-    store: RunStore, entry: Entry, split: CorruptedSplit, config: Mapping[str, Any],
-    member_probs: dict[str, dict[str, np.ndarray]], fgsm_x: np.ndarray, fgsm_y: np.ndarray,
-) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    store: RunStore,
+    entry: Entry,
+    split: CorruptedSplit,
+    config: Mapping[str, Any],
+    member_probs: dict[str, dict[str, np.ndarray]],
+    fgsm_x: np.ndarray,
+    fgsm_y: np.ndarray,
+) -> tuple[dict[str, Any], list[str]]:
     notes = []
     ids = list(entry.config.get("members") or [])
     summary: dict[str, Any] = {}
@@ -319,8 +364,9 @@ def _ensemble_record(
         combine = combiner(entry, int(probs[0][CLEAN].shape[1]))
         summary["clean_accuracy"] = accuracy(combine([p[CLEAN] for p in probs]), split.labels)
         if all(ADABN_CLEAN in p for p in probs):
-            summary["clean_accuracy_adabn"] = accuracy(combine([p[ADABN_CLEAN] for p in probs]),
-                                                       split.labels)  # fmt: skip
+            summary["clean_accuracy_adabn"] = accuracy(
+                combine([p[ADABN_CLEAN] for p in probs]), split.labels
+            )
         for name, severity in split.images:
             row = {"corruption": name, "severity": severity}
             for mode, column in (("plain", "accuracy"), ("adabn", "accuracy_adabn")):
@@ -343,18 +389,32 @@ def _ensemble_record(
     return {"summary": summary, "table": table}, notes
 
 
-def _finish_record(record: dict[str, Any], digest: str, split: CorruptedSplit, seconds: float,
-                   config: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _finish_record(
+    record: dict[str, Any],
+    digest: str,
+    split: CorruptedSplit,
+    seconds: float,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
     summary = record["summary"]
     summary["corruption_accuracy"] = _summary(record["table"], "accuracy")
     summary["corruption_accuracy_adabn"] = _summary(record["table"], "accuracy_adabn")
     summary["images"] = len(split)
-    return {**record, "config_hash": digest, "config": dict(config), "split": split.key,
-            "indices": split.indices.tolist(), "seconds": round(seconds, 2),
-            "parameters": {n: {"parameter": PARAMETERS[n][0],
-                               "values": {str(s): PARAMETERS[n][1][s - 1]
-                                          for s in config["severities"]}}
-                           for n in config["corruptions"]}}  # fmt: skip
+    return {
+        **record,
+        "config_hash": digest,
+        "config": dict(config),
+        "split": split.key,
+        "indices": split.indices.tolist(),
+        "seconds": round(seconds, 2),
+        "parameters": {
+            n: {
+                "parameter": PARAMETERS[n][0],
+                "values": {str(s): PARAMETERS[n][1][s - 1] for s in config["severities"]},
+            }
+            for n in config["corruptions"]
+        },
+    }
 
 
 def _line(entry: Entry, summary: Mapping[str, Any], seconds: float) -> str:
@@ -365,17 +425,25 @@ def _line(entry: Entry, summary: Mapping[str, Any], seconds: float) -> str:
             part += f" (AdaBN {percent(summary['corruption_accuracy_adabn'], 1)})"
         parts.append(part)
     if summary.get("fgsm_accuracy") is not None:
-        parts.append(f"FGSM@{summary['fgsm_epsilon']:g} {percent(summary['fgsm_accuracy'], 1)} "
-                     f"(clean {percent(summary['fgsm_clean_accuracy'], 1)})")  # fmt: skip
+        parts.append(
+            f"FGSM@{summary['fgsm_epsilon']:g} {percent(summary['fgsm_accuracy'], 1)} "
+            f"(clean {percent(summary['fgsm_clean_accuracy'], 1)})"
+        )
     if summary.get("note"):
         parts.append(summary["note"])
-    return f"robustness: {entry.name}: {', '.join(parts) or 'nothing measured'} [{duration(seconds)}]"
+    return (
+        f"robustness: {entry.name}: {', '.join(parts) or 'nothing measured'} [{duration(seconds)}]"
+    )
 
 
 def measure_run(
-    store: RunStore, config: Mapping[str, Any], seed: int = 0, *,
-    progress: Progress | None = None, expired: Callable[[], bool] | None = None,
-) -> int:  # fmt: skip
+    store: RunStore,
+    config: Mapping[str, Any],
+    seed: int = 0,
+    *,
+    progress: Progress | None = None,
+    expired: Callable[[], bool] | None = None,
+) -> int:
     """Measure every finished member, then every ensemble, that has no current record.
 
     ``config`` is the resolved ``[robustness]`` table without ``enabled``. ``expired`` (the run's
@@ -395,8 +463,10 @@ def measure_run(
     ensembles = [e for e in store.ensembles(notes=[]) if e.ok]
     for entry in [*members, *ensembles]:
         if entry.is_ensemble:
-            what: Any = {"config": entry.config,
-                         "members": [member_hashes.get(mid) for mid in entry.config["members"]]}
+            what: Any = {
+                "config": entry.config,
+                "members": [member_hashes.get(mid) for mid in entry.config["members"]],
+            }
         else:
             what = {"id": entry.id, "files": entry.metrics.get("files")}
         digest = config_hash(config, seed, split.key, what)
@@ -414,8 +484,9 @@ def measure_run(
         start = time.monotonic()
         try:
             if entry.is_ensemble:
-                record, _ = _ensemble_record(store, entry, split, config, member_probs, fgsm_x,
-                                             fgsm_y)  # fmt: skip
+                record, _ = _ensemble_record(
+                    store, entry, split, config, member_probs, fgsm_x, fgsm_y
+                )
                 probs = None
             else:
                 record, probs = _member_record(entry, split, config, fgsm_x, fgsm_y)

@@ -90,9 +90,14 @@ class Runner:
         """Trains and stores this run's members (``benchmark.run.members``)."""
         if self._members is None:
             self._members = MemberTrainer(
-                self.store, self.data, seed=self.seed, clock=self.clock, progress=self.progress,
-                tensorboard=self.tensorboard, verbose=self.verbose,
-            )  # fmt: skip
+                self.store,
+                self.data,
+                seed=self.seed,
+                clock=self.clock,
+                progress=self.progress,
+                tensorboard=self.tensorboard,
+                verbose=self.verbose,
+            )
         return self._members
 
     @property
@@ -129,8 +134,10 @@ class Runner:
             plan_mod.check_members(self.profile, self.data)
         self._start(role)
         d = self.data
-        self.progress(f"run {self.store.root} ({self.profile.name}, seed {self.seed}, "
-                      f"data {d.source}: {len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)})")  # fmt: skip
+        self.progress(
+            f"run {self.store.root} ({self.profile.name}, seed {self.seed}, "
+            f"data {d.source}: {len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)})"
+        )
         tasks = self.plan(estimate=self.budget_seconds is not None)
         self._planned_at = self.clock.elapsed  # the plan's pace is measured from here
         for line in self.describe_plan(tasks):
@@ -158,10 +165,14 @@ class Runner:
             elif role != "worker":
                 self.members.run(task)
             if role != "worker":  # the real time and what it trained: the pace, a re-plan
-                trained = [self.store.member(o.id).metrics for o in self.members.outcomes[seen:]
-                           if o.status == "done" and not o.kept]  # fmt: skip
-                line = replanner.finished(i - 1, self.clock.elapsed - started, trained,
-                                          self.clock.remaining)  # fmt: skip
+                trained = [
+                    self.store.member(o.id).metrics
+                    for o in self.members.outcomes[seen:]
+                    if o.status == "done" and not o.kept
+                ]
+                line = replanner.finished(
+                    i - 1, self.clock.elapsed - started, trained, self.clock.remaining
+                )
                 if line:
                     self.progress(line)
         if role == "worker":
@@ -203,11 +214,18 @@ class Runner:
         provenance.write_data_arrays(self.store, self.data, self.seed)
 
     def _write_run_json(self, finished: bool) -> None:
-        self.store.write_run(provenance.run_record(
-            self.store, self.profile, self.seed, self.data, budget_seconds=self.budget_seconds,
-            started_at=self._started_at, wall_seconds=self.clock.elapsed if finished else None,
-            strategy=self.strategy_name,
-        ))  # fmt: skip
+        self.store.write_run(
+            provenance.run_record(
+                self.store,
+                self.profile,
+                self.seed,
+                self.data,
+                budget_seconds=self.budget_seconds,
+                started_at=self._started_at,
+                wall_seconds=self.clock.elapsed if finished else None,
+                strategy=self.strategy_name,
+            )
+        )
 
     # ---- the end ------------------------------------------------------------------------------------
     def _finish(self) -> None:
@@ -261,8 +279,9 @@ class Runner:
             from ensembles.build import select_best
             from ensembles.export import write_best
 
-            best = select_best([m for m in self.store.members(notes=[]) if m.ok],
-                               self.store.ensembles(notes=[]))  # fmt: skip
+            best = select_best(
+                [m for m in self.store.members(notes=[]) if m.ok], self.store.ensembles(notes=[])
+            )
             if best is not None:
                 write_best(self.store, best)
         except Exception as exc:  # noqa: BLE001 - the members are stored; predict can name one
@@ -278,8 +297,13 @@ class Runner:
             from benchmark.run.robustness import measure_run
 
             start = self.clock.elapsed
-            n = measure_run(self.store, self.profile.robustness_config, self.seed,
-                            progress=self.progress, expired=lambda: self.clock.expired)  # fmt: skip
+            n = measure_run(
+                self.store,
+                self.profile.robustness_config,
+                self.seed,
+                progress=self.progress,
+                expired=lambda: self.clock.expired,
+            )
             self.progress(f"robustness: {n} measured in {duration(self.clock.elapsed - start)}")
         except Exception as exc:  # noqa: BLE001 - the members are stored; the report still comes
             where = self._traceback_file(exc, "measuring robustness")
@@ -296,8 +320,10 @@ class Runner:
             return write_report(self.store)
         except Exception as exc:  # noqa: BLE001 - `zoobench report RUN` can rebuild it later
             where = self._traceback_file(exc, "building the report")
-            self.progress(f"report: FAILED ({short_error(exc)}); "
-                          f"rebuild it with `zoobench report {self.store.root}`{where}")  # fmt: skip
+            self.progress(
+                f"report: FAILED ({short_error(exc)}); "
+                f"rebuild it with `zoobench report {self.store.root}`{where}"
+            )
             return None
 
     def _traceback_file(self, exc: BaseException, what: str) -> str:

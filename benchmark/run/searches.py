@@ -53,17 +53,24 @@ def run_search(members: MemberTrainer, task: Task, role: str | None, run_seed: i
     start = time.perf_counter()
     try:
         tuner = tuning.ZooTuner(
-            tuning.make_oracle(settings, fixed, seed=run_seed), tuning.SpaceModel(declare), train_fn,
-            directory=members.store.tuner_dir, project_name=project, epochs=settings["epochs"],
-            seed=run_seed, deadline=members.clock.deadline,
-        )  # fmt: skip
+            tuning.make_oracle(settings, fixed, seed=run_seed),
+            tuning.SpaceModel(declare),
+            train_fn,
+            directory=members.store.tuner_dir,
+            project_name=project,
+            epochs=settings["epochs"],
+            seed=run_seed,
+            deadline=members.clock.deadline,
+        )
         tuner.search(verbose=members.verbose)
     except Exception as exc:  # noqa: BLE001 - weights unavailable, every trial NaN, ...
         if role == "worker" or isinstance(exc, ZoobenchError):
             raise
         mid = member_id(key_def)
         config = members.config(mid, task.label, task, spec.hp, task.training, spec.augment)
-        members.store_failure(members.store.member_dir(mid), config, exc, time.perf_counter() - start)
+        members.store_failure(
+            members.store.member_dir(mid), config, exc, time.perf_counter() - start
+        )
         return
     if role == "worker":
         return
@@ -95,22 +102,45 @@ def _member_from_trial(members: MemberTrainer, task: Task, tuner, trial, rank: i
     # Past the deadline a best trial is restored, never retrained: the budget is not overrun.
     restore = settings["restore"] or members.clock.expired
     if restore:
-        training["epochs"] = int(trial.hyperparameters.values.get("tuner/epochs", settings["epochs"]))
+        training["epochs"] = int(
+            trial.hyperparameters.values.get("tuner/epochs", settings["epochs"])
+        )
     name = task.label if k == 1 else f"{task.label} [top {rank + 1}]"
-    mid = member_id({**members.definition(task, arch_hp, training, augment), "trial": trial.trial_id})
-    config = members.config(mid, name, task, arch_hp, training, augment,
-                            extra={"tuner": {"project": tuner.project_name, "trial": trial.trial_id,
-                                             "algorithm": settings["algorithm"], "score": trial.score}})  # fmt: skip
+    mid = member_id(
+        {**members.definition(task, arch_hp, training, augment), "trial": trial.trial_id}
+    )
+    config = members.config(
+        mid,
+        name,
+        task,
+        arch_hp,
+        training,
+        augment,
+        extra={
+            "tuner": {
+                "project": tuner.project_name,
+                "trial": trial.trial_id,
+                "algorithm": settings["algorithm"],
+                "score": trial.score,
+            }
+        },
+    )
 
     def restore_trial():
         trial_dir = tuner.trial_dir(trial.trial_id)
         keras.backend.clear_session()
-        model = load_model(trial_dir / tuning.TRIAL_MODEL, f"trial {trial.trial_id} of {tuner.project_name}")
+        model = load_model(
+            trial_dir / tuning.TRIAL_MODEL, f"trial {trial.trial_id} of {tuner.project_name}"
+        )
         history = pd.read_csv(trial_dir / tuning.TRIAL_HISTORY)
         costs = atomic.read_json(trial_dir / tuning.TRIAL_COSTS)
-        return FitResult(model=model, history=history, epochs=len(history),
-                         train_seconds=costs["train_seconds"],
-                         images_per_second=costs["images_per_second"])  # fmt: skip
+        return FitResult(
+            model=model,
+            history=history,
+            epochs=len(history),
+            train_seconds=costs["train_seconds"],
+            images_per_second=costs["images_per_second"],
+        )
 
     def retrain():
         hp = tuning.fixed_hyperparameters(arch_hp)

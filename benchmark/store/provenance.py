@@ -68,8 +68,12 @@ def check_identity(store: RunStore, profile: Profile, seed: int, data) -> dict[s
         _check_legacy(store, profile, seed, data)
         return mine
     if before["hash"] != mine["hash"]:
-        what = {"profile": "the profile's settings", "seed": "the seed", "split": "the split",
-                "data": "the data"}  # fmt: skip
+        what = {
+            "profile": "the profile's settings",
+            "seed": "the seed",
+            "split": "the split",
+            "data": "the data",
+        }
         differs = [text for key, text in what.items() if before.get(key) != mine.get(key)]
         raise ZoobenchError(
             f"{store.root} holds another run (it differs in {', '.join(differs) or 'its identity'}): "
@@ -98,9 +102,16 @@ def _check_legacy(store: RunStore, profile: Profile, seed: int, data) -> None:
 
 
 def run_record(
-    store: RunStore, profile: Profile, seed: int, data, *, budget_seconds: float | None,
-    started_at: str, wall_seconds: float | None, strategy: str | None,
-) -> dict[str, Any]:  # fmt: skip
+    store: RunStore,
+    profile: Profile,
+    seed: int,
+    data,
+    *,
+    budget_seconds: float | None,
+    started_at: str,
+    wall_seconds: float | None,
+    strategy: str | None,
+) -> dict[str, Any]:
     """run.json's content; ``wall_seconds`` None while the run goes on."""
     finished = wall_seconds is not None
     return {

@@ -32,7 +32,6 @@ from zoo.index import installed_version
 log = logging.getLogger(__name__)
 
 
-
 def is_run(root: Path) -> bool:
     """Whether ``root`` is a zoobench run folder (the marker, or a run.json from before markers)."""
     return (root / MARKER).is_file() or RunStore(root).exists()
@@ -56,8 +55,14 @@ def check_out(root: Path, *, fresh: bool) -> None:
 
 def mark(root: Path, identity: dict | None = None) -> None:
     """Write zoobench's marker, with the run's identity (kept should run.json be torn)."""
-    atomic.write_json(root / MARKER, {"zoobench": installed_version("zoobench"), "what": "a zoobench run folder",
-                                      "identity": identity})  # fmt: skip
+    atomic.write_json(
+        root / MARKER,
+        {
+            "zoobench": installed_version("zoobench"),
+            "what": "a zoobench run folder",
+            "identity": identity,
+        },
+    )
 
 
 def read_marker(root: Path) -> dict:
@@ -98,9 +103,15 @@ def locked(root: Path) -> Iterator[dict]:
             ) from None
         previous = _holder(fd)
         if previous.get("pid"):  # the kernel released it: that process is gone
-            log.info("taking over the lock left by PID %s on %s", previous["pid"], previous.get("host"))
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now(),
-              "command": " ".join(sys.argv)[:300]}  # fmt: skip
+            log.info(
+                "taking over the lock left by PID %s on %s", previous["pid"], previous.get("host")
+            )
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": utc_now(),
+            "command": " ".join(sys.argv)[:300],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         os.fsync(fd)

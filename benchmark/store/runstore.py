@@ -37,11 +37,30 @@ STATUSES = ("done", "failed", "skipped")
 UNFINISHED = "unfinished"  # the status of an entry without metrics.json: running or interrupted
 BEST = "best"  # ensembles/best/: the exported winner, a pointer folder without metrics.json
 STAGED, RETIRED = "ensembles.new", "ensembles.old"  # an ensembles rebuild before / after the swap
-MARKER, LOCK = ".zoobench", ".zoobench.lock"  # benchmark.store.runfolder: "a zoobench run", "in use"
+MARKER, LOCK = (
+    ".zoobench",
+    ".zoobench.lock",
+)  # benchmark.store.runfolder: "a zoobench run", "in use"
 # Everything zoobench writes at a run folder's top level (``--fresh`` removes these, nothing else).
-TOP_LEVEL = frozenset({MARKER, LOCK, "run.json", "data", "members", "ensembles", STAGED, RETIRED,
-                       "tuner", "leaderboard.csv", "report", "cache", "tensorboard", "error.txt",
-                       "refit"})  # fmt: skip
+TOP_LEVEL = frozenset(
+    {
+        MARKER,
+        LOCK,
+        "run.json",
+        "data",
+        "members",
+        "ensembles",
+        STAGED,
+        RETIRED,
+        "tuner",
+        "leaderboard.csv",
+        "report",
+        "cache",
+        "tensorboard",
+        "error.txt",
+        "refit",
+    }
+)
 MEMBER, ENSEMBLE = "member", "ensemble"
 # benchmark.run.robustness's results in an entry's folder: written after the entry, outside its hashes.
 ROBUSTNESS_JSON, ROBUSTNESS_PROBS = "robustness.json", "robustness_probs.npz"
@@ -390,9 +409,14 @@ class RunStore:
         return self.ensembles_dir / "diversity.json"
 
     def write_diversity(self, ids: list[str], names: list[str], matrix: np.ndarray) -> None:
-        atomic.write_json(self.diversity_json, {
-            "members": ids, "names": names, "disagreement": np.round(matrix, 6).tolist(),
-        })  # fmt: skip
+        atomic.write_json(
+            self.diversity_json,
+            {
+                "members": ids,
+                "names": names,
+                "disagreement": np.round(matrix, 6).tolist(),
+            },
+        )
 
     def diversity(self) -> tuple[list[str], np.ndarray]:
         """(member names, pairwise disagreement); a ZoobenchError names what is missing or wrong."""
@@ -478,11 +502,16 @@ class RunStore:
             with atomic.atomic_path(path / "history.csv") as tmp:
                 history.to_csv(tmp, index=False)
         # What every file hashed to when written: resume, export and predict check it (Entry.verify).
-        metrics = {**metrics, "files": {
-            f.name: file_sha256(f) for f in sorted(path.iterdir())
-            if f.is_file() and f.name not in ("metrics.json", "error.txt", ROBUSTNESS_JSON,
-                                              ROBUSTNESS_PROBS) and not f.name.startswith(".")
-        }}  # fmt: skip
+        metrics = {
+            **metrics,
+            "files": {
+                f.name: file_sha256(f)
+                for f in sorted(path.iterdir())
+                if f.is_file()
+                and f.name not in ("metrics.json", "error.txt", ROBUSTNESS_JSON, ROBUSTNESS_PROBS)
+                and not f.name.startswith(".")
+            },
+        }
         atomic.write_json(path / "metrics.json", metrics)
         kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
         return Entry(path, config, metrics, kind)
@@ -520,8 +549,11 @@ class RunStore:
         refit complete and records every file's hash."""
         folder = self.refit_dir(name)
         atomic.save_npy(folder / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
-        files = {f.name: file_sha256(f) for f in sorted(folder.iterdir())
-                 if f.is_file() and f.suffix in (".keras", ".npy")}  # fmt: skip
+        files = {
+            f.name: file_sha256(f)
+            for f in sorted(folder.iterdir())
+            if f.is_file() and f.suffix in (".keras", ".npy")
+        }
         atomic.write_json(folder / "refit.json", {**record, "files": files})
 
     def read_refit(self, name: str) -> dict[str, Any] | None:
@@ -548,4 +580,3 @@ class RunStore:
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if (p / "refit.json").is_file())
-

@@ -35,7 +35,7 @@ def _label(project: str, names: dict[str, str]) -> str:
     if project in names:
         return names[project]
     if project.startswith("head-"):
-        return f"head: {project[len('head-'):].rsplit('-', 1)[0]}"
+        return f"head: {project[len('head-') :].rsplit('-', 1)[0]}"
     return project.rsplit("-", 1)[0]
 
 
@@ -58,15 +58,17 @@ def tuner_results(run_dir: str | Path):
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("tuner results: %s is unreadable (%s); left out", state, exc)
                 continue
-            rows.append({
-                "search": _label(project.name, names),
-                "project": project.name,
-                "trial": trial.trial_id,
-                "status": str(trial.status),
-                "score": trial.score,
-                "best_step": trial.best_step,
-                "hyperparameters": dict(trial.hyperparameters.values),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "search": _label(project.name, names),
+                    "project": project.name,
+                    "trial": trial.trial_id,
+                    "status": str(trial.status),
+                    "score": trial.score,
+                    "best_step": trial.best_step,
+                    "hyperparameters": dict(trial.hyperparameters.values),
+                }
+            )
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if len(table):
         table = table.sort_values(

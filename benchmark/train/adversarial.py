@@ -95,6 +95,4 @@ class FGSMTrainer(keras.Model):
 
             return super().train_step(state, self._mixed_batch(predict, data))
         (data,) = args
-        return super().train_step(
-            self._mixed_batch(lambda x: self.model(x, training=False), data)
-        )
+        return super().train_step(self._mixed_batch(lambda x: self.model(x, training=False), data))

@@ -70,11 +70,15 @@ def samme_update(weights: Any, wrong: Any, num_classes: int) -> tuple[np.ndarray
 def stop_reason(error: float, num_classes: int, round_index: int) -> str:
     """Why boosting ends after a round with weighted training ``error`` ("" when it goes on)."""
     if error >= chance_error(num_classes):
-        return (f"round {round_index}'s weighted training error {error:.4f} is no better than "
-                f"chance ({chance_error(num_classes):.4f} = (K-1)/K): boosting stops (SAMME)")  # fmt: skip
+        return (
+            f"round {round_index}'s weighted training error {error:.4f} is no better than "
+            f"chance ({chance_error(num_classes):.4f} = (K-1)/K): boosting stops (SAMME)"
+        )
     if error <= 0.0:
-        return (f"round {round_index} classifies every training image right: nothing is left "
-                "to emphasise, boosting stops")  # fmt: skip
+        return (
+            f"round {round_index} classifies every training image right: nothing is left "
+            "to emphasise, boosting stops"
+        )
     return ""
 
 
@@ -164,10 +168,11 @@ def chain(entries: Sequence) -> list:
     while True:
         want = [link(e) for e in out]
         candidates = [
-            e for e in entries
+            e
+            for e in entries
             if (e.config.get("boosting") or {}).get("round") == len(out)
             and (e.config.get("boosting") or {}).get("previous") == want
-        ]  # fmt: skip
+        ]
         if not candidates:
             return out
         entry = candidates[-1]

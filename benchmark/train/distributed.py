@@ -97,8 +97,12 @@ def _split_address(text: str, option: str, need_host: bool) -> tuple[str, int]:
     return host, number
 
 
-def configure_tuning(chief: str | None = None, worker: str | None = None,
-                     tuner_id: str | None = None, token: str | None = None) -> str | None:  # fmt: skip
+def configure_tuning(
+    chief: str | None = None,
+    worker: str | None = None,
+    tuner_id: str | None = None,
+    token: str | None = None,
+) -> str | None:
     """Set Keras Tuner's environment for the chief or a worker; returns the role (None: alone).
 
     The chief binds 127.0.0.1 unless ``chief`` names a host (``0.0.0.0`` to listen everywhere).
@@ -166,7 +170,9 @@ def local_search():
     Feature extraction's head search is seconds on cached features; in a distributed run it must
     not start Keras Tuner's own chief server (which has no token check and never stops).
     """
-    saved = {name: os.environ.pop(name) for name in (ENV_ID, ENV_IP, ENV_PORT) if name in os.environ}
+    saved = {
+        name: os.environ.pop(name) for name in (ENV_ID, ENV_IP, ENV_PORT) if name in os.environ
+    }
     try:
         yield
     finally:
@@ -208,8 +214,12 @@ def chief_token() -> str | None:
         return None
     token = secrets.token_urlsafe(24)
     os.environ[ENV_TOKEN] = token
-    print(f"zoobench: the chief listens on {host}, beyond loopback: start each worker with "
-          f"--token {token} (or ZOOBENCH_TOKEN={token})", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"zoobench: the chief listens on {host}, beyond loopback: start each worker with "
+        f"--token {token} (or ZOOBENCH_TOKEN={token})",
+        file=sys.stderr,
+        flush=True,
+    )
     return token
 
 
@@ -277,10 +287,13 @@ def oracle_channel(address: str, token: str | None):
                 ]
                 metadata.append((AUTH_METADATA, f"Bearer {token}"))
                 client_call_details = Details(
-                    client_call_details.method, client_call_details.timeout, metadata,
-                    client_call_details.credentials, client_call_details.wait_for_ready,
+                    client_call_details.method,
+                    client_call_details.timeout,
+                    metadata,
+                    client_call_details.credentials,
+                    client_call_details.wait_for_ready,
                     client_call_details.compression,
-                )  # fmt: skip
+                )
             outcome = continuation(client_call_details, request)
             if outcome.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise ZoobenchError(refusal_message(address))

@@ -152,8 +152,9 @@ def onnx_available() -> bool:
 
 
 @contextlib.contextmanager
-def open_extractor(model, runtime: str, check: np.ndarray, *, batch_size: int = 128
-                   ) -> Iterator[tuple[Extractor, str]]:  # fmt: skip
+def open_extractor(
+    model, runtime: str, check: np.ndarray, *, batch_size: int = 128
+) -> Iterator[tuple[Extractor, str]]:
     """Yields ``(extract, runtime_used)`` for ``runtime``; ``auto`` resolved as the module says.
 
     ``check``: a few real images; a runtime other than ``tf`` must reproduce TensorFlow's
@@ -178,13 +179,18 @@ def open_extractor(model, runtime: str, check: np.ndarray, *, batch_size: int = 
                 why_not = f"feature extraction on {runtime} failed ({first})"
             else:
                 if not diff <= TOLERANCE:  # NaN features fail too
-                    why_not = (f"{runtime} features differ from TensorFlow's by {diff:.2e} "
-                               f"(more than {TOLERANCE:g})")  # fmt: skip
+                    why_not = (
+                        f"{runtime} features differ from TensorFlow's by {diff:.2e} "
+                        f"(more than {TOLERANCE:g})"
+                    )
                     if wanted != "auto":
                         raise ValueError(why_not)
                 else:
-                    log.info("feature extraction on %s (max difference from TensorFlow %.1e)",
-                             runtime, diff)  # fmt: skip
+                    log.info(
+                        "feature extraction on %s (max difference from TensorFlow %.1e)",
+                        runtime,
+                        diff,
+                    )
             if why_not:
                 log.warning("%s; using TensorFlow", why_not)
                 extract = None
@@ -201,7 +207,9 @@ class FeaturePass:
 
     def __init__(self, backbone, runtime: str = "auto", batch_size: int = 128) -> None:
         if runtime not in RUNTIMES:
-            raise ValueError(f"unknown extraction runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
+            raise ValueError(
+                f"unknown extraction runtime {runtime!r}; one of {', '.join(RUNTIMES)}"
+            )
         self.backbone, self.runtime, self.batch_size = backbone, runtime, batch_size
         self.runtime_used: str | None = None
         self._extract: Extractor | None = None

@@ -333,13 +333,24 @@ def fit(
     batch_size = int(training["batch_size"])
     steps = max(1, math.ceil(len(x_train) / batch_size))
     train_ds = make_dataset(
-        x_train, y_train, num_classes=num_classes, batch_size=batch_size, policy=augment,
-        shuffle=True, seed=seed, sparse=sparse, sample_weight=sample_weight,
-    )  # fmt: skip
-    val_ds = make_dataset(
-        x_val, y_val, num_classes=num_classes, batch_size=max(batch_size, 256), shuffle=False,
+        x_train,
+        y_train,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        policy=augment,
+        shuffle=True,
+        seed=seed,
         sparse=sparse,
-    )  # fmt: skip
+        sample_weight=sample_weight,
+    )
+    val_ds = make_dataset(
+        x_val,
+        y_val,
+        num_classes=num_classes,
+        batch_size=max(batch_size, 256),
+        shuffle=False,
+        sparse=sparse,
+    )
     trainer = compile_model(
         model, dict(training, epochs=epochs), steps, sparse=sparse, jit_compile=jit_compile
     )
@@ -348,9 +359,13 @@ def fit(
     all_callbacks = [timer, *guards.callbacks, *callbacks]
     start = time.perf_counter()
     history = trainer.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=all_callbacks, verbose=verbose,
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        callbacks=all_callbacks,
+        verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras would only warn about it
-    )  # fmt: skip
+    )
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
@@ -395,25 +410,47 @@ def fit_pretrained(
 
     # Feature extraction stops its head trials by its own ``patience`` option (the guards' NaN and
     # deadline callbacks go to every trial); a second EarlyStopping would cut them shorter.
-    guards = Guards(training, deadline, tensorboard_dir,
-                    early_stopping=strategy != "feature-extraction")  # fmt: skip
+    guards = Guards(
+        training, deadline, tensorboard_dir, early_stopping=strategy != "feature-extraction"
+    )
     start = time.perf_counter()
     result = transfer.run_strategy(
-        strategy, architecture, hp, data, cache_dir=cache_dir, epochs=int(epochs or training["epochs"]),
-        batch_size=int(training["batch_size"]), seed=seed, learning_rate=float(training["learning_rate"]),
-        callbacks=guards.callbacks, tuner=tuner or {}, options=options or {}, verbose=verbose,
-    )  # fmt: skip
+        strategy,
+        architecture,
+        hp,
+        data,
+        cache_dir=cache_dir,
+        epochs=int(epochs or training["epochs"]),
+        batch_size=int(training["batch_size"]),
+        seed=seed,
+        learning_rate=float(training["learning_rate"]),
+        callbacks=guards.callbacks,
+        tuner=tuner or {},
+        options=options or {},
+        verbose=verbose,
+    )
     seconds = time.perf_counter() - start
     if strategy == "feature-extraction" and deadline is not None:
         # its head trials ran copies of the deadline guard (Keras Tuner copies callbacks)
         guards.deadline.stopped = guards.deadline.stopped or time.monotonic() >= deadline
     history, done = result.history, len(result.history)
-    info = {f"transfer_{k}": v for k, v in (result.info or {}).items()
-            if isinstance(v, (int, float, str, bool)) or v is None}  # fmt: skip
-    return FitResult(model=result.model, history=history, epochs=done, train_seconds=seconds,
-                     images_per_second=done * len(data.x_train) / seconds if seconds > 0 else 0.0,
-                     stopped_by_budget=guards.deadline.stopped, failed_reason=guards.failure(history),
-                     extra=info, val_probs=result.val_probs, test_probs=result.test_probs)  # fmt: skip
+    info = {
+        f"transfer_{k}": v
+        for k, v in (result.info or {}).items()
+        if isinstance(v, (int, float, str, bool)) or v is None
+    }
+    return FitResult(
+        model=result.model,
+        history=history,
+        epochs=done,
+        train_seconds=seconds,
+        images_per_second=done * len(data.x_train) / seconds if seconds > 0 else 0.0,
+        stopped_by_budget=guards.deadline.stopped,
+        failed_reason=guards.failure(history),
+        extra=info,
+        val_probs=result.val_probs,
+        test_probs=result.test_probs,
+    )
 
 
 class Guards:
@@ -430,9 +467,14 @@ class Guards:
         self.deadline = DeadlineStop(deadline)
         self.callbacks: list[keras.callbacks.Callback] = [self.nan, self.deadline]
         if early_stopping and training["early_stopping_patience"]:
-            self.callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", mode="max", patience=int(training["early_stopping_patience"]),
-                restore_best_weights=True))  # fmt: skip
+            self.callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_accuracy",
+                    mode="max",
+                    patience=int(training["early_stopping_patience"]),
+                    restore_best_weights=True,
+                )
+            )
         if tensorboard_dir:
             self.callbacks.append(tensorboard_callback(str(tensorboard_dir)))
 

@@ -298,20 +298,36 @@ def run_strategy(
     keras.utils.set_random_seed(seed)
     backbone = load_backbone(architecture, hp, data.input_shape, data.num_classes)
     name = member_name(backbone.name, strategy, backbone.input_size)
-    common = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                  callbacks=list(callbacks or []), opts=opts, name=name)  # fmt: skip
+    common = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        callbacks=list(callbacks or []),
+        opts=opts,
+        name=name,
+    )
     t0 = time.perf_counter()
     if strategy == "feature-extraction":
-        result = _feature_extraction(backbone, data, cache_dir=Path(cache_dir), seed=seed,
-                                     tuner=dict(tuner or {}), verbose=verbose, **common)  # fmt: skip
+        result = _feature_extraction(
+            backbone,
+            data,
+            cache_dir=Path(cache_dir),
+            seed=seed,
+            tuner=dict(tuner or {}),
+            verbose=verbose,
+            **common,
+        )
     elif strategy == "fine-tuning":
         result = _fine_tuning(backbone, data, **common)
     else:
         result = _progressive_unfreezing(backbone, data, **common)
     result.info.update(
-        name=name, strategy=strategy, architecture=architecture, input_size=backbone.input_size,
+        name=name,
+        strategy=strategy,
+        architecture=architecture,
+        input_size=backbone.input_size,
         seconds=round(time.perf_counter() - t0, 3),
-    )  # fmt: skip
+    )
     return result
 
 
@@ -351,10 +367,17 @@ def feature_cache_key(backbone: Backbone, x: np.ndarray, data_fingerprint: str) 
 
 
 def extract_features(
-    backbone: Backbone, x: np.ndarray, *, cache_dir: Path, data_fingerprint: str,
-    batch_size: int = 128, split: str = "split", verbose: int = 0, runtime: str = "auto",
+    backbone: Backbone,
+    x: np.ndarray,
+    *,
+    cache_dir: Path,
+    data_fingerprint: str,
+    batch_size: int = 128,
+    split: str = "split",
+    verbose: int = 0,
+    runtime: str = "auto",
     feature_pass: FeaturePass | None = None,
-) -> tuple[np.ndarray, dict]:  # fmt: skip
+) -> tuple[np.ndarray, dict]:
     """Pooled features of ``x`` (float32), read from the cache or computed once and cached.
 
     The pass runs on ``runtime`` (:mod:`benchmark.train.extraction`), or through ``feature_pass`` when a
@@ -380,11 +403,21 @@ def extract_features(
         feats = feature_pass(x, verbose=verbose).astype(np.float32)
     seconds = time.perf_counter() - t0
     atomic.save_npy(path, feats)
-    info = {"cache": "miss", "seconds": round(seconds, 3), "path": str(path),
-            "runtime": feature_pass.runtime_used,
-            "images_per_second": round(len(x) / max(seconds, 1e-9), 1)}  # fmt: skip
-    log.info("features %s: %d images in %.1fs on %s -> %s", split, len(x), seconds,
-             feature_pass.runtime_used, path.name)  # fmt: skip
+    info = {
+        "cache": "miss",
+        "seconds": round(seconds, 3),
+        "path": str(path),
+        "runtime": feature_pass.runtime_used,
+        "images_per_second": round(len(x) / max(seconds, 1e-9), 1),
+    }
+    log.info(
+        "features %s: %d images in %.1fs on %s -> %s",
+        split,
+        len(x),
+        seconds,
+        feature_pass.runtime_used,
+        path.name,
+    )
     return feats, info
 
 
@@ -420,8 +453,21 @@ def _head_hypermodel(
     return build
 
 
-def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch_size,
-                        learning_rate, callbacks, opts, name, verbose=0) -> TransferResult:  # fmt: skip
+def _feature_extraction(
+    backbone,
+    data,
+    *,
+    cache_dir,
+    seed,
+    tuner,
+    epochs,
+    batch_size,
+    learning_rate,
+    callbacks,
+    opts,
+    name,
+    verbose=0,
+) -> TransferResult:
     import keras
     import keras_tuner
 
@@ -439,10 +485,15 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             views = {split: x, f"{split}-mirrored": x[:, :, ::-1]} if flip else {split: x}
             for view, pixels in views.items():
                 feats[view], cache[view] = extract_features(
-                    backbone, np.ascontiguousarray(pixels), cache_dir=cache_dir,
-                    data_fingerprint=data.fingerprint, batch_size=batch, split=view,
-                    verbose=verbose, feature_pass=feature_pass,
-                )  # fmt: skip
+                    backbone,
+                    np.ascontiguousarray(pixels),
+                    cache_dir=cache_dir,
+                    data_fingerprint=data.fingerprint,
+                    batch_size=batch,
+                    split=view,
+                    verbose=verbose,
+                    feature_pass=feature_pass,
+                )
     feature_seconds = sum(c["seconds"] for c in cache.values())
     y_train = data.y_train
     if flip:  # mirrors are extra training rows; val and test average each image with its mirror
@@ -480,10 +531,20 @@ def _feature_extraction(backbone, data, *, cache_dir, seed, tuner, epochs, batch
             )
             # every trial gets the member's guards too (NaN, deadline, TensorBoard); Keras Tuner
             # copies callbacks per trial, so a NaN shows in the trial's history, not the guard
-            search.search(f_train, y_train, validation_data=(f_val, data.y_val), epochs=epochs,
-                          batch_size=head_bs, callbacks=[stop, *callbacks], verbose=0)  # fmt: skip
-        done = [t for t in search.oracle.trials.values()
-                if t.status == "COMPLETED" and t.score is not None]  # fmt: skip
+            search.search(
+                f_train,
+                y_train,
+                validation_data=(f_val, data.y_val),
+                epochs=epochs,
+                batch_size=head_bs,
+                callbacks=[stop, *callbacks],
+                verbose=0,
+            )
+        done = [
+            t
+            for t in search.oracle.trials.values()
+            if t.status == "COMPLETED" and t.score is not None
+        ]
         if not done:
             raise ZoobenchError(f"{name}: no head trial finished (every trial failed)")
         best = search.oracle.get_best_trials(1)[0]
@@ -606,21 +667,32 @@ def _run_stages(model, backbone, data, stages: list[dict], *, batch_size, callba
         start = float(frames[-1]["val_accuracy"].iloc[-1]) if frames else initial
         t0 = time.perf_counter()
         fit = model.fit(
-            data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-            epochs=epoch + stage["epochs"], initial_epoch=epoch, batch_size=batch_size,
-            callbacks=[best.callback, *callbacks], verbose=0,
-        )  # fmt: skip
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            epochs=epoch + stage["epochs"],
+            initial_epoch=epoch,
+            batch_size=batch_size,
+            callbacks=[best.callback, *callbacks],
+            verbose=0,
+        )
         ran = len(fit.history.get("loss", []))
         frames.append(
             _history_frame(fit.history, stage=stage["stage"], lr=stage["lr"], start=epoch)
         )
-        records.append({
-            "stage": stage["stage"], "epochs": ran, "lr": stage["lr"],
-            "trainable_weights": int(sum(np.prod(w.shape) for w in backbone.model.trainable_weights)),
-            "val_accuracy_start": round(start, 4),
-            "val_accuracy_end": round(float(fit.history.get("val_accuracy", [start])[-1]), 4),
-            "seconds": round(time.perf_counter() - t0, 3),
-        })  # fmt: skip
+        records.append(
+            {
+                "stage": stage["stage"],
+                "epochs": ran,
+                "lr": stage["lr"],
+                "trainable_weights": int(
+                    sum(np.prod(w.shape) for w in backbone.model.trainable_weights)
+                ),
+                "val_accuracy_start": round(start, 4),
+                "val_accuracy_end": round(float(fit.history.get("val_accuracy", [start])[-1]), 4),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         epoch += ran
         if any(getattr(cb, "stopped", False) is True for cb in callbacks):
             break  # a budget callback (``.stopped``) ended training: no further stages
@@ -650,13 +722,22 @@ def _fine_tuning(backbone, data, *, epochs, batch_size, learning_rate, callbacks
 
     stages = [{"stage": "head", "epochs": warmup, "lr": learning_rate, "set_trainable": freeze}]
     if epochs > warmup:
-        stages.append({"stage": "fine-tune", "epochs": epochs - warmup, "lr": fine_lr,
-                       "set_trainable": unfreeze})  # fmt: skip
+        stages.append(
+            {
+                "stage": "fine-tune",
+                "epochs": epochs - warmup,
+                "lr": fine_lr,
+                "set_trainable": unfreeze,
+            }
+        )
     history, records, initial, best = _run_stages(
         model, backbone, data, stages, batch_size=batch_size, callbacks=callbacks
     )
-    info = {"stages": records, "initial_val_accuracy": round(initial, 4),
-            "best_val_accuracy": round(best, 4)}  # fmt: skip
+    info = {
+        "stages": records,
+        "initial_val_accuracy": round(initial, 4),
+        "best_val_accuracy": round(best, 4),
+    }
     return TransferResult(model, history, info)
 
 
@@ -705,14 +786,24 @@ def _progressive_unfreezing(
         if used >= epochs:
             break
         first, last = group[0][0].name, group[-1][-1].name  # bottom..top of this group
-        stages.append({"stage": f"unfreeze-{k} ({first}..{last})", "epochs": n,
-                       "lr": learning_rate * decay**k, "set_trainable": unfreeze_group(group)})  # fmt: skip
+        stages.append(
+            {
+                "stage": f"unfreeze-{k} ({first}..{last})",
+                "epochs": n,
+                "lr": learning_rate * decay**k,
+                "set_trainable": unfreeze_group(group),
+            }
+        )
         used += n
     history, records, initial, best = _run_stages(
         model, backbone, data, stages, batch_size=batch_size, callbacks=callbacks
     )
-    info = {"stages": records, "initial_val_accuracy": round(initial, 4),
-            "best_val_accuracy": round(best, 4), "blocks": sum(len(g) for g in groups)}  # fmt: skip
+    info = {
+        "stages": records,
+        "initial_val_accuracy": round(initial, 4),
+        "best_val_accuracy": round(best, 4),
+        "blocks": sum(len(g) for g in groups),
+    }
     return TransferResult(model, history, info)
 
 

@@ -53,8 +53,9 @@ def build_inputs(spec, input_shape) -> tuple[dict[str, Any], tuple[int, int, int
 
 
 def space_key(architecture: str, values: dict[str, Any], shape, num_classes: int) -> str:
-    return json.dumps([architecture, values, list(shape), int(num_classes)], sort_keys=True,
-                      default=str)  # fmt: skip
+    return json.dumps(
+        [architecture, values, list(shape), int(num_classes)], sort_keys=True, default=str
+    )
 
 
 def remember(key: str, hp) -> list[dict[str, Any]]:
@@ -236,9 +237,17 @@ def _load() -> dict[str, list[dict[str, Any]]]:
     spaces = body.get("spaces")
     if not isinstance(spaces, dict):
         return {}
-    return {k: v for k, v in spaces.items() if isinstance(v, list) and all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("type"), str)
-        for r in v)}  # fmt: skip
+    return {
+        k: v
+        for k, v in spaces.items()
+        if isinstance(v, list)
+        and all(
+            isinstance(r, dict)
+            and isinstance(r.get("name"), str)
+            and isinstance(r.get("type"), str)
+            for r in v
+        )
+    }
 
 
 def _store(key: str, space: list[dict[str, Any]]) -> None:

@@ -237,8 +237,10 @@ class HistoryTuner(ResumableTuner):
         results = super().run_trial(trial, *args, **kwargs)
         history = getattr(results[0], "history", None)
         if isinstance(history, dict):
-            atomic.write_json(Path(self.get_trial_dir(trial.trial_id)) / self.HISTORY,
-                              {k: [float(v) for v in vals] for k, vals in history.items()})  # fmt: skip
+            atomic.write_json(
+                Path(self.get_trial_dir(trial.trial_id)) / self.HISTORY,
+                {k: [float(v) for v in vals] for k, vals in history.items()},
+            )
         return results
 
     def history(self, trial) -> dict[str, list[float]]:
@@ -276,9 +278,12 @@ class ZooTuner(AtomicTunerState, keras_tuner.engine.base_tuner.BaseTuner):
         self.seed = int(seed)
         self.deadline = deadline
         super().__init__(
-            oracle, hypermodel=space, directory=str(directory), project_name=project_name,
+            oracle,
+            hypermodel=space,
+            directory=str(directory),
+            project_name=project_name,
             overwrite=overwrite,
-        )  # fmt: skip
+        )
         authenticate_client(self.oracle)
 
     # ---- one trial ------------------------------------------------------------------------------
@@ -427,8 +432,12 @@ def serve_oracle(oracle, poll_seconds: float = 0.5) -> None:
     address = _oracle_address()
     token = distributed.chief_token()
     server, servicer = start_oracle_server(oracle, address, token)
-    log.info("chief: serving the oracle of %s on %s (%s)", oracle._project_dir, address,
-             "workers must present the token" if token else "loopback, no token")  # fmt: skip
+    log.info(
+        "chief: serving the oracle of %s on %s (%s)",
+        oracle._project_dir,
+        address,
+        "workers must present the token" if token else "loopback, no token",
+    )
     try:
         while not (servicer.stop_triggered and exit_chief(oracle)):
             time.sleep(poll_seconds)

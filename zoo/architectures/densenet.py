@@ -12,9 +12,14 @@ PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks (DenseNet-B
 
 def _conv(x, filters, kernel_size, *, name, reg, use_bias):
     return keras.layers.Conv2D(
-        filters, kernel_size, padding="same", use_bias=use_bias, kernel_initializer="he_normal",
-        kernel_regularizer=reg, name=name,
-    )(x)  # fmt: skip
+        filters,
+        kernel_size,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer="he_normal",
+        kernel_regularizer=reg,
+        name=name,
+    )(x)
 
 
 def densenet_bc(hp, input_shape, num_classes, *, name: str, depth: int, growth: int):

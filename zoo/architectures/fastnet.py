@@ -26,9 +26,14 @@ PAPER_RESNET9 = "Page 2018, How to Train Your ResNet (DAWNBench ResNet-9)"
 def _conv_group(x, filters, *, name, batch_norm, activation, reg, residual):
     """airbench's ConvGroup: conv, 2x2 max-pool, BN, act, conv, BN, act (+ optional skip)."""
     x = keras.layers.Conv2D(
-        filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
-        kernel_regularizer=reg, name=f"{name}_a_conv",
-    )(x)  # fmt: skip
+        filters,
+        3,
+        padding="same",
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        kernel_regularizer=reg,
+        name=f"{name}_a_conv",
+    )(x)
     x = keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
     if batch_norm:
         x = bn_layer(f"{name}_a_bn")(x)
@@ -38,15 +43,20 @@ def _conv_group(x, filters, *, name, batch_norm, activation, reg, residual):
     )
     if residual:
         y = conv_bn_act(
-            y, filters, name=f"{name}_c", batch_norm=batch_norm, activation=activation,
+            y,
+            filters,
+            name=f"{name}_c",
+            batch_norm=batch_norm,
+            activation=activation,
             regularizer=reg,
-        )  # fmt: skip
+        )
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
 
 
-def fast_cifar_net(hp, input_shape, num_classes, *, name: str, widths, width: float, residual: bool,
-                   stem: int):  # fmt: skip
+def fast_cifar_net(
+    hp, input_shape, num_classes, *, name: str, widths, width: float, residual: bool, stem: int
+):
     """The family: a small stem then three conv groups (widths x width) and a global max-pool."""
     width = hp.Choice("width", [0.25, 0.375, 0.5, 0.75, 1.0], default=width)
     residual = hp.Boolean("residual", default=residual)
@@ -57,35 +67,62 @@ def fast_cifar_net(hp, input_shape, num_classes, *, name: str, widths, width: fl
 
     inputs, x = raw_image_input(input_shape)
     # airbench's 2x2 "whitening" patch conv (24 = 2*3*2*2 filters, valid padding, with bias).
-    x = keras.layers.Conv2D(
-        stem, 2, padding="valid", kernel_regularizer=reg, name="stem_conv"
-    )(x)  # fmt: skip
+    x = keras.layers.Conv2D(stem, 2, padding="valid", kernel_regularizer=reg, name="stem_conv")(x)
     x = keras.layers.Activation(activation, name="stem_act")(x)
     for i, base in enumerate(widths, start=1):
         x = _conv_group(
-            x, scaled(base, width), name=f"group{i}", batch_norm=batch_norm, activation=activation,
-            reg=reg, residual=residual,
-        )  # fmt: skip
+            x,
+            scaled(base, width),
+            name=f"group{i}",
+            batch_norm=batch_norm,
+            activation=activation,
+            reg=reg,
+            residual=residual,
+        )
     x = keras.layers.GlobalMaxPooling2D(name="global_max_pool")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout, regularizer=reg)
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("fastnet", family="fastnet", kind="scratch", paper=PAPER_AIRBENCH, input_size=32,
-          reference_accuracy=(0.692, 10, 10_000))  # val acc, epochs, images: README default run
+@register(
+    "fastnet",
+    family="fastnet",
+    kind="scratch",
+    paper=PAPER_AIRBENCH,
+    input_size=32,
+    reference_accuracy=(0.692, 10, 10_000),
+)  # val acc, epochs, images: README default run
 def fastnet(hp, input_shape, num_classes) -> keras.Model:
     """airbench94's net at 3/8 width (24/96/96 filters): the zoo's best accuracy per CPU-second."""
     return fast_cifar_net(
-        hp, input_shape, num_classes, name="fastnet", widths=(64, 256, 256), width=0.375,
-        residual=False, stem=24,
-    )  # fmt: skip
+        hp,
+        input_shape,
+        num_classes,
+        name="fastnet",
+        widths=(64, 256, 256),
+        width=0.375,
+        residual=False,
+        stem=24,
+    )
 
 
-@register("resnet9", family="fastnet", kind="scratch", paper=PAPER_RESNET9, input_size=32,
-          reference_accuracy=(0.536, 4.3, 10_000))  # README: accuracy per CPU-second (90 s)
+@register(
+    "resnet9",
+    family="fastnet",
+    kind="scratch",
+    paper=PAPER_RESNET9,
+    input_size=32,
+    reference_accuracy=(0.536, 4.3, 10_000),
+)  # README: accuracy per CPU-second (90 s)
 def resnet9(hp, input_shape, num_classes) -> keras.Model:
     """ResNet-9 (DAWNBench) at quarter width (32/64/128) with residual conv groups."""
     return fast_cifar_net(
-        hp, input_shape, num_classes, name="resnet9", widths=(128, 256, 512), width=0.25,
-        residual=True, stem=16,
-    )  # fmt: skip
+        hp,
+        input_shape,
+        num_classes,
+        name="resnet9",
+        widths=(128, 256, 512),
+        width=0.25,
+        residual=True,
+        stem=16,
+    )

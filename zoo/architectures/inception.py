@@ -13,10 +13,17 @@ PAPER = (
 )
 # ("i", ch1x1, ch3x3) is an inception module; ("d", ch3x3) a downsample module (stride-2 conv || pool).
 LAYOUT = (
-    ("i", 32, 32), ("i", 32, 48), ("d", 80),
-    ("i", 112, 48), ("i", 96, 64), ("i", 80, 80), ("i", 48, 96), ("d", 96),
-    ("i", 176, 160), ("i", 176, 160),
-)  # fmt: skip
+    ("i", 32, 32),
+    ("i", 32, 48),
+    ("d", 80),
+    ("i", 112, 48),
+    ("i", 96, 64),
+    ("i", 80, 80),
+    ("i", 48, 96),
+    ("d", 96),
+    ("i", 176, 160),
+    ("i", 176, 160),
+)
 
 
 def inception_small(hp, input_shape, num_classes, *, name: str, width: float):
@@ -36,9 +43,14 @@ def inception_small(hp, input_shape, num_classes, *, name: str, width: float):
             b = conv_bn_act(x, scaled(module[2], width), 3, name=f"inception{i}_3x3", **opts)
         else:
             a = conv_bn_act(
-                x, scaled(module[1], width), 3, strides=2, padding="valid", name=f"down{i}_3x3",
+                x,
+                scaled(module[1], width),
+                3,
+                strides=2,
+                padding="valid",
+                name=f"down{i}_3x3",
                 **opts,
-            )  # fmt: skip
+            )
             b = keras.layers.MaxPooling2D(3, strides=2, name=f"down{i}_pool")(x)
         x = keras.layers.Concatenate(name=f"module{i}_concat")([a, b])
     outputs = classifier_head(x, num_classes, dropout=dropout, regularizer=reg)

@@ -17,8 +17,15 @@ from zoo.registry import register
 PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
 # (expansion t, channels c, repeats n, first stride s): ImageNet's table with the stem and the
 # second stage at stride 1, so a 32x32 image ends at 4x4 instead of 1x1.
-STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-          (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _inverted_residual(x, expansion, filters, strides, *, name, batch_norm, activation, reg):
@@ -26,9 +33,14 @@ def _inverted_residual(x, expansion, filters, strides, *, name, batch_norm, acti
     hidden = x.shape[-1] * expansion
     if expansion != 1:
         x = conv_bn_act(
-            x, hidden, 1, name=f"{name}_expand", batch_norm=batch_norm, activation=activation,
+            x,
+            hidden,
+            1,
+            name=f"{name}_expand",
+            batch_norm=batch_norm,
+            activation=activation,
             regularizer=reg,
-        )  # fmt: skip
+        )
     x = keras.layers.DepthwiseConv2D(
         3, strides=strides, padding="same", use_bias=not batch_norm, name=f"{name}_dw"
     )(x)
@@ -36,9 +48,14 @@ def _inverted_residual(x, expansion, filters, strides, *, name, batch_norm, acti
         x = bn_layer(f"{name}_dw_bn")(x)
     x = keras.layers.Activation(activation, name=f"{name}_dw_act")(x)
     x = conv_bn_act(  # linear bottleneck: no activation after the projection
-        x, filters, 1, name=f"{name}_project", batch_norm=batch_norm, activation=None,
+        x,
+        filters,
+        1,
+        name=f"{name}_project",
+        batch_norm=batch_norm,
+        activation=None,
         regularizer=reg,
-    )  # fmt: skip
+    )
     if strides == 1 and inp.shape[-1] == filters:
         x = keras.layers.Add(name=f"{name}_add")([inp, x])
     return x
@@ -58,11 +75,17 @@ def mobilenet_v2(hp, input_shape, num_classes, *, name: str, width: float):
     for s, (t, c, n, first_stride) in enumerate(STAGES, start=1):
         for i in range(n):
             x = _inverted_residual(
-                x, t, scaled(c, width), first_stride if i == 0 else 1, name=f"stage{s}_block{i + 1}",
-                reg=reg, **opts,
-            )  # fmt: skip
-    x = conv_bn_act(x, 1280 if width <= 1.0 else scaled(1280, width), 1, name="head",
-                    regularizer=reg, **opts)  # fmt: skip
+                x,
+                t,
+                scaled(c, width),
+                first_stride if i == 0 else 1,
+                name=f"stage{s}_block{i + 1}",
+                reg=reg,
+                **opts,
+            )
+    x = conv_bn_act(
+        x, 1280 if width <= 1.0 else scaled(1280, width), 1, name="head", regularizer=reg, **opts
+    )
     outputs = classifier_head(x, num_classes, dropout=dropout, regularizer=reg)
     return keras.Model(inputs, outputs, name=name)
 

@@ -46,30 +46,44 @@ class KerasBackbone:
 
 BACKBONES = {
     "mobilenet_v2": KerasBackbone(
-        "MobileNetV2", "tf", _GCS + "mobilenet_v2/",
+        "MobileNetV2",
+        "tf",
+        _GCS + "mobilenet_v2/",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
     ),
     "efficientnet_b0": KerasBackbone(
-        "EfficientNetB0", "none", "https://storage.googleapis.com/keras-applications/",
+        "EfficientNetB0",
+        "none",
+        "https://storage.googleapis.com/keras-applications/",
         "efficientnetb0_notop.h5",
     ),
     "resnet50": KerasBackbone(
-        "ResNet50", "caffe", _GCS + "resnet/",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", first_conv_bgr="conv1_conv",
+        "ResNet50",
+        "caffe",
+        _GCS + "resnet/",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        first_conv_bgr="conv1_conv",
     ),
     "densenet121": KerasBackbone(
-        "DenseNet121", "torch", _GCS + "densenet/",
+        "DenseNet121",
+        "torch",
+        _GCS + "densenet/",
         "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
     "vgg16": KerasBackbone(
-        "VGG16", "caffe", _GCS + "vgg16/",
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", first_conv_bgr="block1_conv1",
+        "VGG16",
+        "caffe",
+        _GCS + "vgg16/",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        first_conv_bgr="block1_conv1",
     ),
     "inception_v3": KerasBackbone(
-        "InceptionV3", "tf", _GCS + "inception_v3/",
+        "InceptionV3",
+        "tf",
+        _GCS + "inception_v3/",
         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     ),
-}  # fmt: skip
+}
 
 
 def keras_backbone(architecture: str, input_shape: tuple[int, int, int]) -> keras.Model:
@@ -91,11 +105,15 @@ def keras_backbone(architecture: str, input_shape: tuple[int, int, int]) -> kera
 def _builder(architecture: str, default_size: int = 128, min_size: int = 32):
     def build(hp, input_shape, num_classes) -> keras.Model:
         return pretrained_classifier(
-            hp, input_shape, num_classes, name=architecture,
+            hp,
+            input_shape,
+            num_classes,
+            name=architecture,
             make_backbone=lambda shape: keras_backbone(architecture, shape),
             preprocess=BACKBONES[architecture].preprocess,
-            default_size=default_size, min_size=min_size,
-        )  # fmt: skip
+            default_size=default_size,
+            min_size=min_size,
+        )
 
     return build
 
@@ -127,10 +145,19 @@ for _name, (_family, _paper, _native, _default, _min) in _PAPERS.items():
         f"{BACKBONES[_name].factory} (keras.applications, ImageNet weights) + a softmax head."
     )
     register(
-        _name, family=_family, kind="pretrained", paper=_paper, input_size=_native,
-        weights="imagenet", weights_file=BACKBONES[_name].weights_file_name(_native),
-        weights_source=(f"keras.applications {BACKBONES[_name].factory} ImageNet weights, "
-                        f"downloaded once from {BACKBONES[_name].base_url} into Keras's cache"),
-        weights_locate=functools.partial(_cached, _name, BACKBONES[_name].weights_file_name(_native)),
+        _name,
+        family=_family,
+        kind="pretrained",
+        paper=_paper,
+        input_size=_native,
+        weights="imagenet",
+        weights_file=BACKBONES[_name].weights_file_name(_native),
+        weights_source=(
+            f"keras.applications {BACKBONES[_name].factory} ImageNet weights, "
+            f"downloaded once from {BACKBONES[_name].base_url} into Keras's cache"
+        ),
+        weights_locate=functools.partial(
+            _cached, _name, BACKBONES[_name].weights_file_name(_native)
+        ),
         build_without_weights=without_weights(_fn),
-    )(_fn)  # fmt: skip
+    )(_fn)

@@ -26,17 +26,28 @@ def _shortcut(x, filters: int, strides: int, *, name: str, batch_norm: bool, reg
     if strides == 1 and x.shape[-1] == filters:
         return x
     return conv_bn_act(
-        x, filters, 1, strides=strides, name=name, batch_norm=batch_norm, activation=None,
+        x,
+        filters,
+        1,
+        strides=strides,
+        name=name,
+        batch_norm=batch_norm,
+        activation=None,
         regularizer=reg,
-    )  # fmt: skip
+    )
 
 
 def _block_v1(x, filters, strides, *, name, batch_norm, activation, reg):
     shortcut = _shortcut(x, filters, strides, name=f"{name}_proj", batch_norm=batch_norm, reg=reg)
     y = conv_bn_act(
-        x, filters, strides=strides, name=f"{name}_a", batch_norm=batch_norm,
-        activation=activation, regularizer=reg,
-    )  # fmt: skip
+        x,
+        filters,
+        strides=strides,
+        name=f"{name}_a",
+        batch_norm=batch_norm,
+        activation=activation,
+        regularizer=reg,
+    )
     y = conv_bn_act(
         y, filters, name=f"{name}_b", batch_norm=batch_norm, activation=None, regularizer=reg
     )
@@ -53,13 +64,23 @@ def _block_v2(x, filters, strides, *, name, batch_norm, activation, reg):
         else x
     )
     y = conv_bn_act(
-        pre, filters, strides=strides, name=f"{name}_a", batch_norm=batch_norm,
-        activation=activation, regularizer=reg,
-    )  # fmt: skip
+        pre,
+        filters,
+        strides=strides,
+        name=f"{name}_a",
+        batch_norm=batch_norm,
+        activation=activation,
+        regularizer=reg,
+    )
     y = keras.layers.Conv2D(
-        filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
-        kernel_regularizer=reg, name=f"{name}_b_conv",
-    )(y)  # fmt: skip
+        filters,
+        3,
+        padding="same",
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        kernel_regularizer=reg,
+        name=f"{name}_b_conv",
+    )(y)
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
 
 
@@ -78,24 +99,39 @@ def resnet_cifar(hp, input_shape, num_classes, *, name: str, version: int, depth
 
     inputs, x = raw_image_input(input_shape)
     x = conv_bn_act(
-        x, scaled(16, width), name="stem", batch_norm=batch_norm,
-        activation=activation if version == 1 else None, regularizer=reg,
-    )  # fmt: skip
+        x,
+        scaled(16, width),
+        name="stem",
+        batch_norm=batch_norm,
+        activation=activation if version == 1 else None,
+        regularizer=reg,
+    )
     for stage, base in enumerate((16, 32, 64), start=1):
         for i in range(blocks):
             strides = 2 if stage > 1 and i == 0 else 1
             x = block(
-                x, scaled(base, width), strides, name=f"stage{stage}_block{i + 1}",
-                batch_norm=batch_norm, activation=activation, reg=reg,
-            )  # fmt: skip
+                x,
+                scaled(base, width),
+                strides,
+                name=f"stage{stage}_block{i + 1}",
+                batch_norm=batch_norm,
+                activation=activation,
+                reg=reg,
+            )
     if version == 2:
         x = bn_act(x, name="final", batch_norm=batch_norm, activation=activation)
     outputs = classifier_head(x, num_classes, dropout=dropout, regularizer=reg)
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("resnet20", family="resnet", kind="scratch", paper=PAPER_V1, input_size=32,
-          reference_accuracy=(0.629, 8, 10_000))  # val acc, epochs, images: README default run
+@register(
+    "resnet20",
+    family="resnet",
+    kind="scratch",
+    paper=PAPER_V1,
+    input_size=32,
+    reference_accuracy=(0.629, 8, 10_000),
+)  # val acc, epochs, images: README default run
 def resnet20(hp, input_shape, num_classes) -> keras.Model:
     """ResNet-20 v1 for CIFAR: 3x3 basic blocks, 16/32/64 filters, ~0.27M parameters."""
     return resnet_cifar(hp, input_shape, num_classes, name="resnet20", version=1, depth=20)

@@ -28,9 +28,13 @@ def seed_cnn(hp, input_shape, num_classes) -> keras.Model:
     for block, filters in enumerate((32, 64, 128), start=1):
         for conv in (1, 2):
             x = keras.layers.Conv2D(
-                int(filters * width), 3, padding="same", use_bias=not batch_norm,
-                kernel_regularizer=reg, name=f"block{block}_conv{conv}",
-            )(x)  # fmt: skip
+                int(filters * width),
+                3,
+                padding="same",
+                use_bias=not batch_norm,
+                kernel_regularizer=reg,
+                name=f"block{block}_conv{conv}",
+            )(x)
             if batch_norm:
                 x = bn_layer(f"block{block}_bn{conv}")(x)
             x = keras.layers.Activation(activation, name=f"block{block}_act{conv}")(x)

@@ -35,15 +35,25 @@ def vgg(hp, input_shape, num_classes, *, name: str, depth: int):
             continue
         conv += 1
         x = conv_bn_act(
-            x, scaled(item, width), name=f"conv{conv}", batch_norm=batch_norm,
-            activation=activation, regularizer=reg,
-        )  # fmt: skip
+            x,
+            scaled(item, width),
+            name=f"conv{conv}",
+            batch_norm=batch_norm,
+            activation=activation,
+            regularizer=reg,
+        )
     outputs = classifier_head(x, num_classes, dropout=dropout, regularizer=reg)
     return keras.Model(inputs, outputs, name=name)
 
 
-@register("vgg11_bn", family="vgg", kind="scratch", paper=PAPER, input_size=32,
-          reference_accuracy=(0.477, 2.9, 10_000))  # README: accuracy per CPU-second (90 s)
+@register(
+    "vgg11_bn",
+    family="vgg",
+    kind="scratch",
+    paper=PAPER,
+    input_size=32,
+    reference_accuracy=(0.477, 2.9, 10_000),
+)  # README: accuracy per CPU-second (90 s)
 def vgg11_bn(hp, input_shape, num_classes) -> keras.Model:
     """VGG-11 with batch norm; half the paper's widths by default (width hp 0.25-1.0)."""
     return vgg(hp, input_shape, num_classes, name="vgg11_bn", depth=11)

@@ -12,9 +12,15 @@ PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
 
 def _conv(x, filters, strides, *, name, reg, kernel_size=3, use_bias=False):
     return keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=use_bias,
-        kernel_initializer="he_normal", kernel_regularizer=reg, name=name,
-    )(x)  # fmt: skip
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer="he_normal",
+        kernel_regularizer=reg,
+        name=name,
+    )(x)
 
 
 def _wide_block(x, filters, strides, *, name, batch_norm, activation, dropout, reg):
@@ -48,9 +54,15 @@ def wide_resnet(hp, input_shape, num_classes, *, name: str, depth: int, widen: i
     for stage, base in enumerate((16, 32, 64), start=1):
         for i in range(blocks):
             x = _wide_block(
-                x, base * widen, 2 if stage > 1 and i == 0 else 1, name=f"stage{stage}_block{i + 1}",
-                batch_norm=batch_norm, activation=activation, dropout=dropout, reg=reg,
-            )  # fmt: skip
+                x,
+                base * widen,
+                2 if stage > 1 and i == 0 else 1,
+                name=f"stage{stage}_block{i + 1}",
+                batch_norm=batch_norm,
+                activation=activation,
+                dropout=dropout,
+                reg=reg,
+            )
     x = bn_act(x, name="final", batch_norm=batch_norm, activation=activation)
     outputs = classifier_head(x, num_classes, regularizer=reg)
     return keras.Model(inputs, outputs, name=name)
