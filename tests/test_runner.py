@@ -304,17 +304,20 @@ def test_another_profile_in_the_same_folder_is_refused(smoke_run, tiny_jpg):
 
 
 def test_the_budget_is_honoured(tmp_path, tiny_jpg):
+    # 25 s: room for the planner's probes and one short member even on a loaded CI machine (12 s
+    # left none there once: every member was dropped), still far below the 400 epochs asked for.
+    budget = 25
     raw = {
         "name": "budget",
         "data": dict(TINY_DATA),
-        "training": {"epochs": 40, "batch_size": 50},
+        "training": {"epochs": 400, "batch_size": 50},
         "members": [
             {"architecture": "seed_cnn", "name": "long", "hp": {"width": 0.5, "dense_units": 0}},
             {
                 "architecture": "seed_cnn",
                 "name": "longer",
                 "hp": {"width": 1.0},
-                "training": {"epochs": 400},
+                "training": {"epochs": 4000},
             },
         ],
         "ensembles": {"enabled": False},
@@ -325,7 +328,7 @@ def test_the_budget_is_honoured(tmp_path, tiny_jpg):
         parse_profile(raw, "test"),
         tmp_path / "run",
         data_dir=str(tiny_jpg),
-        budget_seconds=12,
+        budget_seconds=budget,
         progress=lines.append,
     )
     start = time.monotonic()
@@ -336,10 +339,10 @@ def test_the_budget_is_honoured(tmp_path, tiny_jpg):
     assert any("dropped" in line or "shortened" in line for line in lines)
     done = [m for m in runner.store.members() if m.ok]
     epoch = max((m.metrics["train_seconds"] / m.metrics["epochs"] for m in done), default=0.0)
-    assert elapsed <= 12 + epoch + 8, (elapsed, lines)  # + one epoch, + saving and predicting
+    assert elapsed <= budget + epoch + 8, (elapsed, lines)  # + one epoch, + saving and predicting
     assert runner.store.read_run()["finished_at"]
     for m in done:
-        assert m.metrics["epochs"] < 40
+        assert m.metrics["epochs"] < 400
     # Ensembles are off here: the best member is still exported as the run's best.
     assert done and runner.store.best_pointer()["kind"] == "member"
 
