@@ -347,3 +347,17 @@ def kind_of(name: str) -> str:
         return kind
     known = set(registry._REGISTRY) if registry._loaded else set(index()) | set(registry._REGISTRY)
     raise unknown_architecture(name, known)
+
+
+def recipe_of(name: str) -> str | None:
+    """The training recipe an architecture names (``@register(..., recipe=...)``), None if none.
+
+    Answered like :func:`known_kind`: the live registry first, else the cached index (no Keras).
+    """
+    entry = registry._REGISTRY.get(name)
+    if entry is not None:
+        return entry.extra.get("recipe")
+    if registry._loaded:
+        return None
+    meta = index().get(name)
+    return (meta.get("extra") or {}).get("recipe") if meta else None

@@ -32,6 +32,7 @@ from benchmark.config.schema import (
     TOP_KEYS,
     TRANSFER_DEFAULTS,
     TUNER_DEFAULTS,
+    is_whole,
     resolve_ensembles,
     resolve_report,
     resolve_robustness,
@@ -173,7 +174,7 @@ def parse_profile(
     _unknown(data, DATA_KEYS, "data.", fail)
     data.setdefault("dataset", "cifar10")
     for key in ("train_size", "val_size", "test_size"):
-        if data.get(key) is not None and (not isinstance(data[key], int) or data[key] < 1):
+        if data.get(key) is not None and not is_whole(data[key], 1):
             raise fail(f"data.{key}", f"must be a positive integer, got {data[key]!r}")
 
     base_training = dict(raw.get("training", {}))
@@ -224,11 +225,20 @@ def parse_profile(
         augment = own_training.pop("augment", m.get("augment", base_augment))
         preprocess = own_training.pop("preprocess", m.get("preprocess", base_preprocess))
         try:
-            training = resolve_training(
-                {**base_training, **own_training}, where=f"{where}.training"
+            training, recipe_augment = _with_recipe(
+                arch if check_architectures else None, base_training, own_training, where
             )
+            training = resolve_training(training, where=f"{where}.training")
         except ZoobenchError as exc:
             raise ZoobenchError(f"profile {source}: {exc}") from None
+        if recipe_augment is not None and "augment" not in m.get("training", {}):
+            augment = m.get("augment", recipe_augment)
+        if strategy is not None and training["tta"] != "none":
+            raise fail(
+                f"{where}.training.tta",
+                "test-time views are for members trained from scratch "
+                "(feature extraction has transfer.flip_features)",
+            )
         for key, steps in (("augment", augment), ("preprocess", preprocess)):
             if not isinstance(steps, list):
                 raise fail(f"{where}.{key}", 'must be a list of tables like {name = "flip"}')
@@ -253,7 +263,7 @@ def parse_profile(
         counts = {}
         for key in ("seeds", "bagging", "boosting"):
             value = m.get(key, 1 if key == "seeds" else 0)
-            if not isinstance(value, int) or value < (1 if key == "seeds" else 0):
+            if not is_whole(value, 1 if key == "seeds" else 0):
                 raise fail(
                     f"{where}.{key}",
                     f"must be a {'positive' if key == 'seeds' else 'non-negative'} integer",
@@ -271,7 +281,7 @@ def parse_profile(
                 "(each boosting round is one member trained on reweighted data)",
             )
         input_size = m.get("input_size")
-        if input_size is not None and (not isinstance(input_size, int) or input_size < 8):
+        if input_size is not None and not is_whole(input_size, 8):
             raise fail(f"{where}.input_size", f"must be an integer >= 8, got {input_size!r}")
         transfer = m.get("transfer", {})
         if not isinstance(transfer, dict) or (transfer and strategy is None):
@@ -339,6 +349,32 @@ def parse_profile(
     )
 
 
+def _with_recipe(
+    architecture: str | None, base: dict[str, Any], own: dict[str, Any], where: str
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """A member's training options before checking, and its recipe's augmentation (None: no recipe).
+
+    The order (benchmark.config.recipes): the profile's [training], then the recipe (the member's
+    ``recipe``, else the profile's, else the architecture's own), then the member's own options.
+    """
+    from benchmark.config.recipes import NO_RECIPE, recipe
+
+    name = own.get("recipe", base.get("recipe"))
+    if name is None and architecture is not None:
+        from zoo.index import recipe_of
+
+        name = recipe_of(architecture)
+    if name is None or name == NO_RECIPE:
+        return {**base, **own, "recipe": None}, None
+    if not isinstance(name, str):
+        raise ZoobenchError(f"{where}.training.recipe: must be a recipe's name, got {name!r}")
+    try:
+        found = recipe(name)
+    except ZoobenchError as exc:
+        raise ZoobenchError(f"{where}.training.recipe: {exc}") from None
+    return {**base, **found["training"], **own, "recipe": name}, found["augment"]
+
+
 def _resolve_ensembles_table(table: dict[str, Any]) -> dict[str, Any]:
     """[ensembles] with defaults applied: ``enabled`` and the settings of ensembles.build."""
     enabled = table.get("enabled", ENSEMBLES_TABLE["enabled"])
@@ -364,7 +400,7 @@ def _check_tuner(tuner: dict[str, Any], where: str, fail) -> None:
             f"must be one of {', '.join(ALGORITHMS)}, got {tuner['algorithm']!r}",
         )
     for key in ("max_trials", "epochs", "top_k"):
-        if not isinstance(tuner[key], int) or tuner[key] < 1:
+        if not is_whole(tuner[key], 1):
             raise fail(f"{where}.{key}", f"must be a positive integer, got {tuner[key]!r}")
     if tuner["top_k"] > tuner["max_trials"]:
         raise fail(f"{where}.top_k", "cannot exceed max_trials")

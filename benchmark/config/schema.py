@@ -71,8 +71,11 @@ MEMBER_KEYS = frozenset(
 
 # ---- [training] -----------------------------------------------------------------------------------
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-SCHEDULES = ("constant", "step", "cosine", "one-cycle")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "muon")
+SCHEDULES = ("constant", "step", "cosine", "one-cycle", "triangle")
+# Keras dtype policies a member can train under; "auto" is bf16 on an accelerator, float32 on a CPU.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+TTA_VIEWS = ("none", "flip", "flip-translate")  # or a number of views, 1-6 (zoo.record_layers)
 LOSSES = ("auto", "categorical", "sparse")
 
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -92,12 +95,34 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "early_stopping_patience": 5,  # 0 turns early stopping off
     "clipnorm": None,
     "adversarial": None,  # {"epsilon": 2.0, "ratio": 0.5}: FGSM adversarial training
+    # The speed records' parts (benchmark.config.recipes). Left at these values they are not part
+    # of a member's ID (see training_identity), so members stored before they existed are kept.
+    "ema": 0.0,  # weight averaging: the optimizer's EMA momentum; the averaged weights are kept
+    "tta": "none",  # test-time views averaged inside the stored model: "flip", "flip-translate", 1-6
+    "precision": "float32",  # a Keras dtype policy (PRECISIONS)
+    "recipe": None,  # the recipe the options came from (benchmark.config.recipes), for the record
 }
+# Options added after members were first stored: at their default they stay out of the member's ID.
+LATE_TRAINING_OPTIONS = ("ema", "tta", "precision", "recipe")
+
+
+def training_identity(training: dict[str, Any]) -> dict[str, Any]:
+    """``training`` as a member's ID hashes it: late options at their default left out."""
+    return {
+        k: v
+        for k, v in training.items()
+        if not (k in LATE_TRAINING_OPTIONS and v == DEFAULT_TRAINING[k])
+    }
 
 
 def is_number(value: Any) -> bool:
     """A finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any, minimum: int = 0) -> bool:
+    """An int of at least ``minimum`` (not a bool: TOML's ``true`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def resolve_training(
@@ -114,22 +139,38 @@ def resolve_training(
         "optimizer": training["optimizer"] in OPTIMIZERS,
         "schedule": training["schedule"] in SCHEDULES,
         "loss": training["loss"] in LOSSES,
-        "epochs": isinstance(training["epochs"], int) and training["epochs"] >= 1,
-        "batch_size": isinstance(training["batch_size"], int) and training["batch_size"] >= 1,
+        "epochs": is_whole(training["epochs"], 1),
+        "batch_size": is_whole(training["batch_size"], 1),
         "learning_rate": is_number(training["learning_rate"]) and training["learning_rate"] > 0,
         "weight_decay": is_number(training["weight_decay"]) and training["weight_decay"] >= 0,
         "label_smoothing": is_number(training["label_smoothing"])
         and 0 <= training["label_smoothing"] < 1,
-        "early_stopping_patience": isinstance(training["early_stopping_patience"], int)
-        and training["early_stopping_patience"] >= 0,
+        "early_stopping_patience": is_whole(training["early_stopping_patience"]),
         "warmup_epochs": is_number(training["warmup_epochs"]) and training["warmup_epochs"] >= 0,
         "adversarial": training["adversarial"] is None or isinstance(training["adversarial"], dict),
+        "ema": is_number(training["ema"]) and 0 <= training["ema"] < 1,
+        "tta": training["tta"] in TTA_VIEWS
+        or (is_whole(training["tta"], 1) and training["tta"] <= 6),
+        "precision": training["precision"] in PRECISIONS,
+        "recipe": training["recipe"] is None or isinstance(training["recipe"], str),
     }
     for key, ok in checks.items():
         if not ok:
-            allowed = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}.get(key)
-            hint = f" (one of {', '.join(allowed)})" if allowed else ""
+            allowed = {
+                "optimizer": OPTIMIZERS,
+                "schedule": SCHEDULES,
+                "loss": LOSSES,
+                "precision": PRECISIONS,
+                "tta": (*TTA_VIEWS, "a number of views 1-6"),
+                "ema": ("0 (off) or a momentum in (0, 1), e.g. 0.99",),
+            }.get(key)
+            hint = f" (one of {', '.join(map(str, allowed))})" if allowed else ""
             raise ZoobenchError(f"{where}.{key}: bad value {training[key]!r}{hint}")
+    if training["ema"] and training["early_stopping_patience"]:
+        raise ZoobenchError(
+            f"{where}.ema: weight averaging keeps the averaged weights, early stopping would restore "
+            "raw ones: set early_stopping_patience = 0 with it"
+        )
     return training
 
 

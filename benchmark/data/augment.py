@@ -150,8 +150,13 @@ def make_dataset(
     sparse: bool = False,
     drop_remainder: bool = False,
     sample_weight: np.ndarray | None = None,
+    epochs: int | None = None,
 ):
     """Batches of (float32 pixels 0..255, labels) with ``policy`` applied, for ``Model.fit``.
+
+    With the alternating flip in ``policy`` and ``epochs`` given, the TensorFlow route returns all
+    ``epochs`` epochs as one stream (fit it with ``steps_per_epoch``), since each batch must know
+    its epoch; the other routes know it already.
 
     With ``sample_weight`` (one float a row: a boosting round's weights) the batches are
     (pixels, labels, weights) and each weight follows its image through the shuffle; a policy that
@@ -173,8 +178,27 @@ def make_dataset(
         raise ZoobenchError(f"{len(x)} images but {len(y)} labels")
     y = np.asarray(y, dtype=np.int64)
     weights = _check_sample_weight(sample_weight, len(y), policy)
+    flips = None
+    if alternating_flips(policy) and epochs:
+        flips = first_epoch_flips(len(x), seed)
+        policy = [s for s in policy if s["name"] != ALTERNATING_FLIP]
     apply = build_policy(policy, seed) if policy else None
     if keras.backend.backend() == "tensorflow":
+        if flips is not None:
+            return _tf_epoch_stream(
+                x,
+                y,
+                num_classes,
+                batch_size,
+                apply,
+                seed,
+                sparse,
+                drop_remainder,
+                weights,
+                flips=flips,
+                epochs=int(epochs),
+                shuffle=shuffle,
+            )
         return _tf_dataset(
             x, y, num_classes, batch_size, apply, shuffle, seed, sparse, drop_remainder, weights
         )
@@ -189,6 +213,7 @@ def make_dataset(
         sparse=sparse,
         drop_remainder=drop_remainder,
         weights=weights,
+        flips=flips,
     )
 
 
@@ -235,6 +260,55 @@ def _tf_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _tf_epoch_stream(
+    x,
+    y,
+    num_classes,
+    batch_size,
+    apply,
+    seed,
+    sparse,
+    drop_remainder,
+    weights,
+    *,
+    flips,
+    epochs,
+    shuffle,
+):
+    """``epochs`` epochs in one tf.data stream, each image mirrored when its first-epoch flip
+    differs from the epoch's parity (the alternating flip), then the rest of the policy."""
+    import tensorflow as tf
+
+    columns = (x, y, flips) if weights is None else (x, y, flips, weights)
+    base = tf.data.Dataset.from_tensor_slices(columns)
+
+    def one_epoch(epoch):
+        ds = base
+        if shuffle:
+            ds = ds.shuffle(min(len(x), 50_000), seed=tf.cast(seed * 1_000_003 + epoch, tf.int64))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        odd = tf.equal(epoch % 2, 1)
+
+        def prepare(images, labels, flip, *weights):
+            images = tf.cast(images, tf.float32)
+            mirror = tf.not_equal(flip, odd)[:, None, None, None]
+            images = tf.where(mirror, tf.reverse(images, axis=[2]), images)
+            if not sparse:
+                labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
+            return (images, labels, *weights)
+
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        if apply is not None:
+            policy_map = tf.autograph.experimental.do_not_convert(
+                lambda images, labels, *weights: (*apply(images, labels), *weights)
+            )
+            ds = ds.map(policy_map, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds
+
+    stream = tf.data.Dataset.range(epochs).flat_map(one_epoch)
+    return stream.prefetch(tf.data.AUTOTUNE)
+
+
 @functools.cache
 def _array_batches_class():
     """``ArrayBatches``, made on first use: subclassing PyDataset means importing Keras."""
@@ -261,9 +335,10 @@ def _array_batches_class():
             sparse,
             drop_remainder,
             weights=None,
+            flips=None,
         ):
             super().__init__()
-            self.x, self.y, self.weights = x, y, weights
+            self.x, self.y, self.weights, self.flips = x, y, weights, flips
             self.num_classes, self.batch_size = int(num_classes), int(batch_size)
             self.apply, self.shuffle, self.seed, self.sparse = apply, shuffle, int(seed), sparse
             count = len(x) / self.batch_size
@@ -282,6 +357,9 @@ def _array_batches_class():
         def __getitem__(self, index: int) -> Batch:
             rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
             images = self.x[rows].astype(np.float32)
+            if self.flips is not None:  # the alternating flip: mirrored when flip != parity
+                mirror = self.flips[rows] != bool(self.epoch % 2)
+                images[mirror] = images[mirror, :, ::-1]
             labels = self.y[rows]
             if not self.sparse:
                 labels = np.eye(self.num_classes, dtype=np.float32)[labels]
@@ -317,6 +395,31 @@ def flip(seed: int, mode: str = "horizontal") -> StepFn:
     import keras
 
     return _keras_layer_step(keras.layers.RandomFlip(mode, seed=seed))
+
+
+@step("alternating_flip")
+def alternating_flip(seed: int) -> StepFn:
+    """Derandomised horizontal flips (airbench): each image is mirrored in every other epoch, a
+    random half of them in the even epochs and the other half in the odd ones, so no image goes
+    two epochs unseen in either orientation.
+
+    :func:`make_dataset` runs it before the rest of the policy, where it knows each image and the
+    epoch; applied to a lone batch (no epochs to alternate over) it is a random flip.
+    """
+    return flip(seed)
+
+
+ALTERNATING_FLIP = "alternating_flip"
+
+
+def alternating_flips(policy: Sequence[dict[str, Any]]) -> bool:
+    """Whether ``policy`` holds the alternating flip (the dataset runs it, epoch by epoch)."""
+    return any(s.get("name") == ALTERNATING_FLIP for s in policy)
+
+
+def first_epoch_flips(n: int, seed: int) -> np.ndarray:
+    """Which of ``n`` images are mirrored in even epochs (seeded; the rest in odd ones)."""
+    return np.random.default_rng([seed, 1701]).random(n) < 0.5
 
 
 @step("translate")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.config.profiles import MemberSpec
+from benchmark.config.schema import training_identity
 from benchmark.errors import ZoobenchError, short_error, write_traceback
 from benchmark.formatting import duration, utc_now
 from benchmark.modelfile import save_model
@@ -87,7 +88,7 @@ class MemberTrainer:
             "seed": task.seed,
             "architecture": spec.architecture,
             "hp": hp,
-            "training": training,
+            "training": training_identity(training),
             "strategy": spec.strategy,
             "input_size": spec.input_size,
             "preprocess": spec.preprocess,
@@ -322,10 +323,13 @@ class MemberTrainer:
                 verbose=_bar(self.verbose),
             )
         entry = zoo.get(spec.architecture)
-        with distributed.scope(self.strategy):
+        with (
+            distributed.scope(self.strategy),
+            training_mod.precision_scope(training["precision"]) as policy,
+        ):
             model = entry.build(hp, input_shape=x_train.shape[1:], num_classes=d.num_classes)
             check_member_hp(spec, hp)  # the plan checked it too: one function, on this build
-            return training_mod.fit(
+            result = training_mod.fit(
                 model,
                 x_train,
                 y_train,
@@ -342,6 +346,8 @@ class MemberTrainer:
                 verbose=self.verbose,
                 sample_weight=sample_weight,
             )
+        result.extra["dtype_policy"] = policy
+        return result
 
     def _head_search(self, spec: MemberSpec, key: str | None) -> dict[str, Any]:
         """Feature extraction's head search: its trials, in the run's tuner folder (resumable)."""

@@ -8,6 +8,7 @@ defaults and rejects unknown keys.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ from benchmark.config.schema import (  # noqa: F401
 )
 from benchmark.data.augment import make_dataset
 from benchmark.errors import ZoobenchError
+from zoo.record_layers import with_test_time_views
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,44 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="zoobench")
+class Triangle(keras.optimizers.schedules.LearningRateSchedule):
+    """The speed records' schedule (airbench94): linear from ``start`` x ``peak_lr`` up to
+    ``peak_lr`` at ``peak_at`` of the steps, then linear down to ``end`` x ``peak_lr``."""
+
+    def __init__(
+        self,
+        peak_lr: float,
+        total_steps: int,
+        peak_at: float = 0.23,
+        start: float = 0.2,
+        end: float = 0.07,
+    ):
+        self.peak_lr = float(peak_lr)
+        self.total_steps = int(total_steps)
+        self.peak_at = float(peak_at)
+        self.start = float(start)
+        self.end = float(end)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        up = max(1.0, self.peak_at * self.total_steps)
+        down = max(1.0, self.total_steps - up)
+        rise = self.start + (1.0 - self.start) * ops.minimum(step / up, 1.0)
+        fall = 1.0 + (self.end - 1.0) * ops.clip((step - up) / down, 0.0, 1.0)
+        return self.peak_lr * ops.where(step < up, rise, fall)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "peak_at": self.peak_at,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
 def make_schedule(training: dict[str, Any], steps_per_epoch: int):
     """The learning rate (a float or a LearningRateSchedule) that ``training`` asks for."""
     lr = float(training["learning_rate"])
@@ -105,18 +145,29 @@ def make_schedule(training: dict[str, Any], steps_per_epoch: int):
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total))
     if kind == "one-cycle":
         return OneCycle(lr, total_steps=total)
+    if kind == "triangle":
+        return Triangle(lr, total_steps=total)
     raise ZoobenchError(f"training.schedule: unknown schedule {kind!r}")
 
 
 def make_optimizer(training: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam, AdamW, RMSprop or SGD (momentum, Nesterov) with the schedule and decoupled weight decay."""
+    """Adam, AdamW, RMSprop, SGD (momentum, Nesterov) or Muon with the schedule, decoupled weight
+    decay and, with ``ema``, Keras's weight averaging (the averaged weights replace the trained ones
+    when ``fit`` ends)."""
     lr = make_schedule(training, steps_per_epoch)
     kwargs: dict[str, Any] = {"learning_rate": lr}
     if training["weight_decay"]:
         kwargs["weight_decay"] = float(training["weight_decay"])
     if training.get("clipnorm"):
         kwargs["clipnorm"] = float(training["clipnorm"])
+    if training.get("ema"):
+        kwargs.update(use_ema=True, ema_momentum=float(training["ema"]))
     name = training["optimizer"]
+    if name == "muon":
+        # Keras's Muon orthogonalises the updates of conv and dense kernels and runs AdamW on the
+        # rest; the classifier ("probs", airbench's "logits") stays on AdamW, as in airbench94_muon.
+        kwargs.setdefault("weight_decay", 0.0)
+        return keras.optimizers.Muon(exclude_layers=["probs", "logits"], **kwargs)
     if name == "adam":
         return keras.optimizers.Adam(**kwargs)
     if name == "adamw":
@@ -179,6 +230,43 @@ def compile_model(
         jit_compile=backend.jit_compile(jit_compile),
     )
     return target
+
+
+# airbench computes its whitening filters from 5,000 training images: the 2x2 patch covariance of
+# 5,000 pictures (4.8M patches) is settled to well under 1% of its eigenvalues.
+WHITENING_IMAGES = 5000
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Build models under ``precision``'s Keras dtype policy (the global one is restored after).
+
+    "auto" is mixed_bfloat16 on an accelerator and float32 on a CPU; mixed_float16 needs a GPU and
+    is refused with one line elsewhere.
+    """
+    policy = resolve_precision(precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolve_precision(precision: str) -> str:
+    """The dtype policy ``precision`` means on this machine (see :func:`precision_scope`)."""
+    from zoo import backend
+
+    accelerators = backend.accelerators()
+    gpus = [d for d in accelerators if "gpu" in d.lower() or "cuda" in d.lower()]
+    if precision == "auto":
+        return "mixed_bfloat16" if accelerators else "float32"
+    if precision == "mixed_float16" and not gpus:
+        raise ZoobenchError(
+            "training.precision = 'mixed_float16' needs a GPU (none found here); "
+            "use 'float32', 'mixed_bfloat16' or 'auto'"
+        )
+    return precision
 
 
 # ---- callbacks --------------------------------------------------------------------------------------
@@ -332,6 +420,7 @@ def fit(
     sparse = uses_sparse_labels(training, augment)
     batch_size = int(training["batch_size"])
     steps = max(1, math.ceil(len(x_train) / batch_size))
+    adapt_data_layers(model, x_train, seed=seed)
     train_ds = make_dataset(
         x_train,
         y_train,
@@ -342,6 +431,7 @@ def fit(
         seed=seed,
         sparse=sparse,
         sample_weight=sample_weight,
+        epochs=epochs,
     )
     val_ds = make_dataset(
         x_val,
@@ -357,16 +447,21 @@ def fit(
     timer = EpochTimer()
     guards = Guards(training, deadline, tensorboard_dir)
     all_callbacks = [timer, *guards.callbacks, *callbacks]
+    if training.get("ema"):  # each epoch's validation scores the averaged weights, as kept
+        all_callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     start = time.perf_counter()
     history = trainer.fit(
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
+        # one stream of every epoch where the alternating flip needs to know the epoch (TensorFlow)
+        steps_per_epoch=steps if stream_of_epochs(augment) else None,
         callbacks=all_callbacks,
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras would only warn about it
     )
     seconds = time.perf_counter() - start
+    trained = getattr(trainer, "model", model) if trainer is not model else model
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     if len(timer.seconds) == len(frame):
@@ -375,7 +470,7 @@ def fit(
         frame["learning_rate"] = timer.rates
     done = len(frame)
     return FitResult(
-        model=getattr(trainer, "model", model) if trainer is not model else model,
+        model=with_test_time_views(trained, training.get("tta", "none")),
         history=frame,
         epochs=done,
         train_seconds=seconds,
@@ -383,6 +478,33 @@ def fit(
         stopped_by_budget=guards.deadline.stopped,
         failed_reason=guards.failure(frame),
     )
+
+
+def stream_of_epochs(augment: Sequence[dict]) -> bool:
+    """Whether :func:`make_dataset` hands ``fit`` all epochs as one stream."""
+    from benchmark.data.augment import alternating_flips
+
+    return alternating_flips(augment) and keras.backend.backend() == "tensorflow"
+
+
+def adapt_data_layers(model: keras.Model, x_train: np.ndarray, *, seed: int = 0) -> int:
+    """Set the weights of layers that take them from data (``PatchWhitening``) before training.
+
+    Each sees what it will see in the model: a seeded sample of ``WHITENING_IMAGES`` training images
+    passed through the layers before it. Returns how many layers were adapted.
+    """
+    from zoo.record_layers import PatchWhitening
+
+    layers = [layer for layer in model.layers if isinstance(layer, PatchWhitening)]
+    if not layers:
+        return 0
+    rng = np.random.default_rng([seed, 7])
+    rows = np.sort(rng.permutation(len(x_train))[:WHITENING_IMAGES])
+    sample = x_train[rows].astype(np.float32)
+    for layer in layers:
+        before = keras.Model(model.inputs, layer.input)
+        layer.adapt(np.asarray(before.predict(sample, batch_size=500, verbose=0)))
+    return len(layers)
 
 
 def fit_pretrained(

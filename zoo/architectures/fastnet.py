@@ -1,4 +1,5 @@
-"""Fast small-image nets after airbench and ResNet-9: few wide conv-pool-BN-GELU blocks.
+"""Fast small-image nets after ResNet-9: few wide conv-pool-BN-GELU blocks (fastnet itself, the
+CPU width of airbench94, lives with the records' nets in ``airbench.py``).
 
 Designed for 32x32 pictures and a small compute budget: resolution drops early (max-pool right after
 the first conv of each block), so most of the work happens on 15x15 and smaller maps with a handful
@@ -19,7 +20,6 @@ from zoo.layers import (
 )
 from zoo.registry import register
 
-PAPER_AIRBENCH = "Jordan 2024, 94% on CIFAR-10 in 3.29 Seconds on a Single GPU (airbench94)"
 PAPER_RESNET9 = "Page 2018, How to Train Your ResNet (DAWNBench ResNet-9)"
 
 
@@ -82,28 +82,6 @@ def fast_cifar_net(
     x = keras.layers.GlobalMaxPooling2D(name="global_max_pool")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout, regularizer=reg)
     return keras.Model(inputs, outputs, name=name)
-
-
-@register(
-    "fastnet",
-    family="fastnet",
-    kind="scratch",
-    paper=PAPER_AIRBENCH,
-    input_size=32,
-    reference_accuracy=(0.692, 10, 10_000),
-)  # val acc, epochs, images: README default run
-def fastnet(hp, input_shape, num_classes) -> keras.Model:
-    """airbench94's net at 3/8 width (24/96/96 filters): the zoo's best accuracy per CPU-second."""
-    return fast_cifar_net(
-        hp,
-        input_shape,
-        num_classes,
-        name="fastnet",
-        widths=(64, 256, 256),
-        width=0.375,
-        residual=False,
-        stem=24,
-    )
 
 
 @register(
