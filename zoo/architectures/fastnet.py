@@ -91,7 +91,7 @@ def fast_cifar_net(
     paper=PAPER_AIRBENCH,
     input_size=32,
     reference_accuracy=(0.692, 10, 10_000),
-)  # val acc, epochs, images: README default run
+)  # val acc, epochs, images: docs/results/cpu-tour-dbb660a.json (fastnet row)
 def fastnet(hp, input_shape, num_classes) -> keras.Model:
     """airbench94's net at 3/8 width (24/96/96 filters): the zoo's best accuracy per CPU-second."""
     return fast_cifar_net(
@@ -113,7 +113,7 @@ def fastnet(hp, input_shape, num_classes) -> keras.Model:
     paper=PAPER_RESNET9,
     input_size=32,
     reference_accuracy=(0.536, 4.3, 10_000),
-)  # README: accuracy per CPU-second (90 s)
+)  # val acc, epochs, images: docs/results/zoo-accuracy-per-cpu-second.json
 def resnet9(hp, input_shape, num_classes) -> keras.Model:
     """ResNet-9 (DAWNBench) at quarter width (32/64/128) with residual conv groups."""
     return fast_cifar_net(
