@@ -338,8 +338,13 @@ def readme_block(root: Path | None = None) -> str:
             "",
             table_markdown(record["table"]),
             "",
-            f"Command, notes and the JSON: [docs/results/{README_RESULT}.md]"
-            f"(docs/results/{README_RESULT}.md).",
+            "<details><summary>How it was measured, and what it shows</summary>",
+            "",
+            *[f"- {note}" for note in record.get("notes") or []],
+            "",
+            "</details>",
+            "",
+            f"Command and data: [docs/results/{README_RESULT}.md](docs/results/{README_RESULT}.md).",
             "",
             README_END,
         ]
