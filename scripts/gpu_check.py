@@ -21,7 +21,7 @@ Getting the data and code onto a GPU machine that has no internet and takes 64 M
   file, read without torch). zoobench itself travels as the working tree (``PYTHONPATH=.``).
 - Data (18 MiB), wheels (20 MiB) and the repository fit one 64 MiB call, so the Lite0 weights need
   no second call: ``scripts/gpu_check.sh`` installs the wheels, runs this script on the JAX backend
-  and copies the figures out (see the README's "GPU" section).
+  and copies the figures out (see docs/backends-and-gpus.md and docs/results/gpu-quick.md).
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ from __future__ import annotations
 import gc
 import re
 import weakref
-import zlib
 
 import keras
 import keras_tuner
 import numpy as np
 import pytest
 from conftest import real_cifar
+from zoo_contract import check_entry, check_sampled_build, raw_batch
 
 import zoo
 from zoo.flops import count_flops
@@ -32,57 +32,13 @@ HEAVY = {"densenet_bc_100", "resnet56", "resnet56_v2", "inception_small", "mobil
 LEARNS_BY_DEFAULT = {"fastnet"}
 
 
-def _raw_batch(n: int = 3) -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-
-
-def _check_probabilities(model: keras.Model, num_classes: int = 10) -> np.ndarray:
-    """Raw uint8 in, a probability vector per image out (contract of every zoo model)."""
-    assert model.layers[-1].name == "probs"
-    assert any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers[:3])
-    probs = np.asarray(model(_raw_batch(), training=False))
-    assert probs.shape == (3, num_classes)
-    assert np.all(probs >= 0) and np.all(np.isfinite(probs))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    return probs
-
-
-def _sample_space(hp: keras_tuner.HyperParameters, seed: int) -> keras_tuner.HyperParameters:
-    """A copy of ``hp`` with every declared hyperparameter set to a random value (as a trial is)."""
-    rng = np.random.default_rng(seed)
-    trial = hp.copy()
-    for p in hp.space:
-        trial.values[p.name] = p.random_sample(int(rng.integers(2**31)))
-    return trial
-
-
-def _check_sampled_build(name: str, hp: keras_tuner.HyperParameters) -> None:
-    trial = _sample_space(hp, seed=zlib.crc32(name.encode()))
-    chosen = dict(trial.values)
-    keras.backend.clear_session()
-    model = zoo.build(name, hp=trial, num_classes=7)
-    _check_probabilities(model, num_classes=7)
-    assert trial.values == chosen  # the builder used the trial's values, it did not reset them
-
-
 @pytest.mark.parametrize("name", SCRATCH)
 def test_default_and_sampled_builds(name):
     """Defaults: the contract and published size; then a random trial of the space (cheap ones)."""
-    keras.backend.clear_session()
-    hp = keras_tuner.HyperParameters()
-    model = zoo.build(name, hp=hp)
-    _check_probabilities(model)
-    assert model.name == name
-    # a search space that matters: regularisation and at least one architectural knob
-    names = {p.name for p in hp.space}
-    assert {"l1", "l2"} <= names, names
-    assert names & {"depth", "width", "widen_factor", "growth_rate"}, names
-    assert names & {"batch_norm"} and names & {"activation"} and names & {"dropout"}, names
+    model = check_entry(name, sampled=name not in HEAVY)
     if name in PUBLISHED_PARAMS:
         expected = PUBLISHED_PARAMS[name]
         assert abs(model.count_params() - expected) <= 0.1 * expected, model.count_params()
-    if name not in HEAVY:
-        _check_sampled_build(name, hp)
 
 
 @pytest.mark.slow
@@ -90,7 +46,7 @@ def test_default_and_sampled_builds(name):
 def test_sampled_builds_of_heavy_variants(name):
     hp = keras_tuner.HyperParameters()
     zoo.build(name, hp=hp)  # declares the space
-    _check_sampled_build(name, hp)
+    check_sampled_build(name, hp)
 
 
 def test_num_classes_and_regularisation_follow_hp():
@@ -196,7 +152,7 @@ def test_building_50_models_does_not_grow_memory():
 
 
 def test_building_a_model_leaves_other_models_alone():
-    x = _raw_batch()
+    x = raw_batch()
     a = zoo.build("resnet20")
     before = np.asarray(a(x, training=False))
     b = zoo.build("fastnet")
@@ -211,7 +167,7 @@ def test_building_a_model_leaves_other_models_alone():
 def test_saved_model_loads_in_safe_mode(name, tmp_path):
     """Only built-in layers: a saved member loads with safe_mode=True and predicts the same."""
     model = zoo.build(name)
-    x = _raw_batch()
+    x = raw_batch()
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)

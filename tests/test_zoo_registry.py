@@ -7,26 +7,15 @@ import json
 import re
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from zoo_contract import docs_example
 
 import zoo
 import zoo.registry
 from zoo import ZooError
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def _readme_example() -> str:
-    """The worked example under README's "### Add an architecture": the test runs the docs."""
-    text = README.read_text()
-    section = text.split("### Add an architecture", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
-    assert match, "README's 'Add an architecture' section lost its python example"
-    return match.group(1)
 
 
 @pytest.fixture(autouse=True)
@@ -121,8 +110,8 @@ def test_list_filters():
         assert entry.paper and entry.description and entry.input_size == 32, name
 
 
-def test_readme_example_as_a_module(tmp_path, monkeypatch, clean_registry):
-    (tmp_path / "zoobench_example_models.py").write_text(_readme_example())
+def test_docs_example_as_a_module(tmp_path, monkeypatch, clean_registry):
+    (tmp_path / "zoobench_example_models.py").write_text(docs_example())
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.import_module("zoobench_example_models")
     assert "tiny_cnn" in zoo.list_models(kind="scratch")
@@ -131,9 +120,9 @@ def test_readme_example_as_a_module(tmp_path, monkeypatch, clean_registry):
     _train_one_step(model)
 
 
-def test_readme_example_as_an_entry_point(tmp_path, monkeypatch, clean_registry):
+def test_docs_example_as_an_entry_point(tmp_path, monkeypatch, clean_registry):
     """A third-party package: its dist-info names a module in the ``zoobench.models`` group."""
-    (tmp_path / "zoobench_example_plugin.py").write_text(_readme_example())
+    (tmp_path / "zoobench_example_plugin.py").write_text(docs_example())
     dist = tmp_path / "zoobench_example_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text(

@@ -2,7 +2,7 @@
 
 A profile is a shipped name (``benchmark/config/profiles/<name>.toml``: smoke, cpu-quick, cpu-tour, standard, full, ...)
 or a path to the user's own file. Mistakes fail at once with the file and the key named, not an
-hour into a run. The format is documented in README "## Profiles".
+hour into a run. The format is documented in docs/profiles.md.
 """
 
 from __future__ import annotations

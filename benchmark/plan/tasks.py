@@ -118,7 +118,7 @@ def probe_spec(task: Task, data) -> dict[str, Any]:
 
 
 # Head training on cached features, rows per second: 90,000 rows of 1,984 features through a
-# 256-unit head in 4.0 s an epoch on 2 CPU cores (README, "Transfer learning").
+# 256-unit head in 4.0 s an epoch on 2 CPU cores (docs/results/feature-extraction-lite0.json).
 HEAD_ROWS_PER_SECOND = 22_500
 
 

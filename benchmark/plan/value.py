@@ -7,7 +7,7 @@ calibration file by the runner) replaces the prior.
 
 The prior. Each architecture has a reference: the validation accuracy it reached after a number
 of epochs on a number of training images (``extra["reference_accuracy"] = (accuracy, epochs,
-train_images)`` on its registry entry, from the README's measured runs on CIFAR-10; without one,
+train_images)`` on its registry entry, from measured runs on CIFAR-10 in docs/results; without one,
 its family's averaged, else its kind's default below). With ``c = 1 / classes`` the chance level and
 ``s = (acc - c) / (1 - c)`` the skill above chance, the reference's skill is projected with a
 saturating curve in epochs ``E`` and a power law in training images ``N``::
@@ -18,10 +18,12 @@ saturating curve in epochs ``E`` and a power law in training images ``N``::
     acc(E, N)    = c + (1 - c) * s_inf(N) * (1 - exp(-E / tau))
 
 ``tau`` is 3 epochs for networks trained end to end and 2 for a head on cached features;
-``alpha`` is 0.25 (Lite0 features: 78% test on 10k images, 85% on 45k). Both fit the README's
-figures within a point (resnet20: 0.377 predicted at 2 epochs from its 8-epoch figure, 0.384
-measured; fastnet: 0.605 at 5.2 epochs from its 10-epoch figure, 0.596 measured). A tuned member
-is valued at its final training length (the trial epochs when the best trial is restored).
+``alpha`` is 0.25 (Lite0 features: 78% test on 10k images, docs/results/cpu-tour-dbb660a.json; 85%
+on 45k, docs/results/feature-extraction-lite0.json). Both fit the measured figures within a point
+(resnet20: 0.377 predicted at 2 epochs from its 8-epoch figure, 0.384 measured; fastnet: 0.605 at
+5.2 epochs from its 10-epoch figure, 0.596 measured; docs/results/zoo-accuracy-per-cpu-second.json).
+A tuned member is valued at its final training length (the trial epochs when the best trial is
+restored).
 Priors are CIFAR-10 figures: on another dataset they rank members, they do not predict them.
 
 Cached-feature members are favoured twice: pretrained backbones' priors are high (their features

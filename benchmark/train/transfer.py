@@ -429,7 +429,8 @@ def _head_hypermodel(
 
     def build(hp) -> keras.Model:
         # default (the search's first trial): the head that won on full-split Lite features
-        # (scripts/feature_sweep.py; linear heads were never chosen in the README's searches)
+        # (docs/results/feature-sweep.json; linear heads were never chosen in the searches of
+        # docs/results/feature-extraction-lite0.json and feature-extraction-last-layer.json)
         units = hp.Choice("units", [0, 256, 512], default=512)
         dropout = hp.Choice("dropout", [0.0, 0.2, 0.4], default=0.2)
         lr = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=default_lr)

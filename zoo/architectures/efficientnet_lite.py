@@ -46,7 +46,7 @@ def _builder(variant: str):
 
 # The planner's prior (benchmark.plan.value; it ignores input size and feature options): val accuracy,
 # head epochs and training images with 5-level + mirrored features at 160 px on the full split and
-# the default head (scripts/feature_sweep.py; README "Which features pay")
+# the default head: the val column of docs/results/feature-sweep.json (scripts/feature_sweep.py)
 _REFERENCE = {
     "efficientnet_lite0": (0.862, 20, 45_000),
     "efficientnet_lite1": (0.858, 20, 45_000),
