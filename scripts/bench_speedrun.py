@@ -14,7 +14,7 @@ is printed for the record.
     python scripts/bench_speedrun.py --architecture fastnet --epochs 4 --set batch_size=256 \\
         --set learning_rate=0.375            # a variant of the recipe (values parsed as TOML)
 
-With ``--record NAME`` the table is written to docs/results/NAME.json (and .md) with the commit,
+With ``--record NAME`` the table is written to docs/results/<NAME>.json (and .md) with the commit,
 machine and command (``scripts/results_io.py``).
 """
 

@@ -187,6 +187,46 @@ def test_alternating_flips_mirror_each_image_in_every_other_epoch():
     np.testing.assert_array_equal(mirrored[2], mirrored[0])
 
 
+def test_shuffled_alternating_flips_show_every_image_once_an_epoch_in_turns():
+    from benchmark.data.augment import make_dataset
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, size=(40, 6, 6, 3), dtype=np.uint8)
+    ds = make_dataset(
+        x,
+        np.zeros(40, dtype=np.int64),
+        num_classes=10,
+        batch_size=16,
+        policy=[{"name": "alternating_flip"}],
+        shuffle=True,
+        seed=3,
+        epochs=4,
+    )
+    seen = np.concatenate([np.asarray(images) for images, _ in ds])
+    assert len(seen) == 160
+    plain = {x[j].tobytes(): j for j in range(40)}
+    mirror = {x[j, :, ::-1].astype(np.float32).tobytes(): j for j in range(40)}
+    flipped = np.zeros((4, 40), dtype=bool)
+    for k, image in enumerate(seen):
+        key = image.astype(np.uint8).tobytes()
+        epoch = k // 40
+        if key in plain:
+            j = plain[key]
+        else:
+            j = mirror[image.tobytes()]
+            flipped[epoch, j] = True
+    for epoch in range(4):  # each image once an epoch, mirrored in every other epoch
+        order = [
+            plain.get(im.astype(np.uint8).tobytes(), mirror.get(im.tobytes()))
+            for im in seen[epoch * 40 : (epoch + 1) * 40]
+        ]
+        assert sorted(order) == list(range(40))
+    np.testing.assert_array_equal(flipped[1], ~flipped[0])
+    np.testing.assert_array_equal(flipped[2], flipped[0])
+    orders = [seen[e * 40 : (e + 1) * 40] for e in range(2)]
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled
+
+
 def test_the_triangle_schedule_rises_to_its_peak_and_falls_to_seven_percent():
     import keras
 
@@ -323,3 +363,57 @@ def _hp(**values):
     for key, value in values.items():
         hp.Fixed(key, value)
     return hp
+
+
+# ---- a member trained by its recipe, end to end ----------------------------------------------------
+
+
+def test_a_recipe_member_stores_exports_and_predicts_what_it_scored(tmp_path, tiny_jpg):
+    """fastnet by its recipe in a run: the stored model holds the whitening, the averaged weights
+    and the views, so reloading it and its ONNX export both give the stored test probabilities."""
+    import keras
+    import onnxruntime as ort
+
+    from benchmark.cli.app import main
+    from benchmark.run.runner import Runner
+    from ensembles.deploy import FORMATS
+
+    raw = {
+        "name": "recipe",
+        "data": {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50},
+        "members": [
+            {
+                "architecture": "fastnet",
+                "hp": {"width": 0.25},
+                "training": {"epochs": 2, "batch_size": 25, "ema": 0.5, "tta": "flip"},
+            }
+        ],
+        "ensembles": {"enabled": False},
+        "report": {"enabled": False},
+    }
+    runner = Runner(parse_profile(raw, "recipe.toml"), tmp_path / "run", data_dir=str(tiny_jpg))
+    runner.run()
+    (member,) = runner.store.members()
+    assert member.ok, member.metrics
+    training = member.config["training"]
+    assert training["recipe"] == "fastnet" and training["schedule"] == "triangle"
+    assert training["ema"] == 0.5 and training["tta"] == "flip" and training["epochs"] == 2
+    assert [s["name"] for s in member.config["augment"]] == ["alternating_flip", "pad_crop"]
+    assert member.metrics["dtype_policy"] == "float32"
+
+    x_test = runner.store.load_array("x_test").astype(np.float32)
+    stored = member.probs("test")
+    model = keras.saving.load_model(member.model_path, safe_mode=True)
+    assert [layer.name for layer in model.layers if layer.name.startswith("view_")] == [
+        "view_0",
+        "view_1",
+    ]
+    inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    assert float(inner.get_layer("whiten").adapted.numpy()) == 1.0
+    np.testing.assert_allclose(model.predict(x_test, verbose=0), stored, atol=1e-5)
+
+    out = tmp_path / "fastnet.onnx"
+    assert main(["export", str(runner.store.root), "--format", "onnx", "--out", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x_test})[0]
+    assert np.abs(got - stored).max() <= FORMATS["onnx"].tolerance

@@ -193,7 +193,6 @@ def make_dataset(
                 apply,
                 seed,
                 sparse,
-                drop_remainder,
                 weights,
                 flips=flips,
                 epochs=int(epochs),
@@ -261,52 +260,42 @@ def _tf_dataset(
 
 
 def _tf_epoch_stream(
-    x,
-    y,
-    num_classes,
-    batch_size,
-    apply,
-    seed,
-    sparse,
-    drop_remainder,
-    weights,
-    *,
-    flips,
-    epochs,
-    shuffle,
+    x, y, num_classes, batch_size, apply, seed, sparse, weights, *, flips, epochs, shuffle
 ):
-    """``epochs`` epochs in one tf.data stream, each image mirrored when its first-epoch flip
-    differs from the epoch's parity (the alternating flip), then the rest of the policy."""
+    """``epochs`` epochs in one tf.data stream of :func:`stream_steps` batches an epoch: each image
+    is mirrored when its first-epoch flip differs from its epoch's parity (the alternating flip),
+    then the rest of the policy runs. Batches may straddle two epochs; each image knows its own."""
     import tensorflow as tf
 
+    n = len(x)
     columns = (x, y, flips) if weights is None else (x, y, flips, weights)
-    base = tf.data.Dataset.from_tensor_slices(columns)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle:  # reshuffled in every epoch (the shuffle comes before the repeat)
+        ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat(epochs).enumerate().batch(min(batch_size, n))
 
-    def one_epoch(epoch):
-        ds = base
-        if shuffle:
-            ds = ds.shuffle(min(len(x), 50_000), seed=tf.cast(seed * 1_000_003 + epoch, tf.int64))
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        odd = tf.equal(epoch % 2, 1)
+    def prepare(index, columns):
+        images, labels, flip, *weights = columns
+        images = tf.cast(images, tf.float32)
+        odd = tf.equal((index // n) % 2, 1)
+        mirror = tf.not_equal(flip, odd)[:, None, None, None]
+        images = tf.where(mirror, tf.reverse(images, axis=[2]), images)
+        if not sparse:
+            labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
+        return (images, labels, *weights)
 
-        def prepare(images, labels, flip, *weights):
-            images = tf.cast(images, tf.float32)
-            mirror = tf.not_equal(flip, odd)[:, None, None, None]
-            images = tf.where(mirror, tf.reverse(images, axis=[2]), images)
-            if not sparse:
-                labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
-            return (images, labels, *weights)
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    if apply is not None:
+        policy_map = tf.autograph.experimental.do_not_convert(
+            lambda images, labels, *weights: (*apply(images, labels), *weights)
+        )
+        ds = ds.map(policy_map, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
-        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        if apply is not None:
-            policy_map = tf.autograph.experimental.do_not_convert(
-                lambda images, labels, *weights: (*apply(images, labels), *weights)
-            )
-            ds = ds.map(policy_map, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds
 
-    stream = tf.data.Dataset.range(epochs).flat_map(one_epoch)
-    return stream.prefetch(tf.data.AUTOTUNE)
+def stream_steps(n: int, batch_size: int) -> int:
+    """Batches an epoch of a stream of epochs: whole batches only, so the stream never runs dry."""
+    return max(1, n // min(batch_size, n))
 
 
 @functools.cache

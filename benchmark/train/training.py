@@ -30,7 +30,7 @@ from benchmark.config.schema import (  # noqa: F401
     SCHEDULES,
     resolve_training,
 )
-from benchmark.data.augment import make_dataset
+from benchmark.data.augment import make_dataset, stream_steps
 from benchmark.errors import ZoobenchError
 from zoo.record_layers import with_test_time_views
 
@@ -419,7 +419,11 @@ def fit(
     epochs = int(epochs or training["epochs"])
     sparse = uses_sparse_labels(training, augment)
     batch_size = int(training["batch_size"])
-    steps = max(1, math.ceil(len(x_train) / batch_size))
+    stream = stream_of_epochs(augment)
+    steps = (
+        stream_steps(len(x_train), batch_size) if stream else math.ceil(len(x_train) / batch_size)
+    )
+    steps = max(1, steps)
     adapt_data_layers(model, x_train, seed=seed)
     train_ds = make_dataset(
         x_train,
@@ -455,7 +459,7 @@ def fit(
         validation_data=val_ds,
         epochs=epochs,
         # one stream of every epoch where the alternating flip needs to know the epoch (TensorFlow)
-        steps_per_epoch=steps if stream_of_epochs(augment) else None,
+        steps_per_epoch=steps if stream else None,
         callbacks=all_callbacks,
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras would only warn about it
