@@ -198,10 +198,43 @@ def _register_erfc() -> None:
     _register_erfc.done = True
 
 
+def float32_copy(model):
+    """``model`` computing in float32: itself when it does, else a copy with its weights.
+
+    ONNX and LiteRT have no bfloat16 path for ops a mixed-precision member uses (GELU's Erfc; ONNX
+    Runtime refuses mixed float16/bfloat16 Mul), so such a member exports as float32. Its variables
+    are float32 already; its probabilities move by the rounding it no longer does (about 1e-2 at
+    most for bfloat16: ``zoobench export --tolerance``).
+    """
+    import keras
+
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    if all(layer.dtype_policy.name == "float32" for layer in layers):
+        return model
+
+    def as_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: as_float32(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [as_float32(v) for v in node]
+        return node
+
+    copy = keras.saving.deserialize_keras_object(
+        as_float32(keras.saving.serialize_keras_object(model))
+    )
+    copy.set_weights(model.get_weights())
+    shape = [1 if d is None else d for d in model.input_shape]
+    copy(np.zeros(shape, dtype="float32"))  # a called model, as Keras's export wants
+    return copy
+
+
 def write_artifact(model, spec: Format, path: Path) -> None:
     if spec.keras_format is None:
         model.save(path)
         return
+    model = float32_copy(model)
     if spec.name == "onnx":
         _register_erfc()
     with warnings.catch_warnings(), quiet_tensorflow():

@@ -126,6 +126,7 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
     """Seconds ``task`` should take here, from a timed probe of its model (calibrated once)."""
     import zoo
     from benchmark.tune.tuning import fixed_hyperparameters
+    from zoo.record_layers import view_count
 
     spec, d = task.spec, data
     # pretrained backbones take the data's pixels and resize to hp's input_size inside
@@ -156,8 +157,9 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
         # an "epoch" is one epoch of every head trial on the cached training rows (the best
         # trial's head is kept); val and test probabilities come from the cached features
         epoch = int(options["head_trials"]) * views * n_train / HEAD_ROWS_PER_SECOND
-    else:
-        fixed += (n_val + n_test) / tp.infer
+    else:  # the stored predictions go through the member's test-time views (one pass each)
+        views = view_count(task.training.get("tta", "none"))
+        fixed += views * (n_val + n_test) / tp.infer
         epoch = n_train / tp.train + n_val / tp.infer
     if task.boost is not None:  # a round also predicts the training split (SAMME's error)
         fixed += n_train / tp.infer
