@@ -39,6 +39,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load", type=int, default=0, help="CPU-bound processes to run alongside")
     parser.add_argument("--budget", default=None, help="override the profile's budget")
     parser.add_argument("--head", type=int, default=8, help="leaderboard rows to print")
+    parser.add_argument(
+        "--record", default=None, help="write the result to docs/results/NAME.json (and .md)"
+    )
     return parser.parse_args()
 
 
@@ -119,6 +122,23 @@ def main() -> int:
             f"{(best_e['test_accuracy'] - best_m['test_accuracy']) * 100:+.2f} points"
         )
     shutil.copy(run_dir / "leaderboard.csv", args.out / "leaderboard.csv")
+    if args.record:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from scripts.results_io import write_result
+
+        rows = board[cols].head(args.head).round(4).to_dict(orient="records")
+        path = write_result(
+            args.record,
+            title=f"The default run ({args.profile}) from a fresh clone, empty cache",
+            command=" ".join(["python", "scripts/bench_default_run.py", *sys.argv[1:]]),
+            data_source=f"{meta['data'].get('source')} {sizes}, seed {meta.get('seed')}",
+            table=rows,
+            notes=[
+                f"wall {wall / 60:.0f} min {wall % 60:02.0f} s (process start-up included); "
+                f"{args.load} other CPU-bound process(es) alongside",
+            ],
+        )
+        print(f"wrote {path}")
     return 0
 
 

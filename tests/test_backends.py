@@ -222,3 +222,45 @@ def _tensor(event):
     from tensorboard.util import tensor_util
 
     return tensor_util.make_ndarray(event.tensor_proto)
+
+
+RUN_RECIPE = """
+import json, sys
+import keras, numpy as np
+from benchmark.config.profiles import parse_profile
+from benchmark.run.runner import Runner
+raw = {{
+    "name": "recipe",
+    "data": {{"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50}},
+    "members": [{{"architecture": "fastnet", "hp": {{"width": 0.25}},
+                 "training": {{"epochs": 2, "batch_size": 25, "ema": 0.5, "tta": "flip"}}}}],
+    "ensembles": {{"enabled": False}},
+    "report": {{"enabled": False}},
+}}
+runner = Runner(parse_profile(raw, "recipe"), {out!r}, data_dir={data!r})
+runner.run()
+(member,) = runner.store.members()
+model = keras.saving.load_model(member.model_path, safe_mode=True)
+x = runner.store.load_array("x_test").astype("float32")
+diff = float(np.abs(model.predict(x, verbose=0) - member.probs("test")).max())
+inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+print(json.dumps({{"ok": member.ok, "diff": diff, "backend": keras.backend.backend(),
+                  "adapted": float(keras.ops.convert_to_numpy(inner.get_layer("whiten").adapted)),
+                  "augment": [s["name"] for s in member.config["augment"]],
+                  "tensorflow": "tensorflow" in sys.modules}}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_member_trained_by_the_record_recipe_on_each_backend(backend, tmp_path, tiny_jpg):
+    """fastnet by its recipe (whitening, averaged weights, alternating flips, test-time views) on
+    JAX and PyTorch, where TensorFlow cannot be imported: the stored model gives the stored
+    probabilities."""
+    _needs(backend)
+    code = RUN_RECIPE.format(out=str(tmp_path / "run"), data=str(tiny_jpg))
+    proc = _python(code, backend, hide_tensorflow=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["backend"] == backend and not result["tensorflow"]
+    assert result["adapted"] == 1.0 and result["augment"] == ["alternating_flip", "pad_crop"]
+    assert result["diff"] < 1e-5

@@ -466,6 +466,11 @@ def fit(
     )
     seconds = time.perf_counter() - start
     trained = getattr(trainer, "model", model) if trainer is not model else model
+    if training.get("ema"):
+        # Keras swaps the averages in at the end of fit; on JAX the variables then share buffers
+        # with the optimizer's averages, and the next jitted call frees one of them ("Array has
+        # been deleted"). Fresh copies of the values end the sharing.
+        trained.set_weights([np.array(w) for w in trained.get_weights()])
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     if len(timer.seconds) == len(frame):
