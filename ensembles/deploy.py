@@ -158,9 +158,11 @@ def _size(path: Path) -> int:
 
 
 def source_hash(entry: Entry, members: list[Entry]) -> tuple[str, dict[str, str]]:
-    """One sha256 for what the export was made from: the row's config and its members' models."""
+    """One sha256 for what the export was made from: the row's config, its members' models and
+    its temperature (None: not calibrated)."""
     models = {m.id: file_sha256(m.model_path) for m in members}
-    text = json.dumps({"config": entry.config, "models": models}, sort_keys=True, default=str)
+    made_of = {"config": entry.config, "models": models, "temperature": entry.temperature}
+    text = json.dumps(made_of, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest(), models
 
 
@@ -276,6 +278,7 @@ def export_model(
                 "values": "RGB pixel values 0..255 (no scaling, no preprocessing)",
             },
             "output": {"shape": [None, int(stored.shape[1])], "values": "class probabilities"},
+            "temperature": entry.temperature,
             "class_names": store.class_names(),
             "images_compared": len(x_check),
             "max_abs_diff": diff,
