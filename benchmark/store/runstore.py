@@ -366,10 +366,21 @@ class RunStore:
         return self.root / self._ensembles_name
 
     def member_dir(self, mid: str) -> Path:
-        return self.members_dir / mid
+        return self.members_dir / self._folder_name(mid, "member ID")
 
     def ensemble_dir(self, name: str) -> Path:
-        return self.ensembles_dir / name
+        return self.ensembles_dir / self._folder_name(name, "ensemble name")
+
+    def _folder_name(self, name: str, what: str) -> str:
+        """``name`` when it names one folder inside the run; a ``--model ../x`` (or an ID in an
+        edited config) would reach outside it: a one-line ZoobenchError."""
+        text = str(name)
+        if text in ("", ".", "..") or any(c in text for c in ("/", "\\", "\0", os.sep)):
+            raise ZoobenchError(
+                f"{text!r} is not a {what} of run {self.root}: a name that leaves the run "
+                "folder is refused"
+            )
+        return text
 
     def is_complete(self, path: Path) -> bool:
         return (path / "metrics.json").is_file()
@@ -394,6 +405,7 @@ class RunStore:
         """The complete member (by ID) or ensemble (by name) called ``name``, else None."""
         if name == BEST:
             return None
+        self._folder_name(name, "member ID or ensemble name")
         for folder, kind in ((self.member_dir(name), MEMBER), (self.ensemble_dir(name), ENSEMBLE)):
             if folder.is_dir() and self.is_complete(folder):
                 return self._entry(folder, kind)
