@@ -6,6 +6,13 @@ learned weights, and ``data/y_test.npy`` is never read. Boosting's weights are t
 rounds recorded from their training-split errors (``benchmark.train.boosting``): nothing of val or test.
 Ensembles are cheap, so each call recomputes them all from scratch and replaces what an earlier
 call stored.
+
+Validation figures are never in-sample. An ensemble whose weights are fit on validation (top-k's
+choice, greedy's picks, the stacker) is scored out-of-fold (:mod:`ensembles.crossfit`): its stored
+validation probabilities come from copies fit on the other folds, while its weights and its test
+probabilities come from the refit on all of validation. Plain averages fit nothing and keep their
+plain validation score. Temperature scaling (:mod:`ensembles.calibration`, ``calibrate``) follows
+the same rule for every member and ensemble.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +33,8 @@ from benchmark.metrics import accuracy, log_loss
 from benchmark.naming import slug
 from benchmark.store.runstore import Entry, RunStore
 from benchmark.train import boosting
+from ensembles.calibration import Calibration, calibrate
+from ensembles.crossfit import Split, out_of_fold, validation_folds
 from ensembles.export import write_best
 from ensembles.methods import (
     AverageEnsemble,
@@ -42,6 +52,7 @@ log = logging.getLogger(__name__)
 # benchmark.config.schema, checked when the profile is parsed; documented in docs/CONTRACTS.md.
 METHODS = ENSEMBLE_METHODS
 DEFAULTS: dict[str, Any] = ENSEMBLE_DEFAULTS
+OUT_OF_FOLD = "out-of-fold"  # metrics.json "val_scoring" of an ensemble fit on validation
 
 
 def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -51,7 +62,11 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
 
 @dataclass
 class Fitted:
-    """One ensemble fit in memory, before it is written to the store."""
+    """One ensemble fit in memory, before it is written to the store.
+
+    ``val_probs`` are out-of-fold when ``folds`` is set (the method was fit on validation);
+    ``val_accuracy_in_sample`` is then the optimistic figure of the refit, kept for comparison.
+    """
 
     name: str
     method: str
@@ -62,34 +77,60 @@ class Fitted:
     test_probs: np.ndarray
     stacker: StackingEnsemble | None = None
     fit_seconds: float = 0.0
+    folds: int | None = None
+    val_accuracy_in_sample: float | None = None
+    calibration: Calibration | None = None
 
 
-def _fit_average(name, method, est: WeightedAverage, members, val, test, y_val, params) -> Fitted:
+def _fit_average(
+    name,
+    method,
+    make: Callable[[], WeightedAverage],
+    members,
+    val,
+    test,
+    y_val,
+    params,
+    splits: list[Split] | None = None,
+) -> Fitted:
+    """Fit ``make()`` on all of validation; with ``splits`` (a method that learns from
+    validation), its validation probabilities are cross-fitted over them instead of in-sample."""
     start = time.perf_counter()
-    est.fit(val, y_val)
+    est = make().fit(val, y_val)
     keep = [i for i, w in enumerate(est.weights_) if w > 0]
     chosen = [members[i] for i in keep]
     weights = [float(est.weights_[i]) for i in keep]
     sub = WeightedAverage.from_weights(weights, val[0].shape[1])
-    return Fitted(
+    val_probs = sub.predict_proba([val[i] for i in keep])
+    fitted = Fitted(
         name=name,
         method=method,
         members=chosen,
         weights=weights,
         params=params,
-        val_probs=sub.predict_proba([val[i] for i in keep]),
+        val_probs=val_probs,
         test_probs=sub.predict_proba([test[i] for i in keep]),
-        fit_seconds=time.perf_counter() - start,
     )
+    if splits is not None:
+        fitted.val_accuracy_in_sample = accuracy(val_probs, y_val)
+        fitted.val_probs = out_of_fold(make, val, y_val, splits)
+        fitted.folds = len(splits)
+    fitted.fit_seconds = time.perf_counter() - start
+    return fitted
 
 
 def fit_ensembles(
     members: list[Entry], y_val: np.ndarray, config: dict[str, Any], seed: int
 ) -> list[Fitted]:
-    """Fit every configured method on ``members``' validation probabilities (no store writes)."""
+    """Fit every configured method on ``members``' validation probabilities (no store writes).
+
+    Methods fit on validation (top-k, greedy, stacking) are scored out-of-fold over
+    ``cv_folds`` stratified folds seeded by ``seed`` (stacking over its own ``stacker_cv``); with
+    too few validation rows for two folds they are skipped, never scored in-sample.
+    """
     cfg = resolve_config(config)
-    val = [m.probs("val") for m in members]
-    test = [m.probs("test") for m in members]
+    val = [m.probs("val", calibrated=False) for m in members]
+    test = [m.probs("test", calibrated=False) for m in members]
     fitted: list[Fitted] = []
     methods = cfg["methods"]
     enough = len(members) >= cfg["min_members"]
@@ -97,25 +138,27 @@ def fit_ensembles(
         log.info(
             "ensembles: %d member(s), fewer than min_members=%d", len(members), cfg["min_members"]
         )
+    splits = _splits(y_val, cfg, seed) if enough and {"top-k", "greedy"} & set(methods) else None
     if enough and "average-all" in methods:
         fitted.append(
-            _fit_average("average-all", "average", AverageEnsemble(), members, val, test, y_val, {})
+            _fit_average("average-all", "average", AverageEnsemble, members, val, test, y_val, {})
         )
-    if enough and "top-k" in methods and cfg["top_k"] < len(members):
+    if enough and "top-k" in methods and cfg["top_k"] < len(members) and splits:
         k = cfg["top_k"]
         fitted.append(
             _fit_average(
                 f"top-{k}",
                 "top-k",
-                AverageEnsemble(top_k=k),
+                lambda: AverageEnsemble(top_k=k),
                 members,
                 val,
                 test,
                 y_val,
                 {"top_k": k},
+                splits,
             )
         )
-    if enough and "greedy" in methods:
+    if enough and "greedy" in methods and splits:
         params = {
             "size": cfg["greedy_size"],
             "init_size": cfg["greedy_init"],
@@ -123,7 +166,15 @@ def fit_ensembles(
         }
         fitted.append(
             _fit_average(
-                "greedy", "greedy", GreedyEnsemble(**params), members, val, test, y_val, params
+                "greedy",
+                "greedy",
+                lambda: GreedyEnsemble(**params),
+                members,
+                val,
+                test,
+                y_val,
+                params,
+                splits,
             )
         )
     if enough and "stacking" in methods:
@@ -151,6 +202,8 @@ def fit_ensembles(
                     test_probs=est.predict_proba(test),
                     stacker=est,
                     fit_seconds=time.perf_counter() - start,
+                    folds=est.cv_folds_,
+                    val_accuracy_in_sample=accuracy(est.predict_proba(val), y_val),
                 )
             )
     for method in ("bagging", "seeds"):
@@ -166,7 +219,7 @@ def fit_ensembles(
                 _fit_average(
                     f"{method}-{slug(gname, 'group')}",
                     method,
-                    AverageEnsemble(),
+                    AverageEnsemble,
                     [members[i] for i in idx],
                     [val[i] for i in idx],
                     [test[i] for i in idx],
@@ -177,6 +230,16 @@ def fit_ensembles(
     if "boosting" in methods:
         fitted += _fit_boosting(members, val, test, y_val)
     return fitted
+
+
+def _splits(y_val: np.ndarray, cfg: dict[str, Any], seed: int) -> list[Split] | None:
+    """The validation folds of every out-of-fold score, or None (logged) when there are too few
+    rows: what needs them is then skipped."""
+    try:
+        return validation_folds(y_val, cfg["cv_folds"], seed)
+    except ValueError as exc:
+        log.warning("ensembles: no out-of-fold scores (%s): fitted ensembles are skipped", exc)
+        return None
 
 
 def _groups(members: list[Entry], method: str) -> dict[str, list[int]]:
@@ -218,7 +281,7 @@ def _fit_boosting(members: list[Entry], val, test, y_val: np.ndarray) -> list[Fi
             _fit_average(
                 f"boosting-{slug(gname, 'group')}",
                 "boosting",
-                BoostedAverage(alphas),
+                lambda alphas=alphas: BoostedAverage(alphas),
                 rounds,
                 [val[i] for i in at],
                 [test[i] for i in at],
@@ -242,11 +305,19 @@ def _metrics(fit: Fitted, y_val: np.ndarray) -> dict[str, Any]:
         params += fit.stacker.n_params_
     ips = [m.get("inference_images_per_second") for m in mets]
     seconds_per_image = None if any(not v for v in ips) else sum(1.0 / v for v in ips)
+    scoring: dict[str, Any] = {"val_scoring": "nothing fit on validation"}
+    if fit.folds is not None:
+        scoring = {
+            "val_scoring": OUT_OF_FOLD,
+            "cv_folds": fit.folds,
+            "val_accuracy_in_sample": fit.val_accuracy_in_sample,
+        }
     return {
         "status": "done",
         "reason": "",
         "val_accuracy": accuracy(fit.val_probs, y_val),
         "val_loss": log_loss(fit.val_probs, y_val),
+        **scoring,
         "params": None if params is None else int(params),
         "flops": None if total("flops") is None else int(total("flops")),
         "train_seconds": total("train_seconds"),
@@ -275,18 +346,23 @@ def write_fitted(store: RunStore, fit: Fitted, y_val: np.ndarray) -> Entry:
         with atomic.atomic_path(path / "stacker.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **fit.stacker.arrays())
         config["stacker"] = {"file": "stacker.npz", **fit.stacker.settings()}
-    return store.write_entry(
+    entry = store.write_entry(
         path,
         config=config,
         metrics=_metrics(fit, y_val),
         val_probs=fit.val_probs,
         test_probs=fit.test_probs,
     )
+    if fit.calibration is not None:
+        cal = fit.calibration
+        store.write_calibration(path, cal.record(), cal.val_probs, cal.test_probs)
+    return entry
 
 
 def write_diversity(store: RunStore, members: list[Entry]) -> None:
     """Pairwise validation disagreement between members (reports draw it as a heatmap)."""
-    matrix = disagreement_matrix([m.probs("val") for m in members]) if members else np.zeros((0, 0))
+    probs = [m.probs("val", calibrated=False) for m in members]
+    matrix = disagreement_matrix(probs) if members else np.zeros((0, 0))
     store.write_diversity([m.id for m in members], [m.name for m in members], matrix)
 
 
@@ -331,6 +407,7 @@ def build_ensembles(store: RunStore, config: dict[str, Any] | None, seed: int) -
     members = usable_members(store)
     y_val = store.labels("val")
     fitted = fit_ensembles(members, y_val, cfg, seed)
+    calibrate_entries(store, members, fitted, y_val, cfg, seed)
     # Built beside the old set and swapped in whole: a failure keeps the old ensembles and best.
     with store.staged_ensembles() as staged:
         written = [write_fitted(staged, f, y_val) for f in fitted]
@@ -338,5 +415,38 @@ def build_ensembles(store: RunStore, config: dict[str, Any] | None, seed: int) -
         write_best(staged, select_best(members, written), export=cfg["export_best"])
     entries = [store.ensemble(e.id) for e in written]
     for e in entries:
-        log.info("ensemble %s: val accuracy %.4f", e.name, e.metrics["val_accuracy"])
+        m = e.metrics
+        scoring = (
+            f" ({m['cv_folds']}-fold out-of-fold)" if m.get("val_scoring") == OUT_OF_FOLD else ""
+        )
+        log.info("ensemble %s: val accuracy %.4f%s", e.name, m["val_accuracy"], scoring)
     return entries
+
+
+def calibrate_entries(
+    store: RunStore,
+    members: list[Entry],
+    fitted: list[Fitted],
+    y_val: np.ndarray,
+    cfg: dict[str, Any],
+    seed: int,
+) -> None:
+    """Temperature-scale every member (stored in its folder now) and every fitted ensemble
+    (``Fitted.calibration``, stored with it), on the ``cv_folds`` validation folds.
+
+    Off (``calibrate = false``), or with too few validation rows for two folds, the members'
+    earlier calibrations are removed: a model is never scaled by a temperature this run did not fit.
+    """
+    splits = _splits(y_val, cfg, seed) if cfg["calibrate"] and (members or fitted) else None
+    for m in members:
+        if splits is None:
+            store.clear_calibration(m.path)
+            continue
+        raw = [m.probs(split, calibrated=False) for split in ("val", "test")]
+        cal = calibrate(*raw, y_val, splits, seed)
+        store.write_calibration(m.path, cal.record(), cal.val_probs, cal.test_probs)
+        log.info("calibration: %s T=%.3f", m.name, cal.temperature)
+    for f in fitted:
+        if splits is not None:
+            f.calibration = calibrate(f.val_probs, f.test_probs, y_val, splits, seed)
+            log.info("calibration: %s T=%.3f", f.name, f.calibration.temperature)

@@ -74,6 +74,23 @@ def _check_out(out: Path, spec: Format, force: bool) -> None:
         )
     if (out.exists() or out.is_symlink()) and not force:
         raise ZoobenchError(f"--out {out} already exists; pass --force to replace it")
+    if out.exists() or out.is_symlink():
+        _refuse_unless_export(out, spec)
+
+
+def _refuse_unless_export(out: Path, spec: Format) -> None:
+    """``--force`` replaces an earlier export only: what has no export manifest is not ours."""
+    manifest = manifest_path(out, spec.name)
+    kind_ok = out.is_dir() if not spec.suffix else out.is_file()
+    try:
+        record = atomic.read_json(manifest) if kind_ok and not out.is_symlink() else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        record = None
+    if not (isinstance(record, dict) and {"format", "artifact_sha256"} <= set(record)):
+        raise ZoobenchError(
+            f"--out {out} is not an earlier zoobench export (no readable {manifest.name} "
+            "manifest): --force replaces only those; choose another --out"
+        )
 
 
 def _describe_steps(steps: list[dict[str, Any]]) -> str:
@@ -158,9 +175,11 @@ def _size(path: Path) -> int:
 
 
 def source_hash(entry: Entry, members: list[Entry]) -> tuple[str, dict[str, str]]:
-    """One sha256 for what the export was made from: the row's config and its members' models."""
+    """One sha256 for what the export was made from: the row's config, its members' models and
+    its temperature (None: not calibrated)."""
     models = {m.id: file_sha256(m.model_path) for m in members}
-    text = json.dumps({"config": entry.config, "models": models}, sort_keys=True, default=str)
+    made_of = {"config": entry.config, "models": models, "temperature": entry.temperature}
+    text = json.dumps(made_of, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest(), models
 
 
@@ -182,11 +201,12 @@ def manifest_path(out: str | os.PathLike, fmt: str) -> Path:
     )
 
 
-def _install(tmp: Path, out: Path, force: bool) -> None:
+def _install(tmp: Path, out: Path, force: bool, spec: Format) -> None:
     """Rename the checked artifact into place; a replaced one is moved aside first, then removed."""
     if out.exists() or out.is_symlink():
         if not force:
             raise ZoobenchError(f"--out {out} already exists; pass --force to replace it")
+        _refuse_unless_export(out, spec)  # checked again: it may have changed while we worked
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         os.replace(out, aside / "old")
         try:
@@ -215,7 +235,8 @@ def export_model(
     Returns the manifest written beside the artifact (``path``, ``manifest``, ``size_bytes``,
     ``images_compared``, ``max_abs_diff``, ``tolerance``, ...). A ZoobenchError (one line) for an
     unknown run, model or format, a missing runtime package, an existing ``out`` without
-    ``force``, members with OpenCV preprocessing, or an artifact that disagrees with the run.
+    ``force`` (or, with it, one that is not an earlier export: no manifest), members with OpenCV
+    preprocessing, or an artifact that disagrees with the run.
     """
     spec = format_spec(fmt)
     out = Path(out)
@@ -276,6 +297,7 @@ def export_model(
                 "values": "RGB pixel values 0..255 (no scaling, no preprocessing)",
             },
             "output": {"shape": [None, int(stored.shape[1])], "values": "class probabilities"},
+            "temperature": entry.temperature,
             "class_names": store.class_names(),
             "images_compared": len(x_check),
             "max_abs_diff": diff,
@@ -286,7 +308,7 @@ def export_model(
         info["manifest"] = str(manifest_path(out, fmt))
         if not spec.suffix:  # the folder carries its own manifest and moves with it
             atomic.write_json(artifact / MANIFEST, info)
-        _install(artifact, out, force)
+        _install(artifact, out, force, spec)
         if spec.suffix:
             atomic.write_json(info["manifest"], info)
     finally:

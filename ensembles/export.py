@@ -4,7 +4,8 @@ Every member's saved ``model.keras`` becomes a renamed sub-model of a single fun
 combination is built-in layers with fixed weights: a weighted average is a non-trainable ``Dense``
 over the concatenated member probabilities (kernel = stacked ``w_i * I``), the logistic stacker is
 one ``Dense(softmax)`` holding ``coef_.T`` / ``intercept_`` (sklearn's multinomial ``predict_proba``
-is exactly ``softmax(X @ coef_.T + intercept_)``), the MLP stacker two. The file therefore loads
+is exactly ``softmax(X @ coef_.T + intercept_)``), the MLP stacker two; a calibrated entry ends in
+its temperature (``zoo.layers.TemperatureScaling``). The file therefore loads
 with ``keras.saving.load_model(path, safe_mode=True)`` after ``zoo.list_models()`` (which
 imports the zoo's modules, registering their layers), and nothing else.
 """
@@ -114,17 +115,30 @@ def raw_pixel_model(model, steps: list[dict[str, Any]], shape):
     return keras.Model(image, _member_output(image, 0, model, in_model_layers(steps), shape))
 
 
+def _calibrated(x, temperature: float | None):
+    """``x`` through the entry's temperature (``zoo.layers.TemperatureScaling``), if it has one."""
+    if temperature is None:
+        return x
+    from ensembles.calibration import PROB_FLOOR
+    from zoo.layers import TemperatureScaling
+
+    return TemperatureScaling(temperature, PROB_FLOOR, name="temperature")(x)
+
+
 def build_fused_model(store: RunStore, entry: Entry):
-    """One Keras model computing ``entry``'s probabilities from raw uint8-range images."""
+    """One Keras model computing ``entry``'s probabilities from raw uint8-range images: its
+    members, their combination and, when the entry is calibrated, its temperature last (so the
+    model returns what ``entry.probs("test")`` stores)."""
     import keras
 
     from benchmark.data.preprocess import in_model_layers
 
     members = ensemble_members(store, entry)
+    temperature = entry.temperature  # a damaged calibration: one line naming the file
     models = [load_member_model(m) for m in members]
     inside = outside_preprocess(members) == []  # steps as layers, per member
     layers = [in_model_layers(m.config.get("preprocess") or []) if inside else [] for m in members]
-    if len(members) == 1 and not entry.is_ensemble and not layers[0]:
+    if len(members) == 1 and not entry.is_ensemble and not layers[0] and temperature is None:
         return models[0]
     shape = input_shape_of(store, models)
     image = keras.Input(shape=shape, name="image")
@@ -134,7 +148,8 @@ def build_fused_model(store: RunStore, entry: Entry):
         outputs.append(_member_output(image, i, model, layers[i], shape))
     num_classes = int(outputs[0].shape[-1])
     if len(members) == 1 and not entry.is_ensemble:  # one member behind its preprocessing layers
-        return keras.Model(image, outputs[0], name=f"zoobench_{members[0].id}"[:60])
+        x = _calibrated(outputs[0], temperature)
+        return keras.Model(image, x, name=f"zoobench_{members[0].id}"[:60])
     x = outputs[0] if len(outputs) == 1 else keras.layers.Concatenate(name="member_probs")(outputs)
     if entry.config.get("method") == "stacking":
         stacker = load_stacker(entry)
@@ -160,6 +175,7 @@ def build_fused_model(store: RunStore, entry: Entry):
         )
         x = layer(x)
         layer.set_weights([kernel.astype(np.float32)])
+    x = _calibrated(x, temperature)
     fused = keras.Model(image, x, name=f"zoobench_{entry.name}".replace(" ", "_")[:60])
     fused.trainable = False
     return fused
@@ -189,6 +205,7 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
         "members": [m.id for m in members],
         "val_accuracy": best.metrics.get("val_accuracy"),
         "val_loss": best.metrics.get("val_loss"),
+        "temperature": best.temperature,
         "preprocess": outside_preprocess(members),
         "model": None,
         "reason": "",

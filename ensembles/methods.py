@@ -8,8 +8,8 @@ can be inspected and stored as JSON / npz, never pickled.
 
 Averaging-type methods (all, top-k, greedy, group averages, boosting's alphas) reduce to one weight
 vector over the members; the stacker is a multinomial logistic regression (or a one-hidden-layer
-MLP) over the concatenated member probabilities, fit with cross-validation so its own validation
-score is honest.
+MLP) over the concatenated member probabilities. Whatever is fit on validation is scored on it
+out-of-fold (:mod:`ensembles.crossfit`), so its validation score is honest.
 """
 
 from __future__ import annotations
@@ -219,8 +219,9 @@ def samme_vote(probs_list: Sequence[np.ndarray], alphas: Sequence[float]) -> np.
 class StackingEnsemble:
     """A meta-learner over the members' concatenated validation probabilities.
 
-    ``fit`` first scores the meta-learner honestly with ``cross_val_predict`` on the validation rows
-    (``oof_probs_``, each row predicted by a model that never saw it), then refits on all of them.
+    ``fit`` first scores the meta-learner honestly by cross-fitting on the validation rows
+    (:mod:`ensembles.crossfit`, as every fitted ensemble: ``oof_probs_``, each row predicted by a
+    model that never saw it), then refits on all of them.
     The learned arrays (``coef_``, ``intercept_`` for the logistic stacker; ``coefs_``,
     ``intercepts_`` for the MLP) are plain NumPy, so they are stored in an npz and rebuilt as Keras
     Dense layers: the logistic stacker's ``predict_proba`` is ``softmax(X @ coef_.T + intercept_)``.
@@ -271,7 +272,8 @@ class StackingEnsemble:
 
     def fit(self, probs_list: Sequence[np.ndarray], y: Any) -> StackingEnsemble:
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        from ensembles.crossfit import cross_fit, validation_folds
 
         self._validate()
         mats = check_probs_list(probs_list)
@@ -281,20 +283,21 @@ class StackingEnsemble:
         if len(present) < 2:
             raise ValueError(f"stacking needs at least 2 classes in y, got {present.tolist()}")
         x = np.concatenate(mats, axis=1)
-        smallest = int(np.bincount(y)[present].min())
-        folds = min(int(self.cv), smallest)
-        if folds < 2:  # no honest out-of-fold score exists; the caller skips stacking
-            raise ValueError(
-                "stacking needs at least 2 validation rows of every class present for "
-                f"cross-validated scores; the smallest class has {smallest}"
-            )
+        try:  # no honest out-of-fold score without 2 folds: the caller skips stacking
+            splits = validation_folds(y, int(self.cv), int(self.seed))
+        except ValueError as exc:
+            raise ValueError(f"stacking: {exc}") from None
+        folds = len(splits)
         self.num_classes_ = num_classes
         self.n_members_ = len(mats)
+
+        def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+            est = self._estimator().fit(x[train], y[train])
+            return self._expand(est.predict_proba(x[test]), est.classes_)
+
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            splitter = StratifiedKFold(folds, shuffle=True, random_state=int(self.seed))
-            oof = cross_val_predict(self._estimator(), x, y, cv=splitter, method="predict_proba")
-            self.oof_probs_ = self._expand(oof, present)
+            self.oof_probs_ = cross_fit(fit_predict, splits, len(y), num_classes)
             est = self._estimator().fit(x, y)
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             log.info("stacking: the %s stacker stopped at max_iter=%d", self.stacker, self.max_iter)

@@ -154,13 +154,27 @@ def _resolve(store: RunStore, model: str) -> Entry:
     raise ZoobenchError(f"unknown model {model!r} in run {store.root}; choose {_choices(store)}")
 
 
-def combiner(entry: Entry, num_classes: int) -> Callable[[list[np.ndarray]], np.ndarray] | None:
-    """How ``entry`` combines its members' probabilities (None for a member: nothing to combine)."""
-    if not entry.is_ensemble:
-        return None
-    if entry.config.get("method") == "stacking":
-        return load_stacker(entry).predict_proba
-    return WeightedAverage.from_weights(entry.config["weights"], num_classes).predict_proba
+def combiner(
+    entry: Entry, num_classes: int, calibrated: bool = False
+) -> Callable[[list[np.ndarray]], np.ndarray] | None:
+    """How ``entry`` turns its members' probabilities into its own (None for an uncalibrated
+    member: nothing to do); ``calibrated`` ends in the entry's temperature, if it has one (what
+    its exported model and ``entry.probs("test")`` hold)."""
+    base = None
+    if entry.is_ensemble and entry.config.get("method") == "stacking":
+        base = load_stacker(entry).predict_proba
+    elif entry.is_ensemble:
+        base = WeightedAverage.from_weights(entry.config["weights"], num_classes).predict_proba
+    temperature = entry.temperature if calibrated else None
+    if temperature is None:
+        return base
+
+    def combine(outs: list[np.ndarray]) -> np.ndarray:
+        from ensembles.calibration import apply_temperature
+
+        return apply_temperature(outs[0] if base is None else base(outs), temperature)
+
+    return combine
 
 
 def _entry_predictor(
@@ -168,6 +182,7 @@ def _entry_predictor(
     entry: Entry,
     load: Callable[[Entry], Any] = load_member_model,
     description: str | None = None,
+    calibrated: bool = True,
 ) -> Predictor:
     members = ensemble_members(store, entry)
     units = [Unit(load(m), list(m.config.get("preprocess") or [])) for m in members]
@@ -176,7 +191,7 @@ def _entry_predictor(
         units,
         _class_names(store, num_classes),
         description or entry.name,
-        combiner(entry, num_classes),
+        combiner(entry, num_classes, calibrated),
         image_size=_image_size(store),
     )
 
@@ -224,7 +239,10 @@ def _refit_predictor(store: RunStore, model: str) -> Predictor:
         zoo.list_models()  # the zoo's layers become loadable
         return load_model(store.refit_model_path(name, member.id), f"refit member {member.id}")
 
-    return _entry_predictor(store, entry, load, f"{entry.name} (refit on train + validation)")
+    # No temperature: it was fit to the original members' validation predictions, and the refit
+    # members have trained on those images.
+    description = f"{entry.name} (refit on train + validation)"
+    return _entry_predictor(store, entry, load, description, calibrated=False)
 
 
 def check_target(run_dir: str | os.PathLike, model: str = "best") -> dict[str, Any]:

@@ -607,6 +607,9 @@ def reliability(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
     probs = _test_probs(run, chosen.best, "model")
     table = scoring.calibration_bins(probs, run.y_test)
     ece = scoring.expected_calibration_error(probs, run.y_test)
+    entry = run.entry(chosen.best)
+    calibration = run.calibration(entry)
+    before = None if calibration is None else run.probs(entry, "test", calibrated=False)
     fig, (ax, ax_count) = plt.subplots(
         2, 1, figsize=(5.5, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -637,11 +640,27 @@ def reliability(run: RunData, board: pd.DataFrame, chosen: Picks, path: Path) ->
     ax.plot(
         [0, 1], [0, 1], color="#555555", linestyle="--", linewidth=1, label="perfect calibration"
     )
+    scores = f"ECE {ece:.3f}"
+    if before is not None:  # the same model before temperature scaling, bin by bin
+        raw = scoring.calibration_bins(before, run.y_test)
+        filled_raw = raw["count"] > 0
+        centers = ((raw["low"] + raw["high"]) / 2)[filled_raw]
+        ax.plot(
+            centers,
+            raw["accuracy"][filled_raw],
+            color="#029e73",
+            marker="o",
+            markersize=4,
+            linewidth=1,
+            label="accuracy before calibration",
+        )
+        raw_ece = scoring.expected_calibration_error(before, run.y_test)
+        scores = f"ECE {raw_ece:.3f} \u2192 {ece:.3f}, T = {float(calibration['temperature']):.2f}"
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy in bin")
-    ax.legend(loc="upper left")
-    ax.set_title(f"Reliability: {wrap_label(_names(board)[chosen.best], 40)} (ECE {ece:.3f})")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"Reliability: {wrap_label(_names(board)[chosen.best], 40)} ({scores})")
     ax_count.bar(
         table["low"],
         table["count"] / max(1, table["count"].sum()),
@@ -768,7 +787,9 @@ _FIGURES: list[tuple[str, str, str, Draw]] = [
     (
         "reliability",
         "Reliability diagram of the best model",
-        "Accuracy against confidence in 15 equal-width bins; the gap is the calibration error.",
+        "Accuracy against confidence in 15 equal-width bins; the gap is the calibration error. "
+        "Bars: after temperature scaling (fit on validation), when the model has one; the "
+        "line: before.",
         reliability,
     ),
     (

@@ -15,7 +15,13 @@ from html import escape
 import pandas as pd
 
 from reports.figures import drawn_size
-from reports.leaderboard import DISPLAY, display_columns, display_table
+from reports.leaderboard import (
+    CALIBRATION_NOTE,
+    DISPLAY,
+    display_columns,
+    display_table,
+    table_notes,
+)
 from reports.markdown import comparison_headers
 from reports.report import Report
 from reports.stats import summary_sentence
@@ -119,8 +125,10 @@ def render(report: Report) -> str:
         "<h2>Leaderboard</h2>",
         '<p class="muted">Ordered by validation accuracy (what selection used); test scores are '
         "reported, never used to choose. Test accuracy carries a 95% bootstrap interval (1000 "
-        "resamples); ECE uses 15 confidence bins. Click a header to sort.</p>",
+        f"resamples); ECE uses 15 confidence bins. {escape(CALIBRATION_NOTE)} Click a header to "
+        "sort.</p>",
         leaderboard_html(report.board),
+        *[f'<p class="muted">{escape(note)}</p>' for note in table_notes(report.board)],
         "<h2>Is the winner better?</h2>",
         *_comparisons(report),
         "<h2>Figures</h2>",

@@ -5,6 +5,11 @@ call (``board[board.kind == "pretrained"]``, ``board.to_csv(...)``). Rows are or
 key that picks the exported best (validation accuracy, then validation loss, members before
 ensembles), never by test accuracy; test scores are computed here, from the stored test
 probabilities and ``data/y_test.npy``, only to report them.
+
+The validation figures are the store's, never in-sample: an ensemble fit on validation carries its
+out-of-fold score (``val_out_of_fold``, a dagger in the tables). Test ECE and NLL are shown before
+and after temperature scaling (``ece_uncalibrated`` / ``ece``, ``nll_uncalibrated`` / ``nll``,
+``temperature``); test accuracy is the same either way.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import atomic, formatting
-from benchmark.metrics import accuracy
+from benchmark.metrics import accuracy, log_loss
 from benchmark.store.runstore import ENSEMBLE, MEMBER, Entry, RunStore, rank_key
 from reports import scoring
 from reports.rundata import RunData, load_run
@@ -41,7 +46,13 @@ COLUMNS = (
     "f1_macro",
     "val_accuracy",
     "val_loss",
+    "val_out_of_fold",
+    "val_loss_calibrated",
+    "temperature",
     "ece",
+    "ece_uncalibrated",
+    "nll",
+    "nll_uncalibrated",
     "params",
     "flops",
     "train_seconds",
@@ -66,12 +77,24 @@ DISPLAY = {
     "f1_macro": "Macro F1",
     "val_accuracy": "Val acc.",
     "ece": "ECE",
+    "nll": "NLL",
     "params": "Params",
     "flops": "FLOPs/img",
     "train_seconds": "Train time",
     "images_per_second": "Img/s",
     "status": "Status",
 }
+
+
+# What a dagger on a validation accuracy means (the report and the console say it under the table).
+OUT_OF_FOLD_NOTE = (
+    "\u2020 out-of-fold: an ensemble fit on validation (top-k, greedy, stacking) is scored on each "
+    "validation fold by its fit on the other folds, never on the rows it was fit on."
+)
+CALIBRATION_NOTE = (
+    "ECE and NLL are on test, before \u2192 after temperature scaling (one temperature per row, "
+    "fit on validation; accuracy is unchanged)."
+)
 
 
 def leaderboard(
@@ -123,6 +146,7 @@ def _row(run: RunData, entry: Entry, resamples: int, seed: int) -> dict:
         "input_size": None if ensemble else _number(config.get("input_size")),
         "val_accuracy": _number(metrics.get("val_accuracy")),
         "val_loss": _number(metrics.get("val_loss")),
+        "val_out_of_fold": metrics.get("val_scoring") == "out-of-fold",
         "params": _number(metrics.get("params")),
         "flops": _number(metrics.get("flops")),
         "train_seconds": _number(metrics.get("train_seconds")),
@@ -138,9 +162,18 @@ def _row(run: RunData, entry: Entry, resamples: int, seed: int) -> dict:
     val_probs = run.probs(entry, "val")
     if math.isnan(row["val_accuracy"]) and val_probs is not None:
         row["val_accuracy"] = accuracy(val_probs, run.y_val)
+    calibration = run.calibration(entry)
+    if calibration is not None:
+        row["temperature"] = _number(calibration.get("temperature"))
+        row["val_loss_calibrated"] = _number(calibration.get("val_loss_calibrated"))
     test_probs = run.probs(entry, "test")
     if test_probs is not None:
         row.update(_test_scores(test_probs, run.y_test, run.num_classes, resamples, seed))
+        row["nll"] = log_loss(test_probs, run.y_test)
+        before = test_probs if calibration is None else run.probs(entry, "test", calibrated=False)
+        if before is not None:
+            row["ece_uncalibrated"] = scoring.expected_calibration_error(before, run.y_test)
+            row["nll_uncalibrated"] = log_loss(before, run.y_test)
     return row
 
 
@@ -206,7 +239,15 @@ def console_lines(board: pd.DataFrame, store: RunStore, top: int = 10) -> list[s
     ).splitlines()
     if len(board) > top:
         lines.append(f"... {len(board) - top} more rows in {store.leaderboard_csv}")
+    lines += table_notes(board.head(top))
     return lines
+
+
+def table_notes(board: pd.DataFrame) -> list[str]:
+    """The footnotes a table of these rows needs: the dagger's meaning, when a row has one."""
+    if "val_out_of_fold" in board and any(_flag(v) for v in board["val_out_of_fold"]):
+        return [OUT_OF_FOLD_NOTE]
+    return []
 
 
 def _cell(col: str, row: pd.Series) -> str:
@@ -219,10 +260,14 @@ def _cell(col: str, row: pd.Series) -> str:
     if col == "test_accuracy":
         low, high = row["test_accuracy_low"], row["test_accuracy_high"]
         return f"{formatting.percent(value)} [{100 * low:.1f}, {100 * high:.1f}]"
-    if col in ("val_accuracy", "precision_macro", "recall_macro", "f1_macro", *ROBUSTNESS_COLUMNS):
+    if col == "val_accuracy":
+        return formatting.percent(value) + ("\u2020" if _flag(row.get("val_out_of_fold")) else "")
+    if col in ("precision_macro", "recall_macro", "f1_macro", *ROBUSTNESS_COLUMNS):
         return formatting.percent(value)
-    if col == "ece":
-        return f"{value:.3f}"
+    if col in ("ece", "nll"):  # before -> after calibration; one figure for an uncalibrated row
+        before = row.get(f"{col}_uncalibrated")
+        calibrated = not _missing(row.get("temperature")) and not _missing(before)
+        return f"{before:.3f} \u2192 {value:.3f}" if calibrated else f"{value:.3f}"
     if col in ("params", "flops"):
         return formatting.count(float(value))
     if col == "train_seconds":
@@ -237,6 +282,11 @@ def _number(value) -> float:
         return float(value) if value is not None else float("nan")
     except (TypeError, ValueError):
         return float("nan")
+
+
+def _flag(value) -> bool:
+    """A boolean column's cell as read back from the CSV too (True, "True", 1)."""
+    return not _missing(value) and str(value).strip().lower() in ("true", "1")
 
 
 def _missing(value) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from reports.leaderboard import display_table
+from reports.leaderboard import CALIBRATION_NOTE, display_table, table_notes
 from reports.report import Report
 from reports.stats import Comparison, summary_sentence
 
@@ -29,11 +29,12 @@ def render(report: Report) -> str:
         "",
         "Ordered by validation accuracy (what selection used); test scores are reported, "
         "never used to choose. Test accuracy carries a 95% bootstrap interval (1000 "
-        "resamples); ECE uses 15 confidence bins.",
+        f"resamples); ECE uses 15 confidence bins. {CALIBRATION_NOTE}",
         "",
         leaderboard_markdown(report.board),
         "",
     ]
+    lines += [*(f"{note}\n" for note in table_notes(report.board))]
     lines += ["## Is the winner better?", ""]
     if not report.comparisons:
         lines += ["_Needs at least two rows with test predictions._", ""]

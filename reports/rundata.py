@@ -31,7 +31,8 @@ class RunData:
     members: list[Entry]
     ensembles: list[Entry]
     notes: list[str] = field(default_factory=list)
-    _probs: dict[tuple[str, str], np.ndarray | None] = field(default_factory=dict, repr=False)
+    _probs: dict[tuple[str, str, bool], np.ndarray | None] = field(default_factory=dict, repr=False)
+    _calibrations: dict[str, dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -48,20 +49,34 @@ class RunData:
                 return e
         raise KeyError(key)
 
-    def probs(self, entry: Entry, split: str) -> np.ndarray | None:
-        """``entry``'s probabilities on ``split``, or None when missing or of the wrong shape."""
-        key = (entry.key, split)
+    def probs(self, entry: Entry, split: str, calibrated: bool = True) -> np.ndarray | None:
+        """``entry``'s probabilities on ``split``, or None when missing or of the wrong shape.
+
+        Calibrated (temperature-scaled) when the entry has a calibration, as its exported model
+        gives them; ``calibrated=False``: those before calibration."""
+        key = (entry.key, split, calibrated and self.calibration(entry) is not None)
         if key not in self._probs:
-            self._probs[key] = self._load_probs(entry, split)
+            self._probs[key] = self._load_probs(entry, split, key[2])
         return self._probs[key]
 
-    def _load_probs(self, entry: Entry, split: str) -> np.ndarray | None:
+    def calibration(self, entry: Entry) -> dict[str, Any] | None:
+        """``entry``'s temperature scaling (``Entry.calibration``), or None; a damaged one is a
+        note, and the entry's uncalibrated probabilities are reported instead."""
+        if entry.key not in self._calibrations:
+            try:
+                self._calibrations[entry.key] = entry.calibration()
+            except ZoobenchError as exc:
+                self._note(f"{exc}; {entry.key} is shown uncalibrated")
+                self._calibrations[entry.key] = None
+        return self._calibrations[entry.key]
+
+    def _load_probs(self, entry: Entry, split: str, calibrated: bool) -> np.ndarray | None:
         labels = self.y_val if split == "val" else self.y_test
         where = f"{entry.key}/{entry.probs_path(split).name}"
         if labels is None:
             return None
         try:
-            probs = entry.probs(split)
+            probs = entry.probs(split, calibrated=calibrated)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -110,7 +125,7 @@ def _guess_num_classes(entries: list[Entry], y_val, y_test) -> int:
     for entry in entries:
         for split in ("val", "test"):
             try:
-                return int(entry.probs(split).shape[1])
+                return int(entry.probs(split, calibrated=False).shape[1])
             except (OSError, ValueError, IndexError):
                 continue
     labels = [y for y in (y_val, y_test) if y is not None and len(y)]

@@ -267,9 +267,8 @@ def test_bagging_and_seed_groups_are_averaged_per_group(tmp_path):
     assert by_name["seeds-net"].config["members"] == ["member00", "member01"]
     assert by_name["bagging-cnn"].config["params"] == {"group": "bagging:cnn"}
     m2, m3 = store.member("member02"), store.member("member03")
-    np.testing.assert_allclose(
-        by_name["bagging-cnn"].probs("test"), (m2.probs("test") + m3.probs("test")) / 2, atol=1e-6
-    )
+    raw = [m.probs("test", calibrated=False) for m in (by_name["bagging-cnn"], m2, m3)]
+    np.testing.assert_allclose(raw[0], (raw[1] + raw[2]) / 2, atol=1e-6)  # before calibration
 
 
 def test_selection_never_depends_on_test_labels(tmp_path):
@@ -334,3 +333,123 @@ def test_stacking_refuses_a_class_with_one_validation_row():
     probs = [rng.dirichlet(np.ones(3), size=len(y)) for _ in range(2)]
     with pytest.raises(ValueError, match="smallest class has 1"):
         StackingEnsemble(cv=3).fit(probs, y)
+
+
+# ---- out-of-fold validation scores (ensembles.crossfit) ------------------------------------------
+def overfit_run(tmp_path):
+    """25 members barely above chance on 60 validation rows of 3 classes: greedy selection can
+    fit the noise of those rows, and does."""
+    accuracies = (0.4,) * 25
+    return make_fake_run(
+        tmp_path / "overfit", accuracies, n_val=60, num_classes=3, seed=0, failed=False
+    )
+
+
+def test_greedy_out_of_fold_validation_falls_below_its_in_sample_score_when_it_overfits(tmp_path):
+    from benchmark.metrics import log_loss
+
+    store = overfit_run(tmp_path)
+    y_val = store.labels("val")
+    built = {e.name: e for e in build_ensembles(store, {"methods": ["greedy"]}, seed=0)}
+    greedy = built["greedy"].metrics
+    members = [m for m in store.members() if m.ok]
+    config = built["greedy"].config
+    weights = dict(zip(config["members"], config["weights"], strict=True))
+    in_sample = sum(w * store.member(mid).probs("val", False) for mid, w in weights.items())
+    assert greedy["val_accuracy_in_sample"] == pytest.approx(accuracy(in_sample, y_val))
+    # the in-sample figure is the optimism the stored score must not carry
+    assert greedy["val_accuracy_in_sample"] >= greedy["val_accuracy"] + 0.15
+    assert greedy["val_scoring"] == "out-of-fold" and greedy["cv_folds"] == 5
+    oof = built["greedy"].probs("val", calibrated=False)
+    assert greedy["val_accuracy"] == pytest.approx(accuracy(oof, y_val))
+    assert greedy["val_loss"] == pytest.approx(log_loss(oof, y_val))
+    assert not np.allclose(oof, in_sample, atol=1e-3)
+    # the ranking sees only the out-of-fold figure: greedy's in-sample score beat every member,
+    # its honest one does not, so the best is not greedy
+    assert greedy["val_accuracy_in_sample"] > max(m.metrics["val_accuracy"] for m in members)
+    assert store.best_pointer()["id"] != "greedy"
+
+
+def test_final_greedy_weights_are_the_ones_fit_on_all_of_validation(tmp_path):
+    store = overfit_run(tmp_path)
+    y_val = store.labels("val")
+    members = [m for m in store.members() if m.ok]
+    val = [m.probs("val", calibrated=False) for m in members]
+    test = [m.probs("test", calibrated=False) for m in members]
+    entry = build_ensembles(store, {"methods": ["greedy"], "greedy_size": 12}, seed=0)[0]
+    full = GreedyEnsemble(size=12).fit(val, y_val).weights_
+    keep = np.flatnonzero(full)
+    assert entry.config["members"] == [members[i].id for i in keep]
+    assert entry.config["weights"] == pytest.approx(full[keep].tolist())
+    np.testing.assert_allclose(
+        entry.probs("test", calibrated=False), np.tensordot(full, np.stack(test), 1), atol=1e-6
+    )
+
+
+def test_each_fold_is_predicted_by_the_ensemble_fit_on_the_other_folds(tmp_path):
+    from ensembles.crossfit import validation_folds
+
+    store = make_fake_run(tmp_path / "run", seed=2)
+    y_val = store.labels("val")
+    members = [m for m in store.members() if m.ok]
+    val = [m.probs("val", calibrated=False) for m in members]
+    built = {e.name: e for e in build_ensembles(store, {"cv_folds": 4}, seed=7)}
+    folds = validation_folds(y_val, 4, seed=7)
+    assert len(folds) == 4
+    for name, make in (("top-3", lambda: AverageEnsemble(top_k=3)), ("greedy", GreedyEnsemble)):
+        expected = np.zeros_like(val[0])
+        for train, test in folds:
+            est = make().fit([v[train] for v in val], y_val[train])
+            expected[test] = est.predict_proba([v[test] for v in val])
+        np.testing.assert_allclose(
+            built[name].probs("val", calibrated=False), expected, atol=1e-6, err_msg=name
+        )
+    # averaging fits nothing: its validation score stays the plain average's
+    average = built["average-all"]
+    assert average.metrics["val_scoring"] == "nothing fit on validation"
+    np.testing.assert_allclose(average.probs("val", calibrated=False), np.mean(val, 0), atol=1e-6)
+    # stacking's out-of-fold rows come from the same helper: the stacker on the other folds
+    stack = built["stacking-logistic"]
+    assert stack.metrics["val_scoring"] == "out-of-fold" and stack.metrics["cv_folds"] == 5
+    assert stack.metrics["val_accuracy_in_sample"] >= stack.metrics["val_accuracy"]
+
+
+def test_validation_folds_are_stratified_seeded_and_capped_by_the_rarest_class():
+    from ensembles.crossfit import cross_fit, validation_folds
+
+    y = np.array([0] * 12 + [1] * 9 + [2] * 3)
+    folds = validation_folds(y, 5, seed=1)
+    assert len(folds) == 3  # class 2 has three rows
+    test_rows = np.sort(np.concatenate([t for _, t in folds]))
+    np.testing.assert_array_equal(test_rows, np.arange(len(y)))
+    for train, test in folds:
+        assert set(np.unique(y[train])) == {0, 1, 2} and np.bincount(y[test]).tolist() == [4, 3, 1]
+    again = validation_folds(y, 5, seed=1)
+    other = validation_folds(y, 5, seed=2)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(folds, other, strict=True))
+    with pytest.raises(ValueError, match="smallest class has 1"):
+        validation_folds(np.array([0, 0, 1, 1, 2]), 5, seed=0)
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+        validation_folds(y, 1, seed=0)
+    overlapping = [(np.arange(4), np.arange(2)), (np.arange(2, 4), np.arange(2, 4))]
+    with pytest.raises(ValueError, match="not out-of-fold"):
+        cross_fit(lambda tr, te: np.zeros((len(te), 2)), overlapping, 4, 2)
+
+
+def test_fitted_ensembles_are_skipped_rather_than_scored_in_sample(tmp_path, caplog):
+    """A class with one validation row leaves no two folds: no top-k, greedy or stacking row."""
+    store = make_fake_run(tmp_path / "run", n_val=21, failed=False)  # class 0 has 3, others 2
+    y_val = store.labels("val")
+    y_val[0] = 1  # ...and now class 0 has 2, class 1 has 3: still fine
+    store.save_array("y_val", y_val)
+    assert {e.name for e in build_ensembles(store, {}, seed=0)} >= {"greedy", "top-3"}
+    y_val[y_val == 2] = np.array([2, 3])  # class 2 keeps a single row
+    store.save_array("y_val", y_val)
+    with caplog.at_level("WARNING"):
+        names = [e.name for e in build_ensembles(store, {}, seed=0)]
+    assert names == ["average-all"]
+    assert "no out-of-fold scores" in caplog.text and "smallest class has 1" in caplog.text
+    # nor is any temperature left from the first build: none was fit on these labels
+    assert all(m.calibration() is None for m in store.members() if m.ok)
+    assert store.ensemble("average-all").calibration() is None

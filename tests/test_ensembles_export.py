@@ -175,7 +175,9 @@ def test_members_with_different_preprocessing_are_not_fused_but_still_predict(tm
     from ensembles.predictor import load_predictor
 
     store = make_model_run(tmp_path / "run", preprocess=[{"name": "equalize"}])
-    build_ensembles(store, {"methods": ["average-all"], "min_members": 2}, seed=0)
+    # uncalibrated: a temperature would flatten these random members' probabilities, hiding
+    # what preprocessing changes (the calibrated one-by-one path has its own test)
+    build_ensembles(store, {"methods": ["average-all"], "calibrate": False}, seed=0)
     from ensembles.export import write_best
 
     entry = store.ensemble("average-all")
@@ -217,7 +219,8 @@ def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(
     store = make_model_run(
         tmp_path / "run", preprocess=steps, probs_after_steps=True, x_test=x_test
     )
-    build_ensembles(store, {"methods": ["average-all"], "min_members": 2}, seed=0)
+    # uncalibrated: the members' own outputs are compared with the deblocked fused model
+    build_ensembles(store, {"methods": ["average-all"], "calibrate": False}, seed=0)
     m0, avg = store.member("m0"), store.ensemble("average-all")
     model0 = keras.saving.load_model(m0.model_path, safe_mode=True)
     from benchmark.data.preprocess import apply_steps
@@ -247,3 +250,60 @@ def test_deblocked_members_fuse_export_and_are_attacked_with_the_layer_in_front(
         )
     )
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0  # the rounding passes the gradient
+
+
+def test_calibrated_entries_predict_and_export_their_stored_calibrated_probabilities(
+    tmp_path, capsys
+):
+    """The temperature is inside the fused and exported models and the one-by-one predictor: each
+    returns the stored (calibrated) test probabilities, not the probabilities before."""
+    import keras
+
+    from ensembles.build import build_ensembles
+    from ensembles.deploy import export_model
+    from ensembles.export import write_best
+    from ensembles.predictor import load_predictor
+
+    store = make_model_run(tmp_path / "run", n_val=80, n_test=40)
+    rng = np.random.default_rng(3)
+    for split in ("val", "test"):  # labels m0 gets right about 70% of the time: a finite T
+        predicted = store.member("m0").probs(split).argmax(1)
+        common = [c for c in range(10) if np.sum(predicted == c) >= 8]
+        right = (rng.random(len(predicted)) < 0.7) & np.isin(predicted, common)
+        labels = np.where(right, predicted, rng.choice(common, size=len(predicted)))
+        assert np.bincount(labels)[common].min() >= 3  # three folds possible
+        store.save_array(f"y_{split}", labels.astype(np.int64))
+    build_ensembles(store, {"methods": ["average-all", "greedy"], "cv_folds": 3}, seed=0)
+    m0, greedy = store.member("m0"), store.ensemble("greedy")
+    assert 0.06 < m0.temperature < 19 and greedy.temperature is not None
+    x_test = store.load_array("x_test")
+
+    info = write_best(store, m0)
+    assert info["temperature"] == m0.temperature and info["model"] == "model.keras"
+    fused = keras.saving.load_model(store.ensemble_dir("best") / "model.keras", safe_mode=True)
+    got = fused.predict(x_test, verbose=0)
+    np.testing.assert_allclose(got, m0.probs("test"), atol=1e-5)
+    assert np.abs(got - m0.probs("test", calibrated=False)).max() > 1e-2
+    np.testing.assert_allclose(load_predictor(store.root).predict_proba(x_test), got, atol=1e-5)
+    import json
+
+    import cv2
+
+    from benchmark.cli.app import main
+
+    cv2.imwrite(str(tmp_path / "first.png"), x_test[0][..., ::-1])  # OpenCV writes BGR
+    assert main(["predict", str(tmp_path / "first.png"), "--run", str(store.root), "--json"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)["predictions"]
+    top = answer["top"][0]
+    assert top["probability"] == pytest.approx(float(got[0].max()), abs=1e-4)
+    assert abs(top["probability"] - m0.probs("test", calibrated=False)[0].max()) > 0.05
+    for name, entry in (("m0", m0), ("greedy", greedy)):  # the members one by one, then scaled
+        p = load_predictor(store.root, name)
+        np.testing.assert_allclose(p.predict_proba(x_test), entry.probs("test"), atol=1e-5)
+
+    out = tmp_path / "greedy.keras"
+    exported = export_model(store.root, "greedy", "keras", out=out)
+    assert exported["max_abs_diff"] <= 1e-4 and exported["temperature"] == greedy.temperature
+    back = keras.saving.load_model(out, safe_mode=True)
+    assert back.get_layer("temperature").temperature == pytest.approx(greedy.temperature)
+    np.testing.assert_allclose(back.predict(x_test, verbose=0), greedy.probs("test"), atol=1e-4)

@@ -19,6 +19,7 @@ from test_ensembles_export import make_model_run
 from benchmark.cli.app import main
 from benchmark.errors import ZoobenchError
 from benchmark.store.runstore import RunStore, file_sha256
+from ensembles.build import build_ensembles
 
 # (key, format, model, out name): a member and an ensemble for the two formats with extras.
 EXPORTS = [
@@ -401,3 +402,48 @@ def test_onnx_export_of_exact_gelu_converts_erfc(tmp_path):
     session = ort.InferenceSession(str(path))
     got = session.run(None, {session.get_inputs()[0].name: images})[0]
     assert np.abs(got - model.predict(images, verbose=0)).max() < 1e-5
+
+
+# ---- the holes of issue 23 -----------------------------------------------------------------------
+def test_force_replaces_only_an_earlier_export_and_refuses_anything_else(capsys, run_dir, tmp_path):
+    """``--force --out DIR`` deleted any DIR, export or not; now what has no export manifest (a
+    user's folder, a file, an export whose manifest is gone) stays, with one line saying why."""
+    run = run_dir
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"not zoobench's")
+    mine = tmp_path / "notes.keras"
+    mine.write_text("a user's file")
+    old = tmp_path / "old.onnx"  # an export whose manifest was removed: no longer recognisable
+    old.write_bytes(b"onnx?")
+    for fmt, out in (("saved_model", folder), ("keras", mine), ("onnx", old)):
+        argv = ["export", str(run), "--model", "m0", "--format", fmt, "--out", str(out)]
+        code = main([*argv, "--force"])
+        _, err = capsys.readouterr()
+        assert code == 2
+        assert err.strip().splitlines() == [
+            f"zoobench: error: --out {out} is not an earlier zoobench export (no readable "
+            f"{'export.json' if fmt == 'saved_model' else out.name + '.export.json'} manifest): "
+            "--force replaces only those; choose another --out"
+        ]
+    assert (folder / "holiday.jpg").read_bytes() == b"not zoobench's"
+    assert mine.read_text() == "a user's file" and old.read_bytes() == b"onnx?"
+
+
+def test_a_model_name_that_leaves_the_run_folder_is_refused(capsys, tmp_path):
+    from fake_run import make_fake_run
+
+    from ensembles.predictor import check_target
+
+    store = make_fake_run(tmp_path / "run")
+    build_ensembles(store, {"methods": ["average-all"]}, seed=0)
+    make_fake_run(tmp_path / "other")  # another run beside it, with members of its own
+    for name in ("../ensembles/average-all", "../../other/members/member00", "..", "a/b"):
+        with pytest.raises(ZoobenchError, match="leaves the run folder is refused"):
+            check_target(store.root, name)
+        code = main(["export", str(store.root), "--model", name, "--out", str(tmp_path / "x")])
+        _, err = capsys.readouterr()
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert f"{name!r} is not a member ID or ensemble name of run {store.root}" in err
+    assert check_target(store.root, "average-all")["kind"] == "ensemble"  # names still work
+    assert not (tmp_path / "x").exists()

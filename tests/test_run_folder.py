@@ -218,3 +218,41 @@ def test_stored_data_arrays_are_checked_not_trusted(copy, tiny_jpg):
     store.save_array("y_val", (y_val + 1) % 10)
     run(copy, tiny_jpg)
     assert np.array_equal(store.load_array("y_val"), y_val)
+
+
+def test_the_lock_file_left_by_a_killed_chief_holds_no_token(tmp_path):
+    """Issue 23's hole: the chief's --token was written into .zoobench.lock (0644, on a shared
+    disk) and stayed there after a SIGKILL. Every spelling argparse accepts is redacted."""
+    argv = ["run", "--chief", "0.0.0.0:7001", "--token", "s3cret-a", "--token=s3cret-b"]
+    argv += ["--tok", "s3cret-c", "--tensorboard", "--out", "runs/x"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import time
+            from pathlib import Path
+            from benchmark.store import runfolder
+            with runfolder.locked(Path({str(tmp_path)!r})):
+                print("locked", flush=True)
+                time.sleep(60)
+        """),
+            *argv,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+    finally:
+        holder.kill()  # SIGKILL: nothing gets to empty the lock file
+        holder.wait()
+    text = (tmp_path / runfolder.LOCK).read_text()
+    assert str(holder.pid) in text and "s3cret" not in text
+    assert runfolder.redacted_command(["zoobench", *argv]) == (
+        "zoobench run --chief 0.0.0.0:7001 --token <redacted> --token=<redacted> "
+        "--tok <redacted> --tensorboard --out runs/x"
+    )
+    assert "--token <redacted> --token=<redacted> --tok <redacted> --tensorboard" in text

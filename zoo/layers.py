@@ -177,3 +177,31 @@ class Deblock(keras.layers.Layer):
             "threshold": self.threshold,
             "flatness": self.flatness,
         }
+
+
+@keras.saving.register_keras_serializable(package="zoobench")
+class TemperatureScaling(keras.layers.Layer):
+    """Temperature scaling of probabilities: ``softmax(log(max(p, floor)) / temperature)``.
+
+    The last layer of a calibrated fused or exported model (``ensembles.calibration`` fits the
+    temperature on validation and computes the same formula in NumPy for the stored probabilities),
+    so ``predict`` and every export format return calibrated probabilities. Fixed, not trainable;
+    the order of the classes, and so accuracy, is unchanged.
+    """
+
+    def __init__(self, temperature: float, floor: float, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature, self.floor = float(temperature), float(floor)
+        if not (self.temperature > 0 and self.floor > 0):
+            raise ValueError(
+                f"temperature and floor must be positive, got {temperature!r} and {floor!r}"
+            )
+        self.trainable = False
+
+    def call(self, inputs):
+        ops = keras.ops
+        log_probs = ops.log(ops.clip(ops.cast(inputs, "float32"), self.floor, 1.0))
+        return ops.softmax(log_probs / self.temperature, axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature, "floor": self.floor}

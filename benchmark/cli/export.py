@@ -39,7 +39,12 @@ def add_commands(sub) -> None:
         metavar="PATH",
         help="where to write it: a .keras / .onnx / .tflite file, or a folder for saved_model",
     )
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier export at --out (recognised by its manifest; anything else is "
+        "refused)",
+    )
     p.add_argument(
         "--tolerance",
         type=float,

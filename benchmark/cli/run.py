@@ -55,8 +55,9 @@ def add_commands(sub) -> None:
     run.add_argument("--tuner-id", help="this worker's id (default worker-<pid>)")
     run.add_argument(
         "--token",
-        help="shared secret workers present to the chief (default "
-        "$ZOOBENCH_TOKEN; a chief beyond loopback without one prints a new one)",
+        help="shared secret workers present to the chief; prefer $ZOOBENCH_TOKEN, which other "
+        "users cannot read from the process list (zoobench never writes the value down; a chief "
+        "beyond loopback without one prints a new one)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -286,6 +286,8 @@ ENSEMBLE_DEFAULTS: dict[str, Any] = {
     "stacker_C": 1.0,
     "stacker_hidden": 32,
     "stacker_cv": 5,
+    "cv_folds": 5,  # validation folds of every other out-of-fold score (fitted ensembles, calibration)
+    "calibrate": True,  # temperature scaling of every member and ensemble, fit on validation
     "min_members": 2,
     "export_best": True,
 }
@@ -324,9 +326,10 @@ def resolve_ensembles(config: Mapping[str, Any] | None) -> dict[str, Any]:
     init = out["greedy_init"]
     if isinstance(init, bool) or not isinstance(init, int) or init < 0:
         raise ZoobenchError(f"[ensembles] greedy_init must be an integer >= 0, got {init!r}")
-    cv = out["stacker_cv"]
-    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
-        raise ZoobenchError(f"[ensembles] stacker_cv must be an integer >= 2, got {cv!r}")
+    for key in ("stacker_cv", "cv_folds"):
+        cv = out[key]
+        if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
+            raise ZoobenchError(f"[ensembles] {key} must be an integer >= 2, got {cv!r}")
     if out["stacker"] not in ENSEMBLE_STACKERS:
         raise ZoobenchError(
             f"[ensembles] stacker must be one of {', '.join(ENSEMBLE_STACKERS)}, "
@@ -335,7 +338,7 @@ def resolve_ensembles(config: Mapping[str, Any] | None) -> dict[str, Any]:
     c = out["stacker_C"]
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
         raise ZoobenchError(f"[ensembles] stacker_C must be a positive number, got {c!r}")
-    for key in ("greedy_use_best", "export_best"):
+    for key in ("greedy_use_best", "export_best", "calibrate"):
         if not isinstance(out[key], bool):
             raise ZoobenchError(f"[ensembles] {key} must be true or false, got {out[key]!r}")
     return out

@@ -140,7 +140,7 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         if reason:
             say(f"    kept   {m.name} [{m.id}]: {reason}")
             rows.append({"id": m.id, "name": m.name, "refit": False, "reason": reason})
-            outs.append(m.probs("test"))
+            outs.append(m.probs("test", calibrated=False))  # combined as the refit ones are
             continue
         spec = MemberSpec(
             name=m.name,

@@ -5,7 +5,7 @@ carries its marker (``.zoobench``), and then only the entries zoobench itself wr
 user's own files are left alone. Like a database's lock file, one ``zoobench run`` at a time owns
 a folder: the lock is an ``fcntl`` lock on ``.zoobench.lock``, which the kernel drops when its
 process dies, so a lock left by a killed run is taken over, not obeyed. The file records the
-holder's PID and host for the refusal message.
+holder's PID, host and command (secrets redacted) for the refusal message.
 """
 
 from __future__ import annotations
@@ -30,6 +30,36 @@ from benchmark.store.runstore import (
 from zoo.index import installed_version
 
 log = logging.getLogger(__name__)
+
+# Command-line options whose value is a secret: the lock file (mode 0644, on a shared disk, left
+# behind by a SIGKILL) records the command with their values replaced by REDACTED.
+SECRET_OPTIONS = ("--token",)
+REDACTED = "<redacted>"
+
+
+def redacted_command(argv: list[str]) -> str:
+    """``argv`` as one line, each secret option's value replaced (``--token X``, ``--token=X`` and
+    the abbreviations argparse accepts, such as ``--tok X``)."""
+
+    def secret(arg: str) -> bool:
+        name = arg.split("=", 1)[0]
+        return len(name) > 3 and any(option.startswith(name) for option in SECRET_OPTIONS)
+
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+        elif arg.startswith("--") and secret(arg):
+            if "=" in arg:
+                out.append(f"{arg.split('=', 1)[0]}={REDACTED}")
+            else:
+                out.append(arg)
+                hide_next = True
+        else:
+            out.append(arg)
+    return " ".join(out)
 
 
 def is_run(root: Path) -> bool:
@@ -110,7 +140,7 @@ def locked(root: Path) -> Iterator[dict]:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": utc_now(),
-            "command": " ".join(sys.argv)[:300],
+            "command": redacted_command(sys.argv)[:300],
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)

@@ -6,6 +6,8 @@
                                        test_probs.npy metrics.json
     runs/NAME/tuner/...                Keras Tuner's own project folders
     runs/NAME/ensembles/NAME/          config.json val_probs.npy test_probs.npy metrics.json model.keras
+    members/ID/, ensembles/NAME/       [temperature.json calibrated_val_probs.npy
+                                       calibrated_test_probs.npy]: temperature scaling, after
     runs/NAME/leaderboard.csv
     runs/NAME/report/                  index.html README.md figures/*.png
 
@@ -64,6 +66,14 @@ TOP_LEVEL = frozenset(
 MEMBER, ENSEMBLE = "member", "ensemble"
 # benchmark.run.robustness's results in an entry's folder: written after the entry, outside its hashes.
 ROBUSTNESS_JSON, ROBUSTNESS_PROBS = "robustness.json", "robustness_probs.npz"
+# ensembles.build's temperature scaling of an entry (ensembles.calibration): written after the entry,
+# outside its hashes; temperature.json (last) holds its own files' hashes and those of the
+# probabilities it was fit on, so a stale or edited calibration is never used.
+CALIBRATION_JSON = "temperature.json"
+CALIBRATED_PROBS = {"val": "calibrated_val_probs.npy", "test": "calibrated_test_probs.npy"}
+POST_HOC = frozenset(
+    {ROBUSTNESS_JSON, ROBUSTNESS_PROBS, CALIBRATION_JSON, *CALIBRATED_PROBS.values()}
+)
 _STATUS_ORDER = {"done": 0, UNFINISHED: 1, "skipped": 2, "failed": 3}
 
 
@@ -166,10 +176,50 @@ class Entry:
     def has_probs(self) -> bool:
         return all(self.probs_path(split).is_file() for split in ("val", "test"))
 
-    def probs(self, split: str) -> np.ndarray:
+    def probs(self, split: str, calibrated: bool = True) -> np.ndarray:
         """Predicted class probabilities on ``split`` ('val' or 'test'; 'train' for a boosting
-        round, see :meth:`RunStore.write_train_probs`), shape (N, classes)."""
+        round, see :meth:`RunStore.write_train_probs`), shape (N, classes).
+
+        With a calibration (:meth:`calibration`) and ``calibrated``, the temperature-scaled ones:
+        what the entry's exported model and ``predict`` return (validation: out-of-fold). With
+        ``calibrated=False`` the probabilities before calibration (what ensembles combine).
+        """
+        if calibrated and split in CALIBRATED_PROBS and self.calibration() is not None:
+            return np.load(self.path / CALIBRATED_PROBS[split], allow_pickle=False)
         return np.load(self.probs_path(split), allow_pickle=False)
+
+    def calibration(self) -> dict[str, Any] | None:
+        """The entry's temperature scaling (``temperature``, ``folds``, validation losses before and
+        after...), or None when it has none. A record whose files or whose source probabilities
+        changed since it was written is a one-line ZoobenchError: using it would scale other
+        probabilities than those it was fit on."""
+        path = self.path / CALIBRATION_JSON
+        if not path.is_file():
+            return None
+        try:
+            record = atomic.read_json(path)
+            hashes = {**record["source"], **record["files"]}
+            temperature = float(record["temperature"])
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ZoobenchError(
+                f"{path} cannot be read ({exc}); the next `zoobench run` into this folder "
+                "calibrates again"
+            ) from None
+        for name, expected in hashes.items():
+            if not (self.path / name).is_file() or file_sha256(self.path / name) != expected:
+                raise ZoobenchError(
+                    f"{self.path / name} is missing or changed since {path.name} was written; "
+                    "the next `zoobench run` into this folder calibrates again"
+                )
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ZoobenchError(f"{path} holds temperature {temperature}, not a positive number")
+        return record
+
+    @property
+    def temperature(self) -> float | None:
+        """The calibration's temperature (None: not calibrated)."""
+        record = self.calibration()
+        return None if record is None else float(record["temperature"])
 
     @property
     def train_probs_sha256(self) -> str | None:
@@ -316,10 +366,21 @@ class RunStore:
         return self.root / self._ensembles_name
 
     def member_dir(self, mid: str) -> Path:
-        return self.members_dir / mid
+        return self.members_dir / self._folder_name(mid, "member ID")
 
     def ensemble_dir(self, name: str) -> Path:
-        return self.ensembles_dir / name
+        return self.ensembles_dir / self._folder_name(name, "ensemble name")
+
+    def _folder_name(self, name: str, what: str) -> str:
+        """``name`` when it names one folder inside the run; a ``--model ../x`` (or an ID in an
+        edited config) would reach outside it: a one-line ZoobenchError."""
+        text = str(name)
+        if text in ("", ".", "..") or any(c in text for c in ("/", "\\", "\0", os.sep)):
+            raise ZoobenchError(
+                f"{text!r} is not a {what} of run {self.root}: a name that leaves the run "
+                "folder is refused"
+            )
+        return text
 
     def is_complete(self, path: Path) -> bool:
         return (path / "metrics.json").is_file()
@@ -344,6 +405,7 @@ class RunStore:
         """The complete member (by ID) or ensemble (by name) called ``name``, else None."""
         if name == BEST:
             return None
+        self._folder_name(name, "member ID or ensemble name")
         for folder, kind in ((self.member_dir(name), MEMBER), (self.ensemble_dir(name), ENSEMBLE)):
             if folder.is_dir() and self.is_complete(folder):
                 return self._entry(folder, kind)
@@ -508,13 +570,30 @@ class RunStore:
                 f.name: file_sha256(f)
                 for f in sorted(path.iterdir())
                 if f.is_file()
-                and f.name not in ("metrics.json", "error.txt", ROBUSTNESS_JSON, ROBUSTNESS_PROBS)
+                and f.name not in ("metrics.json", "error.txt", *POST_HOC)
                 and not f.name.startswith(".")
             },
         }
         atomic.write_json(path / "metrics.json", metrics)
         kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
         return Entry(path, config, metrics, kind)
+
+    def write_calibration(
+        self, path: Path, record: dict[str, Any], val_probs: np.ndarray, test_probs: np.ndarray
+    ) -> None:
+        """An entry's calibration (``ensembles.calibration``): the scaled probabilities first, then
+        ``temperature.json`` last with their hashes and those of the entry's own probabilities."""
+        for split, probs in (("val", val_probs), ("test", test_probs)):
+            atomic.save_npy(path / CALIBRATED_PROBS[split], np.asarray(probs, dtype=np.float32))
+        source = {f"{s}_probs.npy": file_sha256(path / f"{s}_probs.npy") for s in ("val", "test")}
+        files = {name: file_sha256(path / name) for name in CALIBRATED_PROBS.values()}
+        atomic.write_json(path / CALIBRATION_JSON, {**record, "source": source, "files": files})
+
+    def clear_calibration(self, path: Path) -> None:
+        """Remove an entry's calibration (the record first: no half-removed one reads as valid)."""
+        (path / CALIBRATION_JSON).unlink(missing_ok=True)
+        for name in CALIBRATED_PROBS.values():
+            (path / name).unlink(missing_ok=True)
 
     def write_train_probs(self, path: Path, probs: np.ndarray) -> None:
         """A boosting round's probabilities on the training split (``benchmark.train.boosting``: the
