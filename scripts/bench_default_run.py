@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget", default=None, help="override the profile's budget")
     parser.add_argument("--head", type=int, default=8, help="leaderboard rows to print")
     parser.add_argument(
-        "--record", default=None, help="write the result to docs/results/NAME.json (and .md)"
+        "--record", default=None, help="write the result to docs/results/<NAME>.json (and .md)"
     )
     return parser.parse_args()
 
@@ -123,8 +123,7 @@ def main() -> int:
         )
     shutil.copy(run_dir / "leaderboard.csv", args.out / "leaderboard.csv")
     if args.record:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from scripts.results_io import write_result
+        from results_io import write_result  # scripts/ is on sys.path: run as a script
 
         rows = board[cols].head(args.head).round(4).to_dict(orient="records")
         path = write_result(

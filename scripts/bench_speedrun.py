@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--train-size", type=int, default=None, help="default: the full 45,000")
     parser.add_argument("--backend", default=None, help="tensorflow, jax or torch")
-    parser.add_argument("--record", default=None, help="write docs/results/NAME.json and .md")
+    parser.add_argument("--record", default=None, help="write docs/results/<NAME>.json and .md")
     return parser.parse_args()
 
 
@@ -132,7 +132,7 @@ def main() -> None:
                 f"{epochs} epochs: test with views {np.mean(tta):.4f} +- {np.std(tta):.4f} (n={len(tta)})"
             )
     if args.record:
-        from scripts.results_io import write_result  # noqa: PLC0415 - only when recording
+        from results_io import write_result  # scripts/ is on sys.path: run as a script
 
         path = write_result(
             args.record,

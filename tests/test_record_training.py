@@ -409,7 +409,7 @@ def test_a_recipe_member_stores_exports_and_predicts_what_it_scored(tmp_path, ti
     assert member.metrics["dtype_policy"] == "float32"
 
     x_test = runner.store.load_array("x_test").astype(np.float32)
-    stored = member.probs("test")
+    stored = member.probs("test", calibrated=False)  # the member's own model, before calibration
     model = keras.saving.load_model(member.model_path, safe_mode=True)
     assert [layer.name for layer in model.layers if layer.name.startswith("view_")] == [
         "view_0",
@@ -423,4 +423,5 @@ def test_a_recipe_member_stores_exports_and_predicts_what_it_scored(tmp_path, ti
     assert main(["export", str(runner.store.root), "--format", "onnx", "--out", str(out)]) == 0
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x_test})[0]
-    assert np.abs(got - stored).max() <= FORMATS["onnx"].tolerance
+    exported = member.probs("test")  # what export and predict return (calibrated when it is)
+    assert np.abs(got - exported).max() <= FORMATS["onnx"].tolerance

@@ -76,7 +76,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     # The same method sized for a CPU (fastnet, airbench94 at 3/8 width): a 2-core CPU trains
     # ~900 images/s, so an epoch is a minute and 4 epochs at batch 1,024 are only 176 steps; batch
-    # 128 gives 8x the steps (docs/results/speedrun.md: the measurement).
+    # 128 gives 8x the steps (docs/results/speedrun-fastnet.json: the measurement).
     "fastnet": _airbench(11.5, 0.0153, epochs=4, batch_size=128, ema=0.99),
 }
 
