@@ -152,7 +152,7 @@ def test_a_member_trained_on_jax_predicts_the_same_on_tensorflow(smoke_runs, tmp
 def test_jax_data_parallel_spreads_over_every_local_device():
     _needs("jax")
     code = (
-        "from benchmark import distributed\n"
+        "from benchmark.train import distributed\n"
         "s = distributed.make_strategy('mirrored')\n"
         "print(type(s).__name__, len(s.device_mesh.devices.flatten()))\n"
     )
@@ -169,7 +169,7 @@ def test_jax_data_parallel_spreads_over_every_local_device():
 def test_torch_refuses_a_data_parallel_strategy_with_a_reason():
     _needs("torch")
     code = (
-        "from benchmark import distributed\n"
+        "from benchmark.train import distributed\n"
         "from benchmark.errors import ZoobenchError\n"
         "try:\n    distributed.make_strategy('mirrored')\n"
         "except ZoobenchError as exc:\n    print(exc)\n"

@@ -407,6 +407,10 @@ def test_a_recipe_member_stores_exports_and_predicts_what_it_scored(tmp_path, ti
     assert training["ema"] == 0.5 and training["tta"] == "flip" and training["epochs"] == 2
     assert [s["name"] for s in member.config["augment"]] == ["alternating_flip", "pad_crop"]
     assert member.metrics["dtype_policy"] == "float32"
+    # the leaderboard's id ("members/ID") finds the member too; a path out of the run does not
+    assert runner.store.find(member.key).id == runner.store.find(member.id).id == member.id
+    with pytest.raises(ZoobenchError, match="leaves the run folder"):
+        runner.store.find("members/../x")
 
     x_test = runner.store.load_array("x_test").astype(np.float32)
     stored = member.probs("test", calibrated=False)  # the member's own model, before calibration

@@ -405,8 +405,14 @@ class RunStore:
         """The complete member (by ID) or ensemble (by name) called ``name``, else None."""
         if name == BEST:
             return None
-        self._folder_name(name, "member ID or ensemble name")
-        for folder, kind in ((self.member_dir(name), MEMBER), (self.ensemble_dir(name), ENSEMBLE)):
+        places = ((self.members_dir, MEMBER), (self.ensembles_dir, ENSEMBLE))
+        prefix, _, rest = str(name).partition("/")
+        for folder, kind in places:  # an entry's key, the leaderboard's id: "members/ID"
+            if rest and prefix == folder.name:
+                name, places = rest, ((folder, kind),)
+                break
+        name = self._folder_name(name, "member ID or ensemble name")
+        for folder, kind in ((f / name, k) for f, k in places):
             if folder.is_dir() and self.is_complete(folder):
                 return self._entry(folder, kind)
         return None
