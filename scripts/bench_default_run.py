@@ -51,6 +51,34 @@ def spin() -> None:  # pragma: no cover - a busy process, killed by the parent
         x = (x * 1103515245 + 12345) % 2**31
 
 
+def record_rows(board) -> list[dict]:
+    """The leaderboard rows as the results page shows them: accuracy with its interval, F1,
+    calibration and robustness where the run measured them."""
+    rows = []
+    for _, r in board.iterrows():
+        row = {"model": r["model"], "kind": r["kind"]}
+        row["val acc"] = round(float(r["val_accuracy"]), 4)
+        if r.get("val_out_of_fold") is True or str(r.get("val_out_of_fold")) == "True":
+            row["val acc"] = f"{row['val acc']} (out-of-fold)"
+        row["test acc"] = round(float(r["test_accuracy"]), 4)
+        if "test_accuracy_low" in r:
+            row["test 95% CI"] = f"{r['test_accuracy_low']:.3f}-{r['test_accuracy_high']:.3f}"
+        for key, name in (
+            ("f1_macro", "macro F1"),
+            ("ece", "ECE"),
+            ("ece_uncalibrated", "ECE before calibration"),
+            ("train_seconds", "train s"),
+            ("corruption_accuracy", "corrupted"),
+            ("corruption_accuracy_adabn", "+ AdaBN"),
+            ("fgsm_accuracy", "FGSM"),
+        ):
+            value = r.get(key)
+            if value is not None and value == value:  # NaN: not measured for this row
+                row[name] = round(float(value), 4)
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     args = parse_args()
     import pandas as pd
@@ -125,7 +153,7 @@ def main() -> int:
     if args.record:
         from results_io import write_result  # scripts/ is on sys.path: run as a script
 
-        rows = board[cols].head(args.head).round(4).to_dict(orient="records")
+        rows = record_rows(board.head(args.head))
         path = write_result(
             args.record,
             title=f"The default run ({args.profile}) from a fresh clone, empty cache",
