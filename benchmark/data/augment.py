@@ -184,7 +184,7 @@ def make_dataset(
         policy = [s for s in policy if s["name"] != ALTERNATING_FLIP]
     apply = build_policy(policy, seed) if policy else None
     if keras.backend.backend() == "tensorflow":
-        if flips is not None:
+        if flips is not None:  # streams_epochs(policy, epochs)
             return _tf_epoch_stream(
                 x,
                 y,
@@ -404,6 +404,15 @@ ALTERNATING_FLIP = "alternating_flip"
 def alternating_flips(policy: Sequence[dict[str, Any]]) -> bool:
     """Whether ``policy`` holds the alternating flip (the dataset runs it, epoch by epoch)."""
     return any(s.get("name") == ALTERNATING_FLIP for s in policy)
+
+
+def streams_epochs(policy: Sequence[dict[str, Any]], epochs: int | None) -> bool:
+    """Whether :func:`make_dataset` hands ``fit`` all ``epochs`` as one stream (fit it with
+    ``steps_per_epoch``): on TensorFlow with the alternating flip, whose batches must know their
+    epoch; a PyDataset (JAX, PyTorch) knows it already."""
+    import keras
+
+    return bool(epochs) and alternating_flips(policy) and keras.backend.backend() == "tensorflow"
 
 
 def first_epoch_flips(n: int, seed: int) -> np.ndarray:

@@ -30,9 +30,9 @@ from benchmark.config.schema import (  # noqa: F401
     SCHEDULES,
     resolve_training,
 )
-from benchmark.data.augment import make_dataset, stream_steps
+from benchmark.data.augment import make_dataset, stream_steps, streams_epochs
 from benchmark.errors import ZoobenchError
-from zoo.record_layers import with_test_time_views
+from zoo.record_layers import PatchWhitening, with_test_time_views
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,7 @@ def compile_model(
     return target
 
 
-# airbench computes its whitening filters from 5,000 training images: the 2x2 patch covariance of
-# 5,000 pictures (4.8M patches) is settled to well under 1% of its eigenvalues.
+# airbench computes its whitening filters from 5,000 training images (4.8M 2x2 patches).
 WHITENING_IMAGES = 5000
 
 
@@ -255,6 +254,8 @@ def precision_scope(precision: str):
 
 def resolve_precision(precision: str) -> str:
     """The dtype policy ``precision`` means on this machine (see :func:`precision_scope`)."""
+    if precision == "float32":  # the default: no device to ask about
+        return precision
     from zoo import backend
 
     accelerators = backend.accelerators()
@@ -419,11 +420,9 @@ def fit(
     epochs = int(epochs or training["epochs"])
     sparse = uses_sparse_labels(training, augment)
     batch_size = int(training["batch_size"])
-    stream = stream_of_epochs(augment)
-    steps = (
-        stream_steps(len(x_train), batch_size) if stream else math.ceil(len(x_train) / batch_size)
-    )
-    steps = max(1, steps)
+    stream = streams_epochs(augment, epochs)
+    n = len(x_train)
+    steps = stream_steps(n, batch_size) if stream else max(1, math.ceil(n / batch_size))
     adapt_data_layers(model, x_train, seed=seed)
     train_ds = make_dataset(
         x_train,
@@ -489,21 +488,12 @@ def fit(
     )
 
 
-def stream_of_epochs(augment: Sequence[dict]) -> bool:
-    """Whether :func:`make_dataset` hands ``fit`` all epochs as one stream."""
-    from benchmark.data.augment import alternating_flips
-
-    return alternating_flips(augment) and keras.backend.backend() == "tensorflow"
-
-
 def adapt_data_layers(model: keras.Model, x_train: np.ndarray, *, seed: int = 0) -> int:
     """Set the weights of layers that take them from data (``PatchWhitening``) before training.
 
     Each sees what it will see in the model: a seeded sample of ``WHITENING_IMAGES`` training images
     passed through the layers before it. Returns how many layers were adapted.
     """
-    from zoo.record_layers import PatchWhitening
-
     layers = [layer for layer in model.layers if isinstance(layer, PatchWhitening)]
     if not layers:
         return 0
