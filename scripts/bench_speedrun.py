@@ -45,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--train-size", type=int, default=None, help="default: the full 45,000")
     parser.add_argument("--backend", default=None, help="tensorflow, jax or torch")
+    parser.add_argument(
+        "--verbose", action="store_true", help="one line an epoch (Keras's verbose=2)"
+    )
     parser.add_argument("--record", default=None, help="write docs/results/<NAME>.json and .md")
     return parser.parse_args()
 
@@ -103,6 +106,7 @@ def main() -> None:
                     augment=found["augment"],
                     seed=seed,
                     epochs=epochs,
+                    verbose=2 if args.verbose else 0,
                 )
             seconds = result.history["epoch_seconds"].to_numpy(dtype=float)
             steady = float(np.mean(seconds[1:])) if len(seconds) > 1 else float(seconds[0])
