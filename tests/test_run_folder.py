@@ -135,26 +135,29 @@ def test_another_profile_with_the_same_name_is_refused(copy, tiny_jpg):
         run(copy, tiny_jpg, seed=3)
 
 
-def test_a_second_run_is_refused_while_the_first_holds_the_lock(copy, tiny_jpg):
-    """Reproduction 4: two runs into one folder both trained and tore each other's files."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import sys, time
-            from pathlib import Path
-            from benchmark.store import runfolder
-            with runfolder.locked(Path({str(copy)!r})):
-                print("locked", flush=True)
-                time.sleep(60)
-        """),
-        ],
+def hold_lock(folder, argv=()) -> subprocess.Popen:
+    """Another process (command line ``argv``) that takes ``folder``'s run lock, says "locked" and
+    holds it for a minute: kill it when done."""
+    code = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from benchmark.store import runfolder
+        with runfolder.locked(Path({str(folder)!r})):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_lock(copy, tiny_jpg):
+    """Reproduction 4: two runs into one folder both trained and tore each other's files."""
+    holder = hold_lock(copy)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(
@@ -225,25 +228,7 @@ def test_the_lock_file_left_by_a_killed_chief_holds_no_token(tmp_path):
     disk) and stayed there after a SIGKILL. Every spelling argparse accepts is redacted."""
     argv = ["run", "--chief", "0.0.0.0:7001", "--token", "s3cret-a", "--token=s3cret-b"]
     argv += ["--tok", "s3cret-c", "--tensorboard", "--out", "runs/x"]
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-            import time
-            from pathlib import Path
-            from benchmark.store import runfolder
-            with runfolder.locked(Path({str(tmp_path)!r})):
-                print("locked", flush=True)
-                time.sleep(60)
-        """),
-            *argv,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    holder = hold_lock(tmp_path, argv)
     try:
         assert holder.stdout.readline().strip() == "locked"
     finally:
