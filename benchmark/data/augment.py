@@ -248,7 +248,13 @@ def _tf_dataset(
             labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
         return (images, labels, *weights)
 
-    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return _then_policy(ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE), apply)
+
+
+def _then_policy(ds, apply):
+    """``ds`` (float batches) with the policy mapped over it in parallel, prefetched."""
+    import tensorflow as tf
+
     if apply is not None:  # the weights (when there are any) pass through beside the policy
         # The steps are keras.ops with no Python control flow on tensors: AutoGraph has nothing to
         # convert, and skipping it traces a policy faster (AugMix's branches above all).
@@ -284,13 +290,7 @@ def _tf_epoch_stream(
             labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
         return (images, labels, *weights)
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    if apply is not None:
-        policy_map = tf.autograph.experimental.do_not_convert(
-            lambda images, labels, *weights: (*apply(images, labels), *weights)
-        )
-        ds = ds.map(policy_map, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _then_policy(ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE), apply)
 
 
 def stream_steps(n: int, batch_size: int) -> int:
@@ -386,7 +386,10 @@ def flip(seed: int, mode: str = "horizontal") -> StepFn:
     return _keras_layer_step(keras.layers.RandomFlip(mode, seed=seed))
 
 
-@step("alternating_flip")
+ALTERNATING_FLIP = "alternating_flip"
+
+
+@step(ALTERNATING_FLIP)
 def alternating_flip(seed: int) -> StepFn:
     """Derandomised horizontal flips (airbench): each image is mirrored in every other epoch, a
     random half of them in the even epochs and the other half in the odd ones, so no image goes
@@ -396,9 +399,6 @@ def alternating_flip(seed: int) -> StepFn:
     epoch; applied to a lone batch (no epochs to alternate over) it is a random flip.
     """
     return flip(seed)
-
-
-ALTERNATING_FLIP = "alternating_flip"
 
 
 def alternating_flips(policy: Sequence[dict[str, Any]]) -> bool:
