@@ -128,7 +128,14 @@ def main() -> None:
                 "steady_images_per_s": round(len(data.y_train) / steady, 0),
             }
             rows.append(row)
-            print(json.dumps(row))
+            print(json.dumps({k: v for k, v in row.items() if not k.startswith("test")}))
+    # the test split, once, after the runs: choose settings by the validation figures above
+    print("test accuracy (read once, for the record; choose by the validation figures above):")
+    for row in rows:
+        print(
+            f"  test {row['architecture']} {row['epochs']} epochs seed {row['seed']}: "
+            f"{row['test']} ({row['test_tta']} with the test-time views)"
+        )
     if len(args.seeds) > 1:
         for epochs in args.epochs:
             tta = [r["test_tta"] for r in rows if r["epochs"] == epochs]

@@ -191,7 +191,8 @@ def main() -> None:
             if label == "levels5+mirrors":
                 probs[config] = (p_val, p_test)
         results["configs"][config] = row
-        print(config, json.dumps(row), flush=True)
+        shown = {**row, "heads": {k: without_test(v) for k, v in row["heads"].items()}}
+        print(config, json.dumps(shown), flush=True)  # validation only: the figures to choose by
         args.out.write_text(json.dumps(results, indent=2))
     for a, b in itertools.combinations(probs, 2):
         p_val = (probs[a][0] + probs[b][0]) / 2
@@ -202,8 +203,20 @@ def main() -> None:
         }
     best = sorted(results["pairs"].items(), key=lambda kv: -kv[1]["val"])[:8]
     for pair, score in best:
-        print("pair", pair, score, flush=True)
+        print("pair", pair, without_test(score), flush=True)
     args.out.write_text(json.dumps(results, indent=2))
+    # the test split, once, after every choice above was made on validation
+    print("test accuracy (read once, for the record; choose by the validation figures above):")
+    for config, row in results["configs"].items():
+        for label, head in row["heads"].items():
+            print(f"  test {config} {label}: {head['test']}")
+    for pair, score in best:
+        print(f"  test pair {pair}: {score['test']}")
+
+
+def without_test(figures: dict) -> dict:
+    """``figures`` without its test accuracy (printed apart, at the end)."""
+    return {k: v for k, v in figures.items() if k != "test"}
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def worth(accuracy: float, epochs: int, weight: float = 1.0) -> Worth:
     """Expected accuracy ``accuracy`` at ``epochs``, less when shortened (value.curve)."""
     ref = Reference(accuracy, epochs, 10_000)
     return Worth(
-        lambda est: value.curve(ref, est.epochs, 10_000, 10, value.TAU_EPOCHS),
+        lambda est: value.curve(ref, est.epochs, 10_000, 10, value.curve_constant("tau_epochs")),
         chance=0.1,
         weight=weight,
     )
@@ -340,32 +340,33 @@ def test_the_fastest_window_counts_and_load_is_read_from_the_others_share(monkey
 
 
 def test_an_earlier_runs_accuracy_replaces_the_prior(calibration, monkeypatch):
-    monkeypatch.setattr(value, "reference", lambda architecture: Reference(0.55, 8, 10_000))
+    monkeypatch.setattr(value, "prior", lambda *a, **k: Reference(0.55, 8, 10_000))
     t = task("fastnet", Estimate(25, 50, 10), 0.69, 0, architecture="fastnet")
-    prior = value.curve(Reference(0.55, 8, 10_000), 10, 10_000, 10, value.TAU_EPOCHS)
-    assert value.expected_accuracy(t, DATA) == (prior, "prior") and 0.55 < prior < 0.57
+    tau = value.curve_constant("tau_epochs")
+    prior = value.curve(Reference(0.55, 8, 10_000), 10, 10_000, 10, tau)
+    assert value.expected_accuracy(t, DATA) == (prior, "guess") and 0.55 < prior < 0.57
     Replanner(plan.fit([t], None), DATA, None).finished(
         0, 300.0, [done(0.74, 10, 290.0)], float("inf")
     )
     acc, source = value.expected_accuracy(t, DATA)
-    assert source == "earlier run" and acc == pytest.approx(0.74)
+    assert source == "here" and acc == pytest.approx(0.74)
     shorter, _ = value.expected_accuracy(t, DATA, Estimate(25, 50, 3))
     assert shorter < 0.74
     (w,) = value.worths([t], DATA)
-    assert w.source == "earlier run" and w.expected(Estimate(25, 50, 10)) == pytest.approx(0.74)
+    assert w.source == "here" and w.expected(Estimate(25, 50, 10)) == pytest.approx(0.74)
 
 
-def test_the_prior_reads_the_registry_then_the_family_then_the_kind(monkeypatch):
+def test_a_plugin_prior_reads_its_registration_then_its_family_then_its_kind(monkeypatch):
     import zoo
 
     entries = {
-        "efficientnet_lite0": SimpleNamespace(
-            family="lite", kind="pretrained", extra={"reference_accuracy": (0.80, 20, 10_000)}
+        "plug_a": SimpleNamespace(
+            family="plug", kind="pretrained", extra={"reference_accuracy": (0.80, 20, 10_000)}
         ),
-        "efficientnet_lite2": SimpleNamespace(
-            family="lite", kind="pretrained", extra={"reference_accuracy": (0.82, 20, 10_000)}
+        "plug_c": SimpleNamespace(
+            family="plug", kind="pretrained", extra={"reference_accuracy": (0.82, 20, 10_000)}
         ),
-        "efficientnet_lite1": SimpleNamespace(family="lite", kind="pretrained", extra={}),
+        "plug_b": SimpleNamespace(family="plug", kind="pretrained", extra={}),
         "mystery_net": SimpleNamespace(family="mystery", kind="scratch", extra={}),
     }
 
@@ -380,20 +381,23 @@ def test_the_prior_reads_the_registry_then_the_family_then_the_kind(monkeypatch)
         "list_models",
         lambda family=None: [n for n, e in entries.items() if e.family == family],
     )
-    assert value.reference("efficientnet_lite0") == Reference(0.80, 20, 10_000)
-    assert value.reference("efficientnet_lite1").accuracy == pytest.approx(0.81)
-    assert value.reference("mystery_net") == Reference(*value.DEFAULT_REFERENCE["scratch"])
-    assert value.reference("member:runs/a/members/x") == Reference(
-        *value.DEFAULT_REFERENCE["pretrained"]
-    )
+    declared = value.prior("plug_a")
+    assert (declared.accuracy, declared.epochs, declared.train_images) == (0.80, 20, 10_000)
+    assert declared.basis == "declared"
+    family = value.prior("plug_b")
+    assert family.accuracy == pytest.approx(0.81) and family.basis == "guess"
+    assert "plug_a, plug_c" in family.source
+    assert value.prior("mystery_net") == value.default_reference("scratch")
+    assert value.prior("mystery_net").basis == "guess"
+    assert value.prior("member:runs/a/members/x") == value.default_reference("pretrained")
     # the curve: the reference point itself, fewer epochs less, more images more, 100 classes lower
-    lite0 = value.reference("efficientnet_lite0")
-    assert value.curve(lite0, 20, 10_000, 10, 2.0) == pytest.approx(0.80)
+    lite = value.prior("plug_a")
+    assert value.curve(lite, 20, 10_000, 10, 2.0) == pytest.approx(0.80)
     assert (
-        value.curve(lite0, 2, 10_000, 10, 2.0) < 0.6 < value.curve(lite0, 20, 45_000, 10, 2.0) - 0.2
+        value.curve(lite, 2, 10_000, 10, 2.0) < 0.6 < value.curve(lite, 20, 45_000, 10, 2.0) - 0.2
     )
-    assert 0.2 < value.curve(lite0, 20, 100, 10, 2.0) < 0.5  # a tiny set: lower, still above chance
-    assert value.curve(lite0, 20, 10_000, 100, 2.0) == pytest.approx(0.01 + 0.99 * (0.70 / 0.90))
+    assert 0.2 < value.curve(lite, 20, 100, 10, 2.0) < 0.5  # a tiny set: lower, still above chance
+    assert value.curve(lite, 20, 10_000, 100, 2.0) == pytest.approx(0.01 + 0.99 * (0.70 / 0.90))
 
 
 def test_plan_shows_the_expected_accuracy_its_source_and_the_value_order():
@@ -404,15 +408,15 @@ def test_plan_shows_the_expected_accuracy_its_source_and_the_value_order():
         ],
         150,
     )
-    tasks[1].worth = Worth(tasks[1].worth.accuracy, 0.1, source="earlier run")
+    tasks[1].worth = Worth(tasks[1].worth.accuracy, 0.1, source="here", detail="here: a run")
     lines = plan.describe(tasks, 150)
-    assert lines[0].startswith("  1. lite0") and " 80.0% prior       #1" in lines[0]
-    assert " 55.0% earlier run #2" in lines[1]
+    assert lines[0].startswith("  1. lite0") and " 80.0% guess     #1" in lines[0]
+    assert " 55.0% here      #2" in lines[1]
     assert (
         "dropped (expected 55% for ~10m00s, lower value than lite0; ~35s of the budget left)"
         in lines[1]
     )
-    assert "value order" in lines[-1]
+    assert "value order" in lines[-2] and lines[-1] == "       resnet56: here: a run"
     tasks[0].probed_under_load = True
     assert (
         "1 of 2 estimates come from probes taken while other processes used the cores"

@@ -92,11 +92,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     at = f" (default model computes at {at}px)" if at and at != info["input_size"] else ""
     print(f"params  : {_count(info['params'])}   FLOPs/image: {_count(info['flops'])}{at}")
     for key, value in info["extra"].items():
-        if key == "reference_accuracy":  # (val accuracy, epochs, training images): the planner's
+        if key == "reference_accuracy":  # a plugin's declared planner prior
             acc, epochs, images = value
-            value = f"{acc:.1%} val. accuracy after {epochs} epochs on {images:,} images (planner prior)"
-            key = "measured"
+            value = f"{acc:.1%} val. accuracy after {epochs} epochs on {images:,} images (declared)"
+            key = "prior"
         print(f"{key:8s}: {value}")
+    from benchmark.plan.value import priors
+
+    for p in (p for p in priors() if p.architecture == info["name"]):
+        ref = p.reference
+        print(
+            f"prior   : {ref.accuracy:.1%} val. accuracy, {p.label()}, {ref.epochs:g} epochs on "
+            f"{ref.train_images:,} images ({ref.basis}: {ref.source})"
+        )
     if info["kind"] == "pretrained":
         from benchmark.config.schema import STRATEGIES
 

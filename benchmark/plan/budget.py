@@ -431,7 +431,8 @@ class Worth:
     accuracy: float | Callable[[Estimate], float]
     chance: float = 0.0
     weight: float = 1.0
-    source: str = "prior"  # "prior" | "earlier run"
+    source: str = "guess"  # the figure's basis: benchmark.plan.value.BASES
+    detail: str = ""  # where the figure comes from, for --plan
 
     def expected(self, est: Estimate) -> float:
         return float(self.accuracy(est) if callable(self.accuracy) else self.accuracy)

@@ -299,8 +299,8 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
         if valued:
             d, shown = task.decision, ""
             if d is not None and d.expected is not None and not task.note:
-                source = task.worth.source if task.worth is not None else "prior"
-                shown = f"{percent(d.expected, 1):>6} {source:<11} #{d.rank}"
+                source = task.worth.source if task.worth is not None else "guess"
+                shown = f"{percent(d.expected, 1):>6} {source:<9} #{d.rank}"
             worth = f"{shown:<22}  "
         action = task.decision.action if task.decision else "run"
         note = task.note or (task.decision.note if task.decision else "")
@@ -320,10 +320,17 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
         )
     if valued:
         lines.append(
-            "     expected val accuracy (prior: the zoo's reference figures; earlier run: on "
-            "this machine); #: value order (the best expected first, then accuracy above "
-            "chance per second)"
+            "     expected val accuracy, by what it rests on: measured (a validation figure in "
+            "docs/results), reference (a published figure), declared (by the architecture's "
+            "registration), guess (no measurement), here (an earlier run on this machine); "
+            "#: value order (the best expected first, then accuracy above chance per second)"
         )
+        details = {}
+        for task in tasks:
+            if task.worth is not None and task.worth.detail and not task.note:
+                details.setdefault(task.worth.detail, []).append(task.label)
+        for detail, labels in details.items():
+            lines.append(f"       {', '.join(labels)}: {detail}")
     return lines
 
 

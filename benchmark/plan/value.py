@@ -5,89 +5,220 @@ per estimated second. Before a member has run on this machine its accuracy comes
 once a member of the same model and recipe has finished here, what it reached (kept in the
 calibration file by the runner) replaces the prior.
 
-The prior. Each architecture has a reference: the validation accuracy it reached after a number
-of epochs on a number of training images (``extra["reference_accuracy"] = (accuracy, epochs,
-train_images)`` on its registry entry, from measured runs on CIFAR-10 in docs/results; without one,
-its family's averaged, else its kind's default below). With ``c = 1 / classes`` the chance level and
-``s = (acc - c) / (1 - c)`` the skill above chance, the reference's skill is projected with a
-saturating curve in epochs ``E`` and a power law in training images ``N``::
+The priors live in ``priors.toml`` beside this module, each with its basis: "measured" (a
+validation figure in docs/results, checked against that file by tests/test_priors.py),
+"reference" (a published figure) or "guess" (a default); an architecture's own registration may
+declare one (``extra["reference_accuracy"] = (accuracy, epochs, train_images)``, basis
+"declared": how a plugin brings its figure). A member takes the entry that matches its
+architecture, strategy, input size and feature options best; one that differs in strategy or
+feature options is a "guess" that names the figure it started from; one that differs only in input
+size is scaled by ``resolution_beta`` (error ~ size ** -beta).
+
+The curve. With ``c = 1 / classes`` the chance level and ``s = (acc - c) / (1 - c)`` the skill above
+chance, the figure's skill is projected with a saturating curve in epochs ``E`` and a power law in
+training images ``N``::
 
     s_inf(N_ref) = min(0.99, s_ref / (1 - exp(-E_ref / tau)))
     s_inf(N)     = 1 - (1 - s_inf(N_ref)) * (N / N_ref) ** -alpha    for N >= N_ref
                  = s_inf(N_ref) * (N / N_ref) ** alpha              for N <  N_ref
     acc(E, N)    = c + (1 - c) * s_inf(N) * (1 - exp(-E / tau))
 
-``tau`` is 3 epochs for networks trained end to end and 2 for a head on cached features;
-``alpha`` is 0.25 (Lite0 features: 78% test on 10k images, docs/results/cpu-tour-dbb660a.json; 85%
-on 45k, docs/results/feature-extraction-lite0.json). Both fit the measured figures within a point
-(resnet20: 0.377 predicted at 2 epochs from its 8-epoch figure, 0.384 measured; fastnet: 0.605 at
-5.2 epochs from its 10-epoch figure, 0.596 measured; docs/results/zoo-accuracy-per-cpu-second.json).
-A tuned member is valued at its final training length (the trial epochs when the best trial is
-restored).
-Priors are CIFAR-10 figures: on another dataset they rank members, they do not predict them.
-
-Cached-feature members are favoured twice: pretrained backbones' priors are high (their features
-carry ImageNet), and the planner spends the budget on the best-expected member first.
+``tau``, ``alpha`` (end to end and for a head on cached features) and ``resolution_beta`` are in
+``priors.toml``'s ``[curve]`` with the validation figures they were fitted to. A tuned member is
+valued at its final training length (the trial epochs when the best trial is restored). Priors are
+CIFAR-10 figures: on another dataset they rank members, they do not predict them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import resources
 from typing import Any
 
 from benchmark.plan import budget as budget_mod
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 log = logging.getLogger(__name__)
 
 REFERENCE_KEY = "reference_accuracy"  # registry extra: (val accuracy, epochs, training images)
-TAU_EPOCHS = 3.0  # epochs to 63% of the reachable skill, end-to-end training
-TAU_HEAD_EPOCHS = 2.0  # the same for a head trained on cached features
-ALPHA = 0.25  # error above the curve's ceiling ~ training images ** -ALPHA
+PRIORS_FILE = "priors.toml"
 MAX_SKILL = 0.99
 REPEAT_WEIGHT = 0.5  # the k-th repeat of an architecture in a plan is worth REPEAT_WEIGHT ** k
-# (accuracy, epochs, training images) on CIFAR-10 for an architecture with no figure of its own
-DEFAULT_REFERENCE = {"scratch": (0.55, 8, 10_000), "pretrained": (0.75, 20, 10_000)}
+BASES = ("measured", "reference", "declared", "guess", "here")  # "here": an earlier run
+FEATURE_KEYS = ("feature_levels", "flip_features")  # feature options a prior can be specific to
 
 
 @dataclass(frozen=True)
 class Reference:
     """A validation accuracy reached after ``epochs`` on ``train_images`` images of a
-    ``num_classes``-class problem, and where the figure comes from."""
+    ``num_classes``-class problem at ``input_size`` px, what it rests on (``basis``, one of
+    :data:`BASES`) and where it comes from (``source``; with ``note``: how the member differs)."""
 
     accuracy: float
     epochs: float
     train_images: int
     num_classes: int = 10
-    source: str = "prior"  # "prior" | "earlier run"
+    basis: str = "guess"
+    source: str = ""
+    input_size: int | None = None
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for ``--plan``: basis, source and any difference from the member."""
+        return "; ".join(p for p in (f"{self.basis}: {self.source}", self.note) if p)
 
 
-def reference(architecture: str) -> Reference:
-    """The registry's figure for ``architecture``, else its family's figures averaged, else its
-    kind's default (an unknown or ``member:`` architecture: the pretrained default)."""
+@dataclass(frozen=True)
+class Prior:
+    """One ``[[prior]]`` entry of ``priors.toml``."""
+
+    architecture: str
+    strategy: str
+    reference: Reference
+    options: tuple[tuple[str, Any], ...] = ()  # feature options it is specific to
+
+    def label(self) -> str:
+        size = f" @{self.reference.input_size}px" if self.reference.input_size else ""
+        opts = ", ".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.architecture} {self.strategy}{size}" + (f" ({opts})" if opts else "")
+
+
+@functools.cache
+def _table() -> dict[str, Any]:
+    text = resources.files("benchmark.plan").joinpath(PRIORS_FILE).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def curve_constant(name: str) -> float:
+    """A ``[curve]`` constant of ``priors.toml`` (``tau_epochs``, ``alpha``, ...)."""
+    return float(_table()["curve"][name]["value"])
+
+
+def _source(raw: dict[str, Any]) -> str:
+    source = str(raw["source"])
+    return f"docs/results/{source}.json" if raw["basis"] == "measured" else source
+
+
+@functools.cache
+def priors() -> tuple[Prior, ...]:
+    """Every ``[[prior]]`` of ``priors.toml``."""
+    out = []
+    for raw in _table()["prior"]:
+        ref = Reference(
+            float(raw["accuracy"]),
+            float(raw["epochs"]),
+            int(raw["train_images"]),
+            basis=str(raw["basis"]),
+            source=_source(raw),
+            input_size=int(raw["input_size"]) if "input_size" in raw else None,
+        )
+        options = tuple((k, raw[k]) for k in FEATURE_KEYS if k in raw)
+        out.append(Prior(str(raw["architecture"]), str(raw["strategy"]), ref, options))
+    return tuple(out)
+
+
+def default_reference(kind: str) -> Reference:
+    """The ``[default.<kind>]`` guess of ``priors.toml`` (scratch or pretrained)."""
+    raw = _table()["default"].get(kind) or _table()["default"]["scratch"]
+    return Reference(
+        float(raw["accuracy"]),
+        float(raw["epochs"]),
+        int(raw["train_images"]),
+        basis=str(raw["basis"]),
+        source=f"default for a {kind if kind in _table()['default'] else 'scratch'} net: "
+        + str(raw["source"]),
+    )
+
+
+def _distance(p: Prior, strategy: str, size: int | None, options: dict[str, Any]) -> float:
+    """How far ``p`` is from the member: strategy first, then feature options, then size."""
+    far = 100.0 if p.strategy != strategy else 0.0
+    far += sum(10.0 for k, v in p.options if options.get(k, v) != v)
+    ref_size = p.reference.input_size
+    if size and ref_size and size != ref_size:
+        far += abs(math.log(size / ref_size))
+    return far
+
+
+def _nearest(candidates: list[Prior], strategy: str, size: int | None, options: dict) -> Reference:
+    """The best-matching entry, scaled to ``size`` and labelled with how it differs."""
+    best = min(candidates, key=lambda p: _distance(p, strategy, size, options))
+    ref = best.reference
+    differs = best.strategy != strategy or any(options.get(k, v) != v for k, v in best.options)
+    if differs:
+        return replace(ref, basis="guess", note=f"from the {ref.basis} figure of {best.label()}")
+    ref_size = ref.input_size
+    if size and ref_size and size != ref_size and strategy != "scratch":
+        error = (1.0 - ref.accuracy) * (size / ref_size) ** -curve_constant("resolution_beta")
+        return replace(
+            ref,
+            accuracy=max(0.0, 1.0 - error),
+            input_size=size,
+            note=f"scaled from {ref_size} px to {size} px (resolution_beta)",
+        )
+    return ref
+
+
+def prior(
+    architecture: str,
+    strategy: str | None = None,
+    input_size: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> Reference:
+    """The prior for a member of ``architecture`` trained by ``strategy`` (None: from scratch) at
+    ``input_size`` px with transfer ``options``: its own ``priors.toml`` entries, else the figure
+    its registration declares, else its family's entries averaged, else its kind's default (an
+    unknown or ``member:`` architecture: the pretrained default)."""
+    strategy = strategy or "scratch"
+    options = dict(options or {})
+    own = [p for p in priors() if p.architecture == architecture]
+    if own:
+        return _nearest(own, strategy, input_size, options)
     try:
         import zoo
 
         entry = zoo.get(architecture)
     except Exception:  # noqa: BLE001 - e.g. "member:runs/A/members/ID": valued as pretrained
-        return Reference(*DEFAULT_REFERENCE["pretrained"])
-    own = _figure(entry.extra.get(REFERENCE_KEY))
-    if own is not None:
-        return own
-    family = [
-        _figure(zoo.get(n).extra.get(REFERENCE_KEY)) for n in zoo.list_models(family=entry.family)
-    ]
-    known = [f for f in family if f is not None]
-    if known:  # e.g. Lite1 between Lite0 and Lite2
-        return Reference(
-            sum(f.accuracy for f in known) / len(known),
-            sum(f.epochs for f in known) / len(known),
-            round(sum(f.train_images for f in known) / len(known)),
+        return default_reference("pretrained")
+    declared = _figure(entry.extra.get(REFERENCE_KEY))
+    if declared is not None:
+        return declared
+    known: dict[str, Reference] = {}
+    for name in zoo.list_models(family=entry.family):  # e.g. a Lite3 between its relatives
+        mine = [p for p in priors() if p.architecture == name]
+        ref = (
+            _nearest(mine, strategy, input_size, options)
+            if mine
+            else _figure(zoo.get(name).extra.get(REFERENCE_KEY))
         )
-    return Reference(*DEFAULT_REFERENCE.get(entry.kind, DEFAULT_REFERENCE["scratch"]))
+        if ref is not None and name != architecture:
+            known[name] = ref
+    if known:
+        refs = list(known.values())
+        return Reference(
+            sum(r.accuracy for r in refs) / len(refs),
+            sum(r.epochs for r in refs) / len(refs),
+            round(sum(r.train_images for r in refs) / len(refs)),
+            basis="guess",
+            source=f"the average of its family's figures ({', '.join(sorted(known))})",
+            input_size=input_size,
+        )
+    return default_reference(entry.kind)
+
+
+def reference(architecture: str) -> Reference:
+    """The prior for ``architecture`` trained from scratch (or, for a backbone, at its own
+    entries' best match): :func:`prior` with no member details."""
+    return prior(architecture)
 
 
 def _figure(raw: Any) -> Reference | None:
@@ -95,17 +226,29 @@ def _figure(raw: Any) -> Reference | None:
         accuracy, epochs, images = (float(v) for v in raw)
     except (TypeError, ValueError):
         return None
-    return Reference(accuracy, epochs, int(images)) if 0 < accuracy <= 1 and epochs > 0 else None
+    if not (0 < accuracy <= 1 and epochs > 0):
+        return None
+    return Reference(
+        accuracy, epochs, int(images), basis="declared", source="the architecture's registration"
+    )
 
 
-def curve(ref: Reference, epochs: float, train_images: int, num_classes: int, tau: float) -> float:
+def curve(
+    ref: Reference,
+    epochs: float,
+    train_images: int,
+    num_classes: int,
+    tau: float,
+    alpha: float | None = None,
+) -> float:
     """Expected accuracy after ``epochs`` on ``train_images`` images (the module's formula)."""
+    alpha = curve_constant("alpha") if alpha is None else alpha
     ref_chance = 1.0 / max(ref.num_classes, 2)
     skill = max(0.0, (ref.accuracy - ref_chance) / (1.0 - ref_chance))
     ceiling = min(MAX_SKILL, skill / (1.0 - math.exp(-ref.epochs / tau)))
     ratio = max(train_images, 1) / max(ref.train_images, 1)
     # more data: the error left shrinks; less: the skill shrinks (never below chance)
-    ceiling = 1.0 - (1.0 - ceiling) * ratio**-ALPHA if ratio >= 1 else ceiling * ratio**ALPHA
+    ceiling = 1.0 - (1.0 - ceiling) * ratio**-alpha if ratio >= 1 else ceiling * ratio**alpha
     chance = 1.0 / max(num_classes, 2)
     return chance + (1.0 - chance) * ceiling * (1.0 - math.exp(-max(epochs, 0.0) / tau))
 
@@ -138,6 +281,22 @@ def recipe_key(task, data) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def member_size(spec) -> int | None:
+    """The input size a backbone member computes at (its own, its hp's, else its architecture's);
+    None for a from-scratch net (it takes the data's size)."""
+    if spec.strategy is None:
+        return None
+    size = spec.input_size or spec.hp.get("input_size")
+    if size:
+        return int(size)
+    try:
+        import zoo
+
+        return int(zoo.get(spec.architecture).input_size)
+    except Exception:  # noqa: BLE001 - an architecture not installed here: no size to scale by
+        return None
+
+
 def task_reference(task, data) -> Reference:
     """An earlier run's figure for this model and recipe on this machine, else the prior."""
     if task.probe_spec is not None:
@@ -152,21 +311,26 @@ def task_reference(task, data) -> Reference:
                 float(seen["epochs"]),
                 int(seen.get("train_images") or len(data.y_train)),
                 int(seen.get("num_classes") or data.num_classes),
-                "earlier run",
+                basis="here",
+                source="an earlier run of this model and recipe on this machine",
             )
-    return reference(task.spec.architecture)
+    spec = task.spec
+    options = spec.transfer_options if spec.strategy == "feature-extraction" else {}
+    return prior(spec.architecture, spec.strategy, member_size(spec), options)
 
 
 def expected_accuracy(task, data, est: budget_mod.Estimate | None = None) -> tuple[float, str]:
-    """(expected validation accuracy of ``task`` on ``data``, "prior" or "earlier run"), for
-    the task as asked or, with ``est``, as the plan would shorten it."""
+    """(expected validation accuracy of ``task`` on ``data``, the figure's basis: one of
+    :data:`BASES`), for the task as asked or, with ``est``, as the plan would shorten it."""
     ref = task_reference(task, data)
-    return _accuracy(task, data, ref, est), ref.source
+    return _accuracy(task, data, ref, est), ref.basis
 
 
 def _accuracy(task, data, ref: Reference, est: budget_mod.Estimate | None) -> float:
-    tau = TAU_HEAD_EPOCHS if task.spec.strategy == "feature-extraction" else TAU_EPOCHS
-    return curve(ref, final_epochs(task, est), len(data.y_train), data.num_classes, tau)
+    head = task.spec.strategy == "feature-extraction"
+    tau = curve_constant("tau_head_epochs" if head else "tau_epochs")
+    alpha = curve_constant("alpha_head" if head else "alpha")
+    return curve(ref, final_epochs(task, est), len(data.y_train), data.num_classes, tau, alpha)
 
 
 def worths(tasks: list, data) -> list[budget_mod.Worth]:
@@ -186,6 +350,7 @@ def worths(tasks: list, data) -> list[budget_mod.Worth]:
             accuracy=lambda est, t=task, r=ref: _accuracy(t, data, r, est),
             chance=1.0 / max(data.num_classes, 2),
             weight=REPEAT_WEIGHT**repeats,
-            source=ref.source,
+            source=ref.basis,
+            detail=ref.describe(),
         )
     return [w for w in out if w is not None]

@@ -102,7 +102,6 @@ def airbench_net(
     kind="scratch",
     paper=PAPER,
     recipe="airbench94",
-    reference_accuracy=(0.94, 10, 50_000),  # published (airbench94.py): 94.01%, 9.9 epochs
 )
 def airbench94(hp, input_shape, num_classes) -> keras.Model:
     """airbench94's net (64/256/256 filters): 94% in 10 epochs with its recipe."""
@@ -115,7 +114,6 @@ def airbench94(hp, input_shape, num_classes) -> keras.Model:
     kind="scratch",
     paper=PAPER,
     recipe="airbench95",
-    reference_accuracy=(0.95, 15, 50_000),  # published: 95.0%, 15 epochs
 )
 def airbench95(hp, input_shape, num_classes) -> keras.Model:
     """airbench95's net (128/384/384 filters): 95% in 15 epochs with its recipe."""
@@ -128,7 +126,6 @@ def airbench95(hp, input_shape, num_classes) -> keras.Model:
     kind="scratch",
     paper=PAPER,
     recipe="airbench96",
-    reference_accuracy=(0.96, 37, 50_000),  # published: 96.0%, 37 epochs (legacy airbench96)
 )
 def airbench96(hp, input_shape, num_classes) -> keras.Model:
     """airbench96's net (128/384/512 filters, three convs and a skip a group)."""
@@ -143,7 +140,6 @@ def airbench96(hp, input_shape, num_classes) -> keras.Model:
     kind="scratch",
     paper=PAPER,
     recipe="fastnet",
-    reference_accuracy=(0.82, 4, 45_000),  # val with views: docs/results/speedrun-fastnet.json
 )
 def fastnet(hp, input_shape, num_classes) -> keras.Model:
     """airbench94's net at 3/8 width (24/96/96 filters) with its recipe: sized for a CPU."""

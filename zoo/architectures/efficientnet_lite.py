@@ -44,15 +44,6 @@ def _builder(variant: str):
     return build
 
 
-# The planner's prior (benchmark.plan.value; it ignores input size and feature options): val accuracy,
-# head epochs and training images with 5-level + mirrored features at 160 px on the full split and
-# the default head: the val column of docs/results/feature-sweep.json (scripts/feature_sweep.py)
-_REFERENCE = {
-    "efficientnet_lite0": (0.862, 20, 45_000),
-    "efficientnet_lite1": (0.858, 20, 45_000),
-    "efficientnet_lite2": (0.871, 20, 45_000),
-}
-
 for _name, _variant in VARIANTS.items():
     _fn = _builder(_name)
     _fn.__name__ = _fn.__qualname__ = _name
@@ -75,5 +66,4 @@ for _name, _variant in VARIANTS.items():
         ),
         weights_locate=functools.partial(source_weights_path, _variant),
         build_without_weights=without_weights(_fn),
-        **({"reference_accuracy": _REFERENCE[_name]} if _name in _REFERENCE else {}),
     )(_fn)

@@ -90,8 +90,7 @@ def fast_cifar_net(
     kind="scratch",
     paper=PAPER_RESNET9,
     input_size=32,
-    reference_accuracy=(0.536, 4.3, 10_000),
-)  # val acc, epochs, images: docs/results/zoo-accuracy-per-cpu-second.json
+)
 def resnet9(hp, input_shape, num_classes) -> keras.Model:
     """ResNet-9 (DAWNBench) at quarter width (32/64/128) with residual conv groups."""
     return fast_cifar_net(

@@ -130,8 +130,7 @@ def resnet_cifar(hp, input_shape, num_classes, *, name: str, version: int, depth
     kind="scratch",
     paper=PAPER_V1,
     input_size=32,
-    reference_accuracy=(0.629, 8, 10_000),
-)  # val acc, epochs, images: docs/results/cpu-tour-dbb660a.json (resnet20 row)
+)
 def resnet20(hp, input_shape, num_classes) -> keras.Model:
     """ResNet-20 v1 for CIFAR: 3x3 basic blocks, 16/32/64 filters, ~0.27M parameters."""
     return resnet_cifar(hp, input_shape, num_classes, name="resnet20", version=1, depth=20)

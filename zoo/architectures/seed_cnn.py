@@ -13,8 +13,6 @@ from zoo.registry import register
     family="seed",
     kind="scratch",
     paper="the project's brief (classic Keras CIFAR-10 CNN)",
-    # val acc, epochs, images: docs/results/cpu-tour-dbb660a.json (seed_cnn [seed 0] row)
-    reference_accuracy=(0.577, 8, 10_000),
 )
 def seed_cnn(hp, input_shape, num_classes) -> keras.Model:
     """Three Conv-Conv-MaxPool blocks (32/64/128 filters x width) with optional batch norm and dropout."""

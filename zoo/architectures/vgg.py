@@ -52,8 +52,7 @@ def vgg(hp, input_shape, num_classes, *, name: str, depth: int):
     kind="scratch",
     paper=PAPER,
     input_size=32,
-    reference_accuracy=(0.477, 2.9, 10_000),
-)  # val acc, epochs, images: docs/results/zoo-accuracy-per-cpu-second.json
+)
 def vgg11_bn(hp, input_shape, num_classes) -> keras.Model:
     """VGG-11 with batch norm; half the paper's widths by default (width hp 0.25-1.0)."""
     return vgg(hp, input_shape, num_classes, name="vgg11_bn", depth=11)
