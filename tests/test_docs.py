@@ -26,6 +26,15 @@ def _load_results_io():
 
 
 results_io = _load_results_io()
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 RESULT_NAMES = results_io.names()
 
 
@@ -145,28 +154,25 @@ def test_results_cited_in_code_exist():
     assert not missing, missing
 
 
-def test_profiles_page_names_every_option():
-    """The option tables of docs/profiles.md name every key the profile schema knows."""
+def test_profiles_page_option_reference_is_generated_from_the_schema_rules():
+    """docs/profiles.md's reference tables are what scripts/render_options.py makes of the schema's
+    rules and defaults (every key, its default, what it accepts), and every rule's table has a
+    section there: a key added to the schema without re-rendering fails here."""
     schema = pytest.importorskip("benchmark.config.schema")
+    render = _load_script("render_options")
     text = (DOCS / "profiles.md").read_text(encoding="utf-8")
-    tables = [
-        "TOP_KEYS",
-        "DATA_KEYS",
-        "MEMBER_KEYS",
-        "DEFAULT_TRAINING",
-        "TUNER_DEFAULTS",
-        "TRANSFER_DEFAULTS",
-        "ENSEMBLES_TABLE",
-        "ROBUSTNESS_DEFAULTS",
-        "REPORT_DEFAULTS",
+    assert render.options_block() in text, (
+        "docs/profiles.md is stale: run scripts/render_options.py"
+    )
+    rule_tables = [
+        v for k, v in vars(schema).items() if k.endswith("_RULES") and isinstance(v, dict)
     ]
-    missing = [
-        f"{table}.{key}"
-        for table in tables
-        for key in getattr(schema, table, ())
-        if f"`{key}`" not in text
-    ]
-    assert not missing, missing
+    covered = [rules for _, rules, _ in render.SECTIONS]
+    for rules in rule_tables:  # ENSEMBLE_RULES is inside ENSEMBLES_TABLE_RULES
+        assert any(set(rules) <= set(c) for c in covered), sorted(rules)
+    for _, rules, defaults in render.SECTIONS:
+        for key, default in defaults.items():  # every default is accepted by its own rule
+            assert key in rules and rules[key].accepts(default), (key, default)
 
 
 # ---- the "Add an architecture" example ----------------------------------------------------------

@@ -303,11 +303,13 @@ def test_config_is_validated_and_defaults_documented(tmp_path):
     assert resolve_config({}) == DEFAULTS
     with pytest.raises(ZoobenchError, match="unknown key"):
         resolve_config({"topk": 3})
-    with pytest.raises(ZoobenchError, match="unknown method.*blend"):
+    with pytest.raises(ZoobenchError, match=r"ensembles\.methods: must be .*'blend'\]$"):
         resolve_config({"methods": ["greedy", "blend"]})
-    with pytest.raises(ZoobenchError, match="top_k must be a positive integer, got 0"):
+    with pytest.raises(
+        ZoobenchError, match=r"ensembles\.top_k: must be a whole number >= 1, got 0$"
+    ):
         resolve_config({"top_k": 0})
-    with pytest.raises(ZoobenchError, match="stacker must be one of logistic, mlp, got 'svm'"):
+    with pytest.raises(ZoobenchError, match="stacker: must be one of logistic, mlp, got 'svm'"):
         resolve_config({"stacker": "svm"})
     from pathlib import Path
 

@@ -122,7 +122,8 @@ def test_extract_runtime_option_is_checked():
         "extract_runtime": "onnx"
     }
     with pytest.raises(
-        ZoobenchError, match="extract_runtime must be one of auto, tf, xla, onnx, litert"
+        ZoobenchError,
+        match=r"transfer\.extract_runtime: must be one of auto, tf, xla, onnx, litert, got 'openvino'$",
     ):
         schema.validate_transfer_options({"extract_runtime": "openvino"})
     with pytest.raises(ValueError, match="unknown extraction runtime 'gpu'"):

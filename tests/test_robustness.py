@@ -207,15 +207,21 @@ def test_fgsm_accuracy_is_at_most_the_clean_one_and_equal_at_epsilon_zero(bright
 @pytest.mark.parametrize(
     ("table", "match"),
     [
-        ({"enabled": "yes"}, "enabled must be true or false"),
-        ({"corruptions": ["fog"]}, "corruptions: unknown 'fog'"),
-        ({"corruptions": []}, "corruptions must be a non-empty list"),
-        ({"severities": [1, 1]}, "severities must be a non-empty list without repeats"),
-        ({"severities": [6]}, "severities: unknown 6"),
-        ({"images": 0}, "images must be a whole number >= 1"),
-        ({"fgsm_images": -1}, "fgsm_images must be a whole number >= 0"),
-        ({"fgsm_epsilon": -2}, "fgsm_epsilon must be a number >= 0"),
-        ({"adabn": 1}, "adabn must be true or false"),
+        ({"enabled": "yes"}, r"robustness\.enabled: must be true or false, got 'yes'$"),
+        (
+            {"corruptions": ["fog"]},
+            r"robustness\.corruptions: must be a non-empty list .*got \['fog'\]$",
+        ),
+        ({"corruptions": []}, r"robustness\.corruptions: must be a non-empty list without repeats"),
+        (
+            {"severities": [1, 1]},
+            r"robustness\.severities: must be .* of 1, 2, 3, 4, 5, got \[1, 1\]$",
+        ),
+        ({"severities": [6]}, r"robustness\.severities: must be .*got \[6\]$"),
+        ({"images": 0}, r"robustness\.images: must be a whole number >= 1, got 0$"),
+        ({"fgsm_images": -1}, r"robustness\.fgsm_images: must be a whole number >= 0, got -1$"),
+        ({"fgsm_epsilon": -2}, r"robustness\.fgsm_epsilon: must be a number >= 0, got -2$"),
+        ({"adabn": 1}, r"robustness\.adabn: must be true or false, got 1$"),
         ({"tent": True}, "robustness.tent: unknown key"),
     ],
 )

@@ -44,8 +44,11 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
     [
         ({"colour": 1}, r"my\.toml: colour: unknown key"),
         ({"budget": "soon"}, r"my\.toml: budget: cannot read 'soon'"),
-        ({"data": {"train_size": 0}}, r"data\.train_size: must be a positive integer"),
-        ({"training": {"optimizer": "adagrad"}}, r"training\.optimizer: bad value 'adagrad'"),
+        ({"data": {"train_size": 0}}, r"data\.train_size: must be a whole number >= 1, got 0$"),
+        (
+            {"training": {"optimizer": "adagrad"}},
+            r"training\.optimizer: must be one of adam, adamw, rmsprop, sgd, muon, got 'adagrad'$",
+        ),
         ({"tuner": {"algorithm": "genetic"}}, r"tuner\.algorithm: must be one of"),
         ({"tuner": {"search": {"dropout": [0.1]}}}, r"tuner\.search\.dropout: cannot be searched"),
         ({"members": []}, r"members: a profile needs at least one"),
@@ -84,7 +87,7 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
                     }
                 ]
             },
-            r"members\[0\]\.transfer: feature_levels must be a whole number >= 1, got 2\.5",
+            r"members\[0\]\.transfer\.feature_levels: must be a whole number >= 1, got 2\.5$",
         ),
         (
             {
@@ -96,7 +99,7 @@ BASE = {"members": [{"architecture": "seed_cnn"}]}
                     }
                 ]
             },
-            r"members\[0\]\.transfer: head_trials must be a whole number >= 1, got '4'",
+            r"members\[0\]\.transfer\.head_trials: must be a whole number >= 1, got '4'$",
         ),
     ],
 )

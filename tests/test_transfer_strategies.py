@@ -282,7 +282,7 @@ def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
         run_strategy("linear-probe", "efficientnet_lite0", None, tiny, cache_dir=tmp_path, epochs=1)
     with pytest.raises(ZoobenchError, match="seed_cnn' is scratch"):
         run_strategy("fine-tuning", "seed_cnn", None, tiny, cache_dir=tmp_path, epochs=1)
-    with pytest.raises(ZoobenchError, match="feature_levels must be a whole number >= 1, got 0"):
+    with pytest.raises(ZoobenchError, match="feature_levels: must be a whole number >= 1, got 0"):
         run_strategy(
             STRATEGIES[0],
             "efficientnet_lite0",
@@ -292,7 +292,7 @@ def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
             epochs=1,
             options={"feature_levels": 0},
         )
-    with pytest.raises(ZoobenchError, match="flip_features must be true or false, got 'yes'"):
+    with pytest.raises(ZoobenchError, match="flip_features: must be true or false, got 'yes'"):
         run_strategy(
             STRATEGIES[0],
             "efficientnet_lite0",

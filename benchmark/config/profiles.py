@@ -19,20 +19,24 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 from benchmark.config.schema import (
-    ALGORITHMS,
-    DATA_KEYS,
+    DATA_DEFAULTS,
+    DATA_RULES,
     ENSEMBLES_TABLE,
-    MEMBER_KEYS,
+    ENSEMBLES_TABLE_RULES,
+    MEMBER_DEFAULTS,
+    MEMBER_RULES,
     RANGE_KEYS,
     REPORT_DEFAULTS,
     ROBUSTNESS_DEFAULTS,
     SAMPLINGS,
     SEARCHABLE,
     STRATEGIES,
-    TOP_KEYS,
+    TOP_DEFAULTS,
+    TOP_RULES,
     TRANSFER_DEFAULTS,
     TUNER_DEFAULTS,
-    is_whole,
+    TUNER_RULES,
+    check_table,
     resolve_ensembles,
     resolve_report,
     resolve_robustness,
@@ -162,20 +166,21 @@ def parse_profile(
     def fail(key: str, message: str) -> ZoobenchError:
         return ZoobenchError(f"profile {source}: {key}: {message}")
 
-    _unknown(raw, TOP_KEYS, "", fail)
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise fail("seed", f"must be an integer, got {seed!r}")
+    def checked(values: Any, rules: dict, where: str) -> None:
+        try:
+            check_table(values, rules, where)
+        except ZoobenchError as exc:
+            raise ZoobenchError(f"profile {source}: {exc}") from None
+
+    checked(raw, TOP_RULES, "")
+    seed = raw.get("seed", TOP_DEFAULTS["seed"])
     try:
         budget = parse_duration(raw.get("budget"), option="budget")
     except ZoobenchError as exc:
         raise fail("budget", str(exc).split(": ", 1)[-1]) from None
     data = dict(raw.get("data", {}))
-    _unknown(data, DATA_KEYS, "data.", fail)
-    data.setdefault("dataset", "cifar10")
-    for key in ("train_size", "val_size", "test_size"):
-        if data.get(key) is not None and not is_whole(data[key], 1):
-            raise fail(f"data.{key}", f"must be a positive integer, got {data[key]!r}")
+    checked(data, DATA_RULES, "data")
+    data.setdefault("dataset", DATA_DEFAULTS["dataset"])
 
     base_training = dict(raw.get("training", {}))
     base_augment = base_training.pop("augment", [])
@@ -185,7 +190,7 @@ def parse_profile(
     except ZoobenchError as exc:
         raise ZoobenchError(f"profile {source}: {exc}") from None
     tuner = dict(TUNER_DEFAULTS, **raw.get("tuner", {}))
-    _check_tuner(tuner, "tuner", fail)
+    _check_tuner(tuner, "tuner", fail, checked)
 
     members_raw = raw.get("members", [])
     if not isinstance(members_raw, list) or not members_raw:
@@ -193,9 +198,7 @@ def parse_profile(
     members = []
     for i, m in enumerate(members_raw):
         where = f"members[{i}]"
-        if not isinstance(m, dict):
-            raise fail(where, "must be a table")
-        _unknown(m, MEMBER_KEYS, f"{where}.", fail)
+        checked(m, MEMBER_RULES, where)
         arch = m.get("architecture")
         if not isinstance(arch, str) or not arch:
             raise fail(f"{where}.architecture", "is required (a zoo architecture name)")
@@ -210,10 +213,6 @@ def parse_profile(
         else:
             kind = None
         strategy = m.get("strategy")
-        if strategy is not None and strategy not in STRATEGIES:
-            raise fail(
-                f"{where}.strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
-            )
         if kind == "pretrained" and strategy is None:
             raise fail(
                 f"{where}.strategy",
@@ -239,6 +238,7 @@ def parse_profile(
                 "test-time views are for members trained from scratch "
                 "(feature extraction has transfer.flip_features)",
             )
+        # [training]'s or a recipe's list (the member's own lists were checked with the member)
         for key, steps in (("augment", augment), ("preprocess", preprocess)):
             if not isinstance(steps, list):
                 raise fail(f"{where}.{key}", 'must be a list of tables like {name = "flip"}')
@@ -252,23 +252,11 @@ def parse_profile(
             tune = copy.deepcopy(tuner)
         elif isinstance(tune, dict):
             tune = dict(copy.deepcopy(tuner), **tune)
-            _check_tuner(tune, f"{where}.tune", fail)
-        elif tune is False:
-            tune = None
+            _check_tuner(tune, f"{where}.tune", fail, checked)
         else:
-            raise fail(f"{where}.tune", f"must be true, false or a table, got {tune!r}")
+            tune = None
         hp = m.get("hp", {})
-        if not isinstance(hp, dict):
-            raise fail(f"{where}.hp", "must be a table of hyperparameter values")
-        counts = {}
-        for key in ("seeds", "bagging", "boosting"):
-            value = m.get(key, 1 if key == "seeds" else 0)
-            if not is_whole(value, 1 if key == "seeds" else 0):
-                raise fail(
-                    f"{where}.{key}",
-                    f"must be a {'positive' if key == 'seeds' else 'non-negative'} integer",
-                )
-            counts[key] = value
+        counts = {key: m.get(key, MEMBER_DEFAULTS[key]) for key in ("seeds", "bagging", "boosting")}
         if counts["bagging"] and counts["seeds"] > 1:
             raise fail(where, "use either seeds or bagging, not both")
         if tune and (counts["bagging"] or counts["seeds"] > 1):
@@ -281,17 +269,15 @@ def parse_profile(
                 "(each boosting round is one member trained on reweighted data)",
             )
         input_size = m.get("input_size")
-        if input_size is not None and not is_whole(input_size, 8):
-            raise fail(f"{where}.input_size", f"must be an integer >= 8, got {input_size!r}")
         transfer = m.get("transfer", {})
-        if not isinstance(transfer, dict) or (transfer and strategy is None):
+        if transfer and strategy is None:
             raise fail(
                 f"{where}.transfer", "is a table of transfer options, for pretrained members only"
             )
         try:
-            validate_transfer_options(transfer)
+            validate_transfer_options(transfer, where=f"{where}.transfer")
         except ZoobenchError as exc:
-            raise fail(f"{where}.transfer", str(exc).removeprefix("transfer option ")) from None
+            raise ZoobenchError(f"profile {source}: {exc}") from None
         name = m.get("name") or member_name(arch, strategy, input_size)
         members.append(
             MemberSpec(
@@ -317,22 +303,16 @@ def parse_profile(
             "members", f"member names must differ; repeated: {', '.join(dupes)} (set name = ...)"
         )
     tables = {}
-    for section, known, resolve in (
-        ("ensembles", ENSEMBLES_TABLE, _resolve_ensembles_table),
-        ("report", REPORT_DEFAULTS, resolve_report),
-        ("robustness", ROBUSTNESS_DEFAULTS, resolve_robustness),
+    for section, resolve in (
+        ("ensembles", _resolve_ensembles_table),
+        ("report", resolve_report),
+        ("robustness", resolve_robustness),
     ):
-        table = raw.get(section, {})
-        if not isinstance(table, dict):
-            raise fail(section, "must be a table")
-        _unknown(table, set(known), f"{section}.", fail)
         try:
-            tables[section] = resolve(table)
+            tables[section] = resolve(raw.get(section, {}))
         except ZoobenchError as exc:
             raise ZoobenchError(f"profile {source}: {exc}") from None
-    deterministic = raw.get("deterministic", False)
-    if not isinstance(deterministic, bool):
-        raise fail("deterministic", "must be true or false")
+    deterministic = raw.get("deterministic", TOP_DEFAULTS["deterministic"])
     return Profile(
         name=str(raw.get("name", default_name)),
         source=source,
@@ -377,36 +357,18 @@ def _with_recipe(
 
 def _resolve_ensembles_table(table: dict[str, Any]) -> dict[str, Any]:
     """[ensembles] with defaults applied: ``enabled`` and the settings of ensembles.build."""
-    enabled = table.get("enabled", ENSEMBLES_TABLE["enabled"])
-    if not isinstance(enabled, bool):
-        raise ZoobenchError(f"[ensembles] enabled must be true or false, got {enabled!r}")
+    check_table(table, ENSEMBLES_TABLE_RULES, "ensembles")
     return {
-        "enabled": enabled,
+        "enabled": table.get("enabled", ENSEMBLES_TABLE["enabled"]),
         **resolve_ensembles({k: v for k, v in table.items() if k != "enabled"}),
     }
 
 
-def _unknown(table: dict, known: set[str], prefix: str, fail) -> None:
-    for key in table:
-        if key not in known:
-            raise fail(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(known))})")
-
-
-def _check_tuner(tuner: dict[str, Any], where: str, fail) -> None:
-    _unknown(tuner, set(TUNER_DEFAULTS), f"{where}.", fail)
-    if tuner["algorithm"] not in ALGORITHMS:
-        raise fail(
-            f"{where}.algorithm",
-            f"must be one of {', '.join(ALGORITHMS)}, got {tuner['algorithm']!r}",
-        )
-    for key in ("max_trials", "epochs", "top_k"):
-        if not is_whole(tuner[key], 1):
-            raise fail(f"{where}.{key}", f"must be a positive integer, got {tuner[key]!r}")
+def _check_tuner(tuner: dict[str, Any], where: str, fail, checked) -> None:
+    checked(tuner, TUNER_RULES, where)
     if tuner["top_k"] > tuner["max_trials"]:
         raise fail(f"{where}.top_k", "cannot exceed max_trials")
     search = tuner.get("search", {})
-    if not isinstance(search, dict):
-        raise fail(f"{where}.search", "must be a table")
     for key, space in search.items():
         if key not in SEARCHABLE:
             raise fail(

@@ -6,19 +6,21 @@ reads the file, every table included; the code that uses an option (:mod:`benchm
 so an option has one name and one default. This module imports only the standard library and
 :mod:`benchmark.errors`: checking a profile never imports Keras or a backend.
 
-Tables and what checks them:
+Every table is checked the same way: a :class:`Param` rule per key (``*_RULES``), applied by
+:func:`check_table`, so every error is one line naming the table, the key, what it accepts and the
+value it got (a bool is never a number: TOML's ``true`` is no count). The defaults sit beside the
+rules; the rules that span keys (weight averaging without early stopping, a strategy for a
+pretrained architecture, ...) follow the table check.
 
-- top level: :data:`TOP_KEYS`; ``[data]``: :data:`DATA_KEYS`
-- ``[training]`` and a member's ``training``: :data:`DEFAULT_TRAINING`, :func:`resolve_training`
-- ``[tuner]`` and a member's ``tune``: :data:`TUNER_DEFAULTS`, :data:`ALGORITHMS`, :data:`SEARCHABLE`
-- ``[[members]]``: :data:`MEMBER_KEYS`, :data:`STRATEGIES`
-- a member's ``transfer``: :data:`TRANSFER_DEFAULTS`, :func:`validate_transfer_options`
-- ``[ensembles]``: :data:`ENSEMBLES_TABLE` (``enabled`` plus :data:`ENSEMBLE_DEFAULTS`),
-  :func:`resolve_ensembles`
-- ``[report]``: :data:`REPORT_DEFAULTS`, :func:`resolve_report`
-- ``[robustness]``: :data:`ROBUSTNESS_DEFAULTS`, :data:`CORRUPTIONS`, :func:`resolve_robustness`
-- preprocessing and augmentation step parameters: :class:`Param` rules, :func:`check_step_values`
-  (the rules sit beside the steps, in ``validate_steps`` / ``validate_policy``)
+- top level: :data:`TOP_RULES`; ``[data]``: :data:`DATA_RULES`
+- ``[training]`` and a member's ``training``: :data:`TRAINING_RULES`, :data:`DEFAULT_TRAINING`
+- ``[tuner]`` and a member's ``tune``: :data:`TUNER_RULES`, :data:`TUNER_DEFAULTS`, :data:`SEARCHABLE`
+- ``[[members]]``: :data:`MEMBER_RULES`
+- a member's ``transfer``: :data:`TRANSFER_RULES`, :data:`TRANSFER_DEFAULTS`
+- ``[ensembles]``: :data:`ENSEMBLES_TABLE_RULES`, :data:`ENSEMBLE_DEFAULTS`
+- ``[report]``: :data:`REPORT_RULES`; ``[robustness]``: :data:`ROBUSTNESS_RULES`
+- preprocessing and augmentation step parameters: :class:`Param` rules beside the steps
+  (``validate_steps`` / ``validate_policy``), applied by :func:`check_step_values`
 """
 
 from __future__ import annotations
@@ -30,44 +32,174 @@ from typing import Any
 
 from benchmark.errors import ZoobenchError
 
+# ---- the one checking mechanism: a Param rule per key, check_table per table --------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one option accepts. ``kind``: "choice" (one of ``choices``), "whole" / "number" (within
+    bounds; a bool is never a number), "bool", "text" (a non-empty string), "names" (a non-empty
+    list of ``choices`` without repeats), "table", "list". ``optional``: None (unset) is accepted
+    too; ``alternatives``: other rules a value may satisfy instead."""
+
+    kind: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: ``low`` itself is refused
+    high_open: bool = False
+    optional: bool = False
+    alternatives: tuple[Param, ...] = ()
+
+    def accepts(self, value: Any) -> bool:
+        if value is None and self.optional:
+            return True
+        return self._accepts(value) or any(a.accepts(value) for a in self.alternatives)
+
+    def _accepts(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "text":
+            return isinstance(value, str)
+        if self.kind == "table":
+            return isinstance(value, dict)
+        if self.kind == "list":
+            return isinstance(value, list)
+        if self.kind == "names":
+            return (
+                isinstance(value, (list, tuple))
+                and bool(value)
+                and all(not isinstance(v, bool) and v in self.choices for v in value)
+                and len(set(map(repr, value))) == len(value)
+            )
+        if self.kind == "whole":
+            if not isinstance(value, int) or isinstance(value, bool):
+                return False
+        elif not is_number(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        own = self._describe()
+        return " or ".join([own, *(a.describe() for a in self.alternatives)])
+
+    def _describe(self) -> str:
+        simple = {
+            "bool": "true or false",
+            "text": "a string",
+            "table": "a table",
+            "list": "a list",
+        }
+        if self.kind in simple:
+            return simple[self.kind]
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
+        if self.kind == "names":
+            return f"a non-empty list without repeats of {', '.join(map(str, self.choices))}"
+        what = "a whole number" if self.kind == "whole" else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{what} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{what} {'<' if self.high_open else '<='} {self.high:g}"
+        return what
+
+
+def one_of(*choices: str) -> Param:
+    return Param("choice", choices=tuple(choices))
+
+
+def whole(low: int | None = None, high: int | None = None, *, optional: bool = False) -> Param:
+    return Param("whole", low=low, high=high, optional=optional)
+
+
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> Param:
+    return Param(
+        "number", low=low, high=high, low_open=low_open, high_open=high_open, optional=optional
+    )
+
+
+BOOL = Param("bool")
+TEXT = Param("text")
+TABLE = Param("table")
+LIST = Param("list")
+
+
+def names(*choices: Any) -> Param:
+    return Param("names", choices=tuple(choices))
+
+
+def check_table(values: Mapping[str, Any], rules: Mapping[str, Param], where: str) -> None:
+    """Every key of ``values`` known to ``rules`` and accepted by its rule, else one line:
+    ``where.key: must be <what the rule accepts>, got <value>`` (or ``unknown key``)."""
+    if not isinstance(values, Mapping):
+        raise ZoobenchError(f"{where}: must be a table, got {values!r}")
+    for key, value in values.items():
+        rule, name = rules.get(key), f"{where}.{key}" if where else str(key)
+        if rule is None:
+            raise ZoobenchError(f"{name}: unknown key (known: {', '.join(sorted(rules))})")
+        if not rule.accepts(value):
+            raise ZoobenchError(f"{name}: must be {rule.describe()}, got {value!r}")
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any, minimum: int = 0) -> bool:
+    """An int of at least ``minimum`` (not a bool: TOML's ``true`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 # ---- the profile's top level, [data], [[members]] ------------------------------------------------
 
-TOP_KEYS = frozenset(
-    {
-        "name",
-        "description",
-        "seed",
-        "budget",
-        "deterministic",
-        "data",
-        "training",
-        "tuner",
-        "members",
-        "ensembles",
-        "report",
-        "robustness",
-    }
-)
-DATA_KEYS = frozenset(
-    {"dataset", "data_dir", "val_fraction", "train_size", "val_size", "test_size"}
-)
-MEMBER_KEYS = frozenset(
-    {
-        "architecture",
-        "name",
-        "hp",
-        "training",
-        "preprocess",
-        "augment",
-        "strategy",
-        "input_size",
-        "tune",
-        "seeds",
-        "bagging",
-        "boosting",
-        "transfer",
-    }
-)
+TOP_RULES: dict[str, Param] = {
+    "name": TEXT,
+    "description": TEXT,
+    "seed": whole(),
+    "budget": Param("text", optional=True, alternatives=(number(0, low_open=True),)),  # "30m", s
+    "deterministic": BOOL,
+    "data": TABLE,
+    "training": TABLE,
+    "tuner": TABLE,
+    "members": LIST,
+    "ensembles": TABLE,
+    "report": TABLE,
+    "robustness": TABLE,
+}
+TOP_KEYS = frozenset(TOP_RULES)
+TOP_DEFAULTS: dict[str, Any] = {"seed": 0, "budget": None, "deterministic": False}
+DATA_RULES: dict[str, Param] = {
+    "dataset": TEXT,
+    "data_dir": Param("text", optional=True),
+    "val_fraction": number(0, 1, low_open=True, high_open=True),
+    "train_size": whole(1, optional=True),
+    "val_size": whole(1, optional=True),
+    "test_size": whole(1, optional=True),
+}
+DATA_KEYS = frozenset(DATA_RULES)
+DATA_DEFAULTS: dict[str, Any] = {
+    "dataset": "cifar10",
+    "data_dir": None,  # --data-dir / $ZOOBENCH_DATA
+    "val_fraction": 0.1,
+    "train_size": None,  # None: all
+    "val_size": None,
+    "test_size": None,
+}
 
 # ---- [training] -----------------------------------------------------------------------------------
 
@@ -115,57 +247,36 @@ def training_identity(training: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def is_number(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_whole(value: Any, minimum: int = 0) -> bool:
-    """An int of at least ``minimum`` (not a bool: TOML's ``true`` is no count)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+TRAINING_RULES: dict[str, Param] = {
+    "epochs": whole(1),
+    "batch_size": whole(1),
+    "optimizer": one_of(*OPTIMIZERS),
+    "learning_rate": number(0, low_open=True),
+    "weight_decay": number(0),
+    "momentum": number(0, 1),
+    "nesterov": BOOL,
+    "schedule": one_of(*SCHEDULES),
+    "warmup_epochs": number(0),
+    "step_epochs": whole(1),
+    "step_factor": number(0, low_open=True),
+    "loss": one_of(*LOSSES),
+    "label_smoothing": number(0, 1, high_open=True),
+    "early_stopping_patience": whole(0),
+    "clipnorm": number(0, low_open=True, optional=True),
+    "adversarial": Param("table", optional=True),  # its keys: benchmark.train.adversarial
+    "ema": number(0, 1, high_open=True),  # 0: off
+    "tta": Param("choice", choices=TTA_VIEWS, alternatives=(whole(1, 6),)),
+    "precision": one_of(*PRECISIONS),
+    "recipe": Param("text", optional=True),
+}
 
 
 def resolve_training(
     overrides: dict[str, Any] | None = None, where: str = "training"
 ) -> dict[str, Any]:
     """Defaults plus ``overrides``, checked: unknown keys and bad values name ``where`` and the key."""
-    training = dict(DEFAULT_TRAINING)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULT_TRAINING:
-            known = ", ".join(sorted(DEFAULT_TRAINING))
-            raise ZoobenchError(f"{where}: unknown training option {key!r} (known: {known})")
-        training[key] = value
-    checks = {
-        "optimizer": training["optimizer"] in OPTIMIZERS,
-        "schedule": training["schedule"] in SCHEDULES,
-        "loss": training["loss"] in LOSSES,
-        "epochs": is_whole(training["epochs"], 1),
-        "batch_size": is_whole(training["batch_size"], 1),
-        "learning_rate": is_number(training["learning_rate"]) and training["learning_rate"] > 0,
-        "weight_decay": is_number(training["weight_decay"]) and training["weight_decay"] >= 0,
-        "label_smoothing": is_number(training["label_smoothing"])
-        and 0 <= training["label_smoothing"] < 1,
-        "early_stopping_patience": is_whole(training["early_stopping_patience"]),
-        "warmup_epochs": is_number(training["warmup_epochs"]) and training["warmup_epochs"] >= 0,
-        "adversarial": training["adversarial"] is None or isinstance(training["adversarial"], dict),
-        "ema": is_number(training["ema"]) and 0 <= training["ema"] < 1,
-        "tta": training["tta"] in TTA_VIEWS
-        or (is_whole(training["tta"], 1) and training["tta"] <= 6),
-        "precision": training["precision"] in PRECISIONS,
-        "recipe": training["recipe"] is None or isinstance(training["recipe"], str),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            allowed = {
-                "optimizer": OPTIMIZERS,
-                "schedule": SCHEDULES,
-                "loss": LOSSES,
-                "precision": PRECISIONS,
-                "tta": (*TTA_VIEWS, "a number of views 1-6"),
-                "ema": ("0 (off) or a momentum in (0, 1), e.g. 0.99",),
-            }.get(key)
-            hint = f" (one of {', '.join(map(str, allowed))})" if allowed else ""
-            raise ZoobenchError(f"{where}.{key}: bad value {training[key]!r}{hint}")
+    check_table(overrides or {}, TRAINING_RULES, where)
+    training = {**DEFAULT_TRAINING, **(overrides or {})}
     if training["ema"] and training["early_stopping_patience"]:
         raise ZoobenchError(
             f"{where}.ema: weight averaging keeps the averaged weights, early stopping would restore "
@@ -201,6 +312,15 @@ SEARCHABLE = frozenset(
 )
 RANGE_KEYS = frozenset({"min", "max", "sampling", "step"})
 SAMPLINGS = ("linear", "log", "reverse_log")
+TUNER_RULES: dict[str, Param] = {
+    "algorithm": one_of(*ALGORITHMS),
+    "max_trials": whole(1),
+    "epochs": whole(1),
+    "top_k": whole(1),
+    "restore": BOOL,
+    "hyperband_factor": whole(2),
+    "search": TABLE,  # each entry: benchmark.config.profiles checks it against TRAINING_RULES
+}
 
 # ---- a member's transfer table (benchmark.train.transfer) -----------------------------------------------
 
@@ -223,46 +343,59 @@ EXTRACT_RUNTIMES = ("auto", "tf", "xla", "onnx", "litert")
 RENAMED_TRANSFER_OPTIONS = {"max_trials": "head_trials"}  # old name -> the one name now
 
 
-def validate_transfer_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` checked against :data:`TRANSFER_DEFAULTS`: known names, values of the right kind.
+TRANSFER_RULES: dict[str, Param] = {
+    "warmup_epochs": whole(0, optional=True),
+    "fine_tune_lr_factor": number(0, low_open=True),
+    "stages": whole(1),
+    "stage_lr_decay": number(0, low_open=True),
+    "head_trials": whole(1),
+    "patience": whole(0),
+    "head_batch_size": whole(1),
+    "extract_batch_size": whole(1),
+    "extract_runtime": one_of(*EXTRACT_RUNTIMES),
+    "feature_levels": whole(1),
+    "flip_features": BOOL,
+}
+MEMBER_RULES: dict[str, Param] = {
+    "architecture": TEXT,
+    "name": TEXT,
+    "hp": TABLE,
+    "training": TABLE,
+    "preprocess": LIST,
+    "augment": LIST,
+    "strategy": Param("choice", choices=STRATEGIES, optional=True),
+    "input_size": whole(8, optional=True),
+    "tune": Param("bool", alternatives=(TABLE,)),
+    "seeds": whole(1),
+    "bagging": whole(0),
+    "boosting": whole(0),
+    "transfer": TABLE,
+}
+MEMBER_KEYS = frozenset(MEMBER_RULES)
+MEMBER_DEFAULTS: dict[str, Any] = {
+    "hp": {},
+    "strategy": None,
+    "input_size": None,
+    "tune": False,
+    "seeds": 1,
+    "bagging": 0,
+    "boosting": 0,
+    "transfer": {},
+}
+
+
+def validate_transfer_options(
+    options: Mapping[str, Any], where: str = "transfer"
+) -> dict[str, Any]:
+    """``options`` checked against :data:`TRANSFER_RULES`: known names, values of the right kind.
 
     Returns them as given (no defaults filled in: a member's ``transfer`` table is part of its id).
     """
-    unknown = sorted(set(options) - set(TRANSFER_DEFAULTS))
-    if unknown:
-        renamed = [
-            f"{old} is now {RENAMED_TRANSFER_OPTIONS[old]}"
-            for old in unknown
-            if old in RENAMED_TRANSFER_OPTIONS
-        ]
+    for old in set(options) & set(RENAMED_TRANSFER_OPTIONS):
         raise ZoobenchError(
-            f"unknown transfer option {', '.join(unknown)}"
-            + (f" ({'; '.join(renamed)})" if renamed else "")
-            + f"; known: {', '.join(sorted(TRANSFER_DEFAULTS))}"
+            f"{where}.{old}: unknown key ({old} is now {RENAMED_TRANSFER_OPTIONS[old]})"
         )
-    for key, value in options.items():
-        default = TRANSFER_DEFAULTS[key]
-        least = 0 if key in ("patience", "warmup_epochs") else 1
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif key == "extract_runtime":
-            if value not in EXTRACT_RUNTIMES:
-                raise ZoobenchError(
-                    f"transfer option extract_runtime must be one of "
-                    f"{', '.join(EXTRACT_RUNTIMES)}, got {value!r}"
-                )
-            ok = True
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-        else:  # whole numbers; None where the default is None
-            ok = (value is None and default is None) or (
-                isinstance(value, int) and not isinstance(value, bool) and value >= least
-            )
-        if not ok:
-            want = {bool: "true or false", float: "a number > 0"}.get(
-                type(default), f"a whole number >= {least}"
-            )
-            raise ZoobenchError(f"transfer option {key} must be {want}, got {value!r}")
+    check_table(options, TRANSFER_RULES, where)
     return dict(options)
 
 
@@ -295,52 +428,31 @@ ENSEMBLE_DEFAULTS: dict[str, Any] = {
 ENSEMBLES_TABLE: dict[str, Any] = {"enabled": True, **ENSEMBLE_DEFAULTS}
 
 
+ENSEMBLE_RULES: dict[str, Param] = {
+    "methods": names(*ENSEMBLE_METHODS),
+    "top_k": whole(1),
+    "greedy_size": whole(1),
+    "greedy_init": whole(0),
+    "greedy_use_best": BOOL,
+    "stacker": one_of(*ENSEMBLE_STACKERS),
+    "stacker_C": number(0, low_open=True),
+    "stacker_hidden": whole(1),
+    "stacker_cv": whole(2),
+    "cv_folds": whole(2),
+    "calibrate": BOOL,
+    "min_members": whole(1),
+    "export_best": BOOL,
+}
+ENSEMBLES_TABLE_RULES: dict[str, Param] = {"enabled": BOOL, **ENSEMBLE_RULES}
+
+
 def resolve_ensembles(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ensemble settings (no ``enabled``) with defaults filled in; unknown keys and bad values
     are user errors."""
     config = dict(config or {})
-    unknown = sorted(set(config) - set(ENSEMBLE_DEFAULTS))
-    if unknown:
-        raise ZoobenchError(
-            f"[ensembles] has unknown key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(ENSEMBLE_DEFAULTS)}"
-        )
+    check_table(config, ENSEMBLE_RULES, "ensembles")
     out = {**ENSEMBLE_DEFAULTS, **config}
-    methods = out["methods"]
-    if (
-        isinstance(methods, str)
-        or not isinstance(methods, (list, tuple))
-        or not all(isinstance(m, str) for m in methods)
-    ):
-        raise ZoobenchError(f"[ensembles] methods must be a list of names, got {methods!r}")
-    bad = [m for m in methods if m not in ENSEMBLE_METHODS]
-    if bad:
-        raise ZoobenchError(
-            f"[ensembles] methods: unknown method(s) {', '.join(bad)}; "
-            f"known: {', '.join(ENSEMBLE_METHODS)}"
-        )
-    out["methods"] = list(methods)
-    for key in ("top_k", "greedy_size", "stacker_hidden", "min_members"):
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
-            raise ZoobenchError(f"[ensembles] {key} must be a positive integer, got {out[key]!r}")
-    init = out["greedy_init"]
-    if isinstance(init, bool) or not isinstance(init, int) or init < 0:
-        raise ZoobenchError(f"[ensembles] greedy_init must be an integer >= 0, got {init!r}")
-    for key in ("stacker_cv", "cv_folds"):
-        cv = out[key]
-        if isinstance(cv, bool) or not isinstance(cv, int) or cv < 2:
-            raise ZoobenchError(f"[ensembles] {key} must be an integer >= 2, got {cv!r}")
-    if out["stacker"] not in ENSEMBLE_STACKERS:
-        raise ZoobenchError(
-            f"[ensembles] stacker must be one of {', '.join(ENSEMBLE_STACKERS)}, "
-            f"got {out['stacker']!r}"
-        )
-    c = out["stacker_C"]
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
-        raise ZoobenchError(f"[ensembles] stacker_C must be a positive number, got {c!r}")
-    for key in ("greedy_use_best", "export_best", "calibrate"):
-        if not isinstance(out[key], bool):
-            raise ZoobenchError(f"[ensembles] {key} must be true or false, got {out[key]!r}")
+    out["methods"] = list(out["methods"])
     return out
 
 
@@ -349,18 +461,13 @@ def resolve_ensembles(config: Mapping[str, Any] | None) -> dict[str, Any]:
 REPORT_DEFAULTS: dict[str, Any] = {"enabled": True}  # enabled = false: no HTML report after a run
 
 
+REPORT_RULES: dict[str, Param] = {"enabled": BOOL}
+
+
 def resolve_report(table: Mapping[str, Any] | None) -> dict[str, Any]:
     """The [report] table with defaults filled in; unknown keys and bad values are user errors."""
-    table = dict(table or {})
-    unknown = sorted(set(table) - set(REPORT_DEFAULTS))
-    if unknown:
-        raise ZoobenchError(
-            f"[report] has unknown key(s) {', '.join(unknown)}; known: {', '.join(REPORT_DEFAULTS)}"
-        )
-    out = {**REPORT_DEFAULTS, **table}
-    if not isinstance(out["enabled"], bool):
-        raise ZoobenchError(f"[report] enabled must be true or false, got {out['enabled']!r}")
-    return out
+    check_table(dict(table or {}), REPORT_RULES, "report")
+    return {**REPORT_DEFAULTS, **(table or {})}
 
 
 # ---- [robustness] (benchmark.run.robustness, benchmark.data.corruptions) ----------------------------------
@@ -389,106 +496,26 @@ ROBUSTNESS_DEFAULTS: dict[str, Any] = {
 }
 
 
+ROBUSTNESS_RULES: dict[str, Param] = {
+    "enabled": BOOL,
+    "corruptions": names(*CORRUPTIONS),
+    "severities": names(*SEVERITIES),
+    "images": whole(1),
+    "adabn": BOOL,
+    "fgsm_epsilon": number(0),  # pixels of the 0-255 input
+    "fgsm_images": whole(0),
+}
+
+
 def resolve_robustness(table: Mapping[str, Any] | None) -> dict[str, Any]:
     """The [robustness] table with defaults filled in; unknown keys and bad values are user errors."""
-    table = dict(table or {})
-    unknown = sorted(set(table) - set(ROBUSTNESS_DEFAULTS))
-    if unknown:
-        raise ZoobenchError(
-            f"[robustness] has unknown key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(ROBUSTNESS_DEFAULTS)}"
-        )
-    out = {**ROBUSTNESS_DEFAULTS, **table}
-    for key in ("enabled", "adabn"):
-        if not isinstance(out[key], bool):
-            raise ZoobenchError(f"[robustness] {key} must be true or false, got {out[key]!r}")
-    for key, choices in (("corruptions", CORRUPTIONS), ("severities", SEVERITIES)):
-        values = out[key]
-        if (
-            isinstance(values, str)
-            or not isinstance(values, (list, tuple))
-            or not values
-            or len(set(map(repr, values))) != len(values)
-        ):
-            raise ZoobenchError(
-                f"[robustness] {key} must be a non-empty list without repeats, got {values!r}"
-            )
-        bad = [v for v in values if isinstance(v, bool) or v not in choices]
-        if bad:
-            raise ZoobenchError(
-                f"[robustness] {key}: unknown {', '.join(map(repr, bad))}; "
-                f"choose from {', '.join(map(str, choices))}"
-            )
-        out[key] = list(values)
-    for key, least in (("images", 1), ("fgsm_images", 0)):
-        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < least:
-            raise ZoobenchError(
-                f"[robustness] {key} must be a whole number >= {least}, got {out[key]!r}"
-            )
-    if not is_number(out["fgsm_epsilon"]) or out["fgsm_epsilon"] < 0:
-        raise ZoobenchError(
-            f"[robustness] fgsm_epsilon must be a number >= 0 (pixels of the "
-            f"0-255 input), got {out['fgsm_epsilon']!r}"
-        )
+    check_table(dict(table or {}), ROBUSTNESS_RULES, "robustness")
+    out = {**ROBUSTNESS_DEFAULTS, **(table or {})}
+    out["corruptions"], out["severities"] = list(out["corruptions"]), list(out["severities"])
     return out
 
 
 # ---- step parameters (benchmark.data.preprocess, benchmark.data.augment) ------------------------------------
-
-
-@dataclass(frozen=True)
-class Param:
-    """What one step parameter accepts: one of ``choices``, or a (whole) number within bounds."""
-
-    kind: str  # "choice" | "whole" | "number"
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # True: ``low`` itself is refused
-    high_open: bool = False
-
-    def accepts(self, value: Any) -> bool:
-        if self.kind == "choice":
-            return isinstance(value, str) and value in self.choices
-        if self.kind == "whole":
-            if not isinstance(value, int) or isinstance(value, bool):
-                return False
-        elif not is_number(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def describe(self) -> str:
-        if self.kind == "choice":
-            return f"one of {', '.join(self.choices)}"
-        what = "a whole number" if self.kind == "whole" else "a number"
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{what} in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{what} {'<' if self.high_open else '<='} {self.high:g}"
-        return what
-
-
-def one_of(*choices: str) -> Param:
-    return Param("choice", choices=tuple(choices))
-
-
-def whole(low: int | None = None, high: int | None = None) -> Param:
-    return Param("whole", low=low, high=high)
-
-
-def number(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> Param:
-    return Param("number", low=low, high=high, low_open=low_open, high_open=high_open)
 
 
 def check_step_values(
