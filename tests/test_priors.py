@@ -73,6 +73,34 @@ def test_the_resolution_and_head_data_exponents_are_what_the_validation_figures_
     assert value.curve_constant("alpha_head") == pytest.approx(alpha, abs=0.01)
 
 
+def test_the_end_to_end_curve_is_what_the_recipe_runs_give_on_validation():
+    """tau_finishing_epochs from fastnet's 10,000-image runs at 2 and 4 epochs, alpha from its
+    4-epoch runs on 10k / 20k / 45k images (docs/results/prior-curve.json, val_tta column); and
+    the curve through the 45k figure lands on the 20k one, which neither constant was fitted to."""
+    import numpy as np
+
+    rows = _results("prior-curve")["table"]
+
+    def skill(r):
+        return (r["val_tta"] - 0.1) / 0.9
+
+    two, four = (
+        next(r for r in rows if r["train images"] == 10_000 and r["epochs"] == e) for e in (2, 4)
+    )
+    tau = -2 / math.log(skill(four) / skill(two) - 1)
+    assert value.curve_constant("tau_finishing_epochs") == pytest.approx(tau, abs=0.01)
+    at_four = [r for r in rows if r["epochs"] == 4]
+    images = np.array([r["train images"] for r in at_four], dtype=float)
+    ceilings = np.array([skill(r) for r in at_four]) / (1 - math.exp(-4 / tau))
+    alpha = -np.polyfit(np.log(images), np.log(1 - ceilings), 1)[0]
+    assert value.curve_constant("alpha") == pytest.approx(alpha, abs=0.01)
+    full = next(r for r in at_four if r["train images"] == 45_000)
+    ref = value.Reference(full["val_tta"], 4, 45_000)
+    twenty = next(r for r in at_four if r["train images"] == 20_000)
+    predicted = value.curve(ref, 4, 20_000, 10, value.curve_constant("tau_finishing_epochs"))
+    assert predicted == pytest.approx(twenty["val_tta"], abs=0.01)
+
+
 def test_a_prior_depends_on_strategy_input_size_and_feature_options():
     five_mirrored = {"feature_levels": 5, "flip_features": True}
     exact = value.prior("efficientnet_lite0", "feature-extraction", 160, five_mirrored)
@@ -113,3 +141,20 @@ def test_a_backbone_members_size_comes_from_its_spec_then_its_hp_then_its_archit
     assert value.member_size(SimpleNamespace(**{**vars(spec), "hp": {"input_size": 128}})) == 128
     assert value.member_size(SimpleNamespace(**{**vars(spec), "input_size": 96})) == 96
     assert value.member_size(SimpleNamespace(**{**vars(spec), "strategy": None})) is None
+
+
+def test_the_curve_takes_its_tau_from_the_members_schedule_and_strategy():
+    from types import SimpleNamespace
+
+    def task(schedule, strategy=None):
+        return SimpleNamespace(
+            spec=SimpleNamespace(strategy=strategy), training={"schedule": schedule}
+        )
+
+    assert value.tau_for(task("triangle")) == value.curve_constant("tau_finishing_epochs")
+    assert value.tau_for(task("cosine")) == value.curve_constant("tau_finishing_epochs")
+    assert value.tau_for(task("constant")) == value.curve_constant("tau_epochs") == 3.0
+    assert value.tau_for(task("constant", "feature-extraction")) == value.curve_constant(
+        "tau_head_epochs"
+    )
+    assert value.curve_constant("tau_finishing_epochs") < value.curve_constant("tau_epochs")

@@ -20,11 +20,12 @@ training images ``N``::
 
     s_inf(N_ref) = min(0.99, s_ref / (1 - exp(-E_ref / tau)))
     s_inf(N)     = 1 - (1 - s_inf(N_ref)) * (N / N_ref) ** -alpha    for N >= N_ref
-                 = s_inf(N_ref) * (N / N_ref) ** alpha              for N <  N_ref
+                 = max(that, s_inf(N_ref) * (N / N_ref) ** alpha)   for N <  N_ref
     acc(E, N)    = c + (1 - c) * s_inf(N) * (1 - exp(-E / tau))
 
-``tau``, ``alpha`` (end to end and for a head on cached features) and ``resolution_beta`` are in
-``priors.toml``'s ``[curve]`` with the validation figures they were fitted to. A tuned member is
+``tau`` (a constant or stepped rate, a schedule that finishes the run, a head on cached features),
+``alpha`` (end to end, a head) and ``resolution_beta`` are in ``priors.toml``'s ``[curve]`` with
+the validation figures they were fitted to. A tuned member is
 valued at its final training length (the trial epochs when the best trial is restored). Priors are
 CIFAR-10 figures: on another dataset they rank members, they do not predict them.
 """
@@ -247,8 +248,10 @@ def curve(
     skill = max(0.0, (ref.accuracy - ref_chance) / (1.0 - ref_chance))
     ceiling = min(MAX_SKILL, skill / (1.0 - math.exp(-ref.epochs / tau)))
     ratio = max(train_images, 1) / max(ref.train_images, 1)
-    # more data: the error left shrinks; less: the skill shrinks (never below chance)
-    ceiling = 1.0 - (1.0 - ceiling) * ratio**-alpha if ratio >= 1 else ceiling * ratio**alpha
+    # the error left ~ images ** -alpha either way; fewer images: never below the skill law
+    # ceiling * ratio ** alpha, which keeps a tiny set above chance (docs/results/prior-curve.json)
+    error_law = 1.0 - (1.0 - ceiling) * ratio**-alpha
+    ceiling = error_law if ratio >= 1 else max(error_law, ceiling * ratio**alpha)
     chance = 1.0 / max(num_classes, 2)
     return chance + (1.0 - chance) * ceiling * (1.0 - math.exp(-max(epochs, 0.0) / tau))
 
@@ -326,9 +329,24 @@ def expected_accuracy(task, data, est: budget_mod.Estimate | None = None) -> tup
     return _accuracy(task, data, ref, est), ref.basis
 
 
+# Schedules that end the run wherever it ends (the rate falls to near zero by the last step): a
+# shorter run still finishes, so it loses less than a constant rate cut short.
+FINISHING_SCHEDULES = ("triangle", "one-cycle", "cosine")
+
+
+def tau_for(task) -> float:
+    """The curve's epochs-to-63% for ``task``: a head on cached features, a finishing schedule, or
+    end-to-end training at a constant or stepped rate (``priors.toml``'s ``[curve]``)."""
+    if task.spec.strategy == "feature-extraction":
+        return curve_constant("tau_head_epochs")
+    if task.training.get("schedule") in FINISHING_SCHEDULES:
+        return curve_constant("tau_finishing_epochs")
+    return curve_constant("tau_epochs")
+
+
 def _accuracy(task, data, ref: Reference, est: budget_mod.Estimate | None) -> float:
     head = task.spec.strategy == "feature-extraction"
-    tau = curve_constant("tau_head_epochs" if head else "tau_epochs")
+    tau = tau_for(task)
     alpha = curve_constant("alpha_head" if head else "alpha")
     return curve(ref, final_epochs(task, est), len(data.y_train), data.num_classes, tau, alpha)
 
