@@ -177,7 +177,9 @@ def test_boosting_with_tune_bagging_or_seeds_is_refused_in_one_line(other, named
     message = str(info.value)
     assert "\n" not in message
     assert f"members[0].boosting: cannot be combined with {named}" in message
-    with pytest.raises(ZoobenchError, match="boosting: must be a non-negative integer"):
+    with pytest.raises(
+        ZoobenchError, match=r"members\[0\]\.boosting: must be a whole number >= 0, got -1$"
+    ):
         parse_profile(_profile({"boosting": -1}), "p.toml", check_architectures=False)
 
 
