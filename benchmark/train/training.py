@@ -347,24 +347,51 @@ def tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall seconds of each epoch (training plus its validation pass), for history.csv."""
+    """Wall seconds of each epoch (training plus its validation pass), for history.csv, and of
+    its training steps alone (up to the validation pass), for the steady-state rate."""
 
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
+        self.train_seconds: list[float] = []
         self.rates: list[float] = []
         self._start = 0.0
+        self._in_epoch = False
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._start = time.perf_counter()
+        self._in_epoch = True
+
+    def on_test_begin(self, logs=None) -> None:  # fit's validation pass starts: training ended
+        if self._in_epoch and len(self.train_seconds) == len(self.seconds):
+            self.train_seconds.append(time.perf_counter() - self._start)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
+        now = time.perf_counter()
+        if len(self.train_seconds) == len(self.seconds):  # no validation pass this epoch
+            self.train_seconds.append(now - self._start)
+        self.seconds.append(now - self._start)
+        self._in_epoch = False
         try:  # the rate the schedule gave at the end of the epoch
             rate = self.model.optimizer.learning_rate
             self.rates.append(float(keras.ops.convert_to_numpy(rate)))
         except (AttributeError, TypeError, ValueError):
             self.rates.append(float("nan"))
+
+
+def steady_rates(train_seconds: Sequence[float], images_per_epoch: int) -> dict[str, float]:
+    """Training images/s at steady state, apart from the compile: the median of the epochs after
+    the first (whose steps trace and compile the model), and the seconds the first epoch took
+    beyond that median (``compile_seconds``). {} with fewer than two epochs: no steady state."""
+    if len(train_seconds) < 2 or images_per_epoch <= 0:
+        return {}
+    steady = float(np.median(train_seconds[1:]))
+    if steady <= 0:
+        return {}
+    return {
+        "steady_train_images_per_second": round(images_per_epoch / steady, 1),
+        "compile_seconds": round(max(0.0, float(train_seconds[0]) - steady), 2),
+    }
 
 
 @dataclass
@@ -477,6 +504,7 @@ def fit(
     if "learning_rate" not in frame and len(timer.rates) == len(frame):
         frame["learning_rate"] = timer.rates
     done = len(frame)
+    per_epoch = steps * min(batch_size, n) if stream else n
     return FitResult(
         model=with_test_time_views(trained, training.get("tta", "none")),
         history=frame,
@@ -485,6 +513,7 @@ def fit(
         images_per_second=done * len(x_train) / seconds if seconds > 0 else 0.0,
         stopped_by_budget=guards.deadline.stopped,
         failed_reason=guards.failure(frame),
+        extra=steady_rates(timer.train_seconds[:done], per_epoch),
     )
 
 
