@@ -233,7 +233,7 @@ def parse_profile(
             raise ZoobenchError(f"profile {source}: {exc}") from None
         if recipe_augment is not None and "augment" not in m.get("training", {}):
             augment = m.get("augment", recipe_augment)
-        if strategy is not None and training["tta"] != "none":
+        if strategy == "feature-extraction" and training["tta"] != "none":
             raise fail(
                 f"{where}.training.tta",
                 "test-time views are for members trained from scratch "

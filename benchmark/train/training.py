@@ -550,11 +550,15 @@ def fit_pretrained(
     tuner: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     verbose: int = 0,
+    augment: Sequence[dict] = (),
 ) -> FitResult:
     """A pretrained member trained by ``benchmark.train.transfer.run_strategy``, with ``fit``'s guards.
 
     ``data`` holds the member's preprocessed arrays, so the probabilities feature extraction
-    computes from its cached features match the returned model's.
+    computes from its cached features match the returned model's. A member that names a recipe
+    (``training["recipe"]``, e.g. ``lite-finetune``) fine-tunes by it: its optimizer, schedule,
+    loss, ``augment`` and test-time views, built under its precision (recorded as
+    ``dtype_policy``); without one the strategies keep their plain Adam stages in float32.
     """
     from benchmark.train import transfer
 
@@ -563,22 +567,27 @@ def fit_pretrained(
     guards = Guards(
         training, deadline, tensorboard_dir, early_stopping=strategy != "feature-extraction"
     )
+    by_recipe = bool(training.get("recipe")) and strategy != "feature-extraction"
+    recipe = {"training": dict(training), "augment": list(augment)} if by_recipe else None
     start = time.perf_counter()
-    result = transfer.run_strategy(
-        strategy,
-        architecture,
-        hp,
-        data,
-        cache_dir=cache_dir,
-        epochs=int(epochs or training["epochs"]),
-        batch_size=int(training["batch_size"]),
-        seed=seed,
-        learning_rate=float(training["learning_rate"]),
-        callbacks=guards.callbacks,
-        tuner=tuner or {},
-        options=options or {},
-        verbose=verbose,
-    )
+    with precision_scope(training["precision"] if by_recipe else "float32") as policy:
+        result = transfer.run_strategy(
+            strategy,
+            architecture,
+            hp,
+            data,
+            cache_dir=cache_dir,
+            epochs=int(epochs or training["epochs"]),
+            batch_size=int(training["batch_size"]),
+            seed=seed,
+            learning_rate=float(training["learning_rate"]),
+            callbacks=guards.callbacks,
+            tuner=tuner or {},
+            options=options or {},
+            verbose=verbose,
+            recipe=recipe,
+            deadline=deadline,
+        )
     seconds = time.perf_counter() - start
     if strategy == "feature-extraction" and deadline is not None:
         # its head trials ran copies of the deadline guard (Keras Tuner copies callbacks)
@@ -589,8 +598,12 @@ def fit_pretrained(
         for k, v in (result.info or {}).items()
         if isinstance(v, (int, float, str, bool)) or v is None
     }
+    info["dtype_policy"] = policy
+    model = result.model
+    if by_recipe:  # feature extraction has its own mirrored features (flip_features)
+        model = with_test_time_views(model, training.get("tta", "none"))
     return FitResult(
-        model=result.model,
+        model=model,
         history=history,
         epochs=done,
         train_seconds=seconds,
