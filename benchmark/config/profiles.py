@@ -20,6 +20,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
 
 from benchmark.config.schema import (
     ALGORITHMS,
+    COSTINGS,
     DATA_KEYS,
     ENSEMBLES_TABLE,
     MEMBER_KEYS,
@@ -90,6 +91,7 @@ class Profile:
     report: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     robustness: dict[str, Any] = field(default_factory=dict)  # [robustness], defaults applied
+    costing: str = "auto"  # how the plan costs members (schema.COSTINGS; benchmark.plan.costmodel)
 
     @property
     def ensembles_enabled(self) -> bool:
@@ -333,6 +335,9 @@ def parse_profile(
     deterministic = raw.get("deterministic", False)
     if not isinstance(deterministic, bool):
         raise fail("deterministic", "must be true or false")
+    costing = raw.get("costing", "auto")
+    if costing not in COSTINGS:
+        raise fail("costing", f"must be one of {', '.join(COSTINGS)}")
     return Profile(
         name=str(raw.get("name", default_name)),
         source=source,
@@ -346,6 +351,7 @@ def parse_profile(
         report=tables["report"],
         raw=raw,
         robustness=tables["robustness"],
+        costing=costing,
     )
 
 

@@ -39,6 +39,7 @@ TOP_KEYS = frozenset(
         "seed",
         "budget",
         "deterministic",
+        "costing",
         "data",
         "training",
         "tuner",
@@ -68,6 +69,10 @@ MEMBER_KEYS = frozenset(
         "transfer",
     }
 )
+
+# How the plan costs members (benchmark.plan.costmodel): "probe" times each model, "flops" divides its
+# FLOPs into the device's calibrated rate (no member compiled), "auto" is flops on an accelerator.
+COSTINGS = ("auto", "probe", "flops")
 
 # ---- [training] -----------------------------------------------------------------------------------
 
