@@ -148,7 +148,11 @@ def estimate(task: Task, data, costing: str = "probe") -> budget_mod.Estimate:
     if costmodel.use_flops(costing):  # FLOPs over the device's rate: no member compiled
         from benchmark.train.training import resolve_precision
 
-        policy = resolve_precision(task.training.get("precision", "float32"))
+        # a pretrained member trains under its precision only by a recipe (training.fit_pretrained)
+        by_policy = spec.strategy is None or bool(task.training.get("recipe"))
+        policy = resolve_precision(
+            task.training.get("precision", "float32") if by_policy else "float32"
+        )
         tp = costmodel.throughput(task.probe_spec, factory, batch, policy)
     else:
         tp = budget_mod.probe(factory, shape, d.num_classes, min(batch, 64), task.probe_spec)
@@ -486,8 +490,9 @@ class Replanner:
                 and est is not None
                 and est.epoch_seconds > 0
             ):
-                live = [
-                    float(m["train_seconds"]) / int(m["epochs"])
+                live = [  # the first epoch's compile left out where the member measured it
+                    (float(m["train_seconds"]) - float(m.get("compile_seconds") or 0.0))
+                    / int(m["epochs"])
                     for m in done
                     if m.get("train_seconds") and m.get("epochs")
                 ]
