@@ -114,7 +114,9 @@ def main() -> None:
         results_io.write_result(
             "cost-model",
             title="The FLOP cost model against per-model probes: predicted vs real epoch seconds (CPU)",
-            command="python scripts/bench_cost_model.py --write " + " ".join(sys.argv[1:]),
+            command="python scripts/bench_cost_model.py "
+            + " ".join(a for a in sys.argv[1:] if a != "--write")
+            + " --write",
             data_source=(
                 f"CIFAR-10 (JPEG copy), a stratified {n_train} train / {n_val} validation subset; "
                 f"batch {args.batch}, Adam, no augmentation, float32"
