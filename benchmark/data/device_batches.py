@@ -165,7 +165,7 @@ def _device_batches_class():
                 self.state, self.x, self.y, self.flips, rows, odd
             )
             if self.weights is not None:
-                return images, labels, ops.take(self.weights, rows, axis=0)
+                return images, labels, gather(self.weights, rows)
             return images, labels
 
         def on_epoch_end(self) -> None:
@@ -175,6 +175,19 @@ def _device_batches_class():
     return DeviceBatches
 
 
+def gather(values, rows):
+    """``values[rows]`` along the first axis. On PyTorch ``index_select``: Keras's ``take`` goes
+    through advanced indexing, much slower for a batch of images (20 ms against 0.1 ms, measured
+    once on this CPU)."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.index_select(values, 0, rows.long())
+    return keras.ops.take(values, rows, axis=0)
+
+
 def _batch_function(apply, variables: list, *, num_classes: int, sparse: bool):
     """``make(state, x, y, flips, rows, odd) -> (images, labels, state)``: one batch from the
     device arrays, the policy run as a pure function of ``state``; jitted on JAX."""
@@ -182,11 +195,11 @@ def _batch_function(apply, variables: list, *, num_classes: int, sparse: bool):
     from keras import ops
 
     def make(state, x, y, flips, rows, odd):
-        images = ops.cast(ops.take(x, rows, axis=0), "float32")
+        images = ops.cast(gather(x, rows), "float32")
         if flips is not None:  # the alternating flip: mirrored when the first-epoch flip != parity
-            mirror = ops.not_equal(ops.take(flips, rows, axis=0), odd)
+            mirror = ops.not_equal(gather(flips, rows), odd)
             images = ops.where(mirror[:, None, None, None], ops.flip(images, axis=2), images)
-        labels = ops.take(y, rows, axis=0)
+        labels = gather(y, rows)
         if not sparse:
             labels = ops.one_hot(labels, num_classes, dtype="float32")
         if apply is None:
