@@ -84,6 +84,7 @@ w = batches([{"name": "flip"}], True, sample_weight=weights)
 rows = np.random.default_rng([0, 0]).permutation(n)[:250]
 out["weights_follow"] = bool(np.allclose(arr(w[0][2]), weights[rows]))
 out["fallback"] = type(batches([{"name": "randaugment"}], None)).__name__
+out["default"] = [keras.backend.backend(), type(batches([{"name": "flip"}], None)).__name__]
 out["fits"] = [fits(10, free=100), fits(30, free=100), fits(10**12)]
 print("RESULT", json.dumps(out))
 """
@@ -121,4 +122,6 @@ def test_device_batches_are_seeded_advance_and_carry_weights(checked):
     assert checked["repeatable"] and checked["advances"] and checked["soft_labels_sum_to_1"]
     assert checked["weights_follow"]
     assert checked["fallback"] == "ArrayBatches"  # Python-drawn ops stay on the host
+    # unasked, JAX takes the device route everywhere; PyTorch only with a GPU (none here)
+    assert checked["default"] in (["jax", "DeviceBatches"], ["torch", "ArrayBatches"])
     assert checked["fits"] == [True, False, True]  # on a CPU the split always fits

@@ -156,10 +156,10 @@ def make_dataset(
 ):
     """Batches of (float32 pixels 0..255, labels) with ``policy`` applied, for ``Model.fit``.
 
-    On JAX and PyTorch the batches are made on the device from the split held there
+    On JAX (and PyTorch with a GPU) the batches are made on the device from the split held there
     (``benchmark.data.device_batches``) when the policy's steps allow it and the split fits;
-    ``on_device`` False forces the host route (a ``PyDataset`` of uint8 arrays), True refuses to
-    fall back to it.
+    ``on_device`` False forces the host route (a ``PyDataset`` of uint8 arrays), True takes the
+    device route on either backend and refuses to fall back.
 
     With the alternating flip in ``policy`` and ``epochs`` given, the TensorFlow route returns all
     ``epochs`` epochs as one stream (fit it with ``steps_per_epoch``), since each batch must know
@@ -210,7 +210,7 @@ def make_dataset(
         )
     from benchmark.data import device_batches
 
-    wanted = on_device is not False
+    wanted = on_device if on_device is not None else device_batches.preferred()
     device_ok = device_batches.supports(policy) and device_batches.fits(int(np.asarray(x).nbytes))
     if on_device and not device_ok:
         raise ZoobenchError(

@@ -3,9 +3,10 @@
 The uint8 training split is put on the device once (when it takes at most ``DEVICE_SHARE`` of the
 device's free memory); each batch is then one call of a function of device arrays: gather the
 batch's rows, cast, the alternating flip, one-hot labels and every step of the augmentation
-policy. On JAX that function is compiled with ``jax.jit`` (once per batch shape); on PyTorch its
-ops run on the device one by one (``torch.compile`` costs minutes of warm-up for small models,
-``zoo.backend.jit_compile``). The steps are :mod:`benchmark.data.augment`'s own, run as a pure
+policy. On JAX that function is compiled with ``jax.jit`` (once per batch shape); on PyTorch (by
+default only with a GPU: :func:`preferred`) its ops run on the device one by one
+(``torch.compile`` costs minutes of warm-up for small models, ``zoo.backend.jit_compile``). The
+steps are :mod:`benchmark.data.augment`'s own, run as a pure
 function of their seed generators' state (``keras.StatelessScope``), the state carried from batch to
 batch, so the transforms are drawn from the same distributions as the host route's and a run is
 repeatable. The only host work is one permutation an epoch (the same seeded order as the host
@@ -49,6 +50,22 @@ DEVICE_SHARE = 0.25
 def supports(policy: Sequence[dict[str, Any]]) -> bool:
     """Whether every step of ``policy`` can run inside the compiled batch function."""
     return all(s["name"] in DEVICE_STEPS for s in policy)
+
+
+def preferred() -> bool:
+    """Whether batches go on the device unless told otherwise: on JAX always (its jitted batch
+    function costs a tenth of the host route's work even on a CPU), on PyTorch where there is a
+    GPU (on a CPU its eager ops are slower than NumPy's gather: docs/results/device-pipeline.json)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
 
 
 def free_device_bytes() -> int | None:
