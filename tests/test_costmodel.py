@@ -70,6 +70,11 @@ def test_members_are_costed_in_proportion_to_their_flops_without_a_probe(calibra
     # the second plan builds nothing either: the FLOPs are stored with the figure
     again = costmodel.throughput(SPEC, no_timing, 64, "float32")
     assert again.train == pytest.approx(small.train)
+    # a device rate measured again (e.g. once the machine is quiet) re-prices every estimate
+    costmodel.record_rate("float32", train_flops=6e9, infer_flops=2e9, batch=64)
+    assert costmodel.throughput(SPEC, no_timing, 64, "float32").train == pytest.approx(
+        2 * small.train
+    )
 
 
 def _flops(width: int) -> int:

@@ -254,10 +254,10 @@ def throughput(
     """Images per second of the model ``factory`` builds, from its FLOPs and the device's rate.
 
     A figure already stored for ``spec`` (a probe, or live epochs) wins: it measured the real
-    model. Otherwise the FLOP estimate is stored as that figure (``"source": "flops"``) so live
-    epochs can correct it."""
+    model. Otherwise the FLOP estimate, made afresh from the device's current rate, is stored as
+    that figure (``"source": "flops"``) so live epochs can correct it."""
     stored = budget._read_calibration(budget.calibration_path()).get(budget.calibration_key(spec))
-    if budget._has_figures(stored):
+    if budget._has_figures(stored) and stored.get("source") != "flops":
         return budget.Throughput(
             float(stored["train"]),
             float(stored["infer"]),
