@@ -238,8 +238,8 @@ def parse_profile(
         if strategy == "feature-extraction" and training["tta"] != "none":
             raise fail(
                 f"{where}.training.tta",
-                "test-time views are for members trained from scratch "
-                "(feature extraction has transfer.flip_features)",
+                "test-time views are for members trained end to end, not feature "
+                "extraction (it has transfer.flip_features)",
             )
         for key, steps in (("augment", augment), ("preprocess", preprocess)):
             if not isinstance(steps, list):

@@ -600,7 +600,7 @@ def fit_pretrained(
     }
     info["dtype_policy"] = policy
     model = result.model
-    if by_recipe:  # feature extraction has its own mirrored features (flip_features)
+    if strategy != "feature-extraction":  # which has its own mirrored features (flip_features)
         model = with_test_time_views(model, training.get("tta", "none"))
     return FitResult(
         model=model,
