@@ -56,6 +56,7 @@ COLUMNS = (
     "params",
     "flops",
     "train_seconds",
+    "train_images_per_second",
     "images_per_second",
     "status",
     "reason",
@@ -150,6 +151,8 @@ def _row(run: RunData, entry: Entry, resamples: int, seed: int) -> dict:
         "params": _number(metrics.get("params")),
         "flops": _number(metrics.get("flops")),
         "train_seconds": _number(metrics.get("train_seconds")),
+        # steady-state training rate, apart from the first epoch's compile (benchmark.train)
+        "train_images_per_second": _number(metrics.get("steady_train_images_per_second")),
         "images_per_second": _number(metrics.get("inference_images_per_second")),
         "status": status,
         "reason": str(metrics.get("reason") or ""),

@@ -5,11 +5,13 @@
     bash scripts/gpu_check.sh --budget 6m                                       # on the GPU machine
     python scripts/gpu_check.py run --data DIR --profile smoke --dry-run         # the plan only, any CPU
 
-``run`` trains the ``gpu-quick`` profile (the ``standard`` profile cut to about 10 minutes on one
-GPU: full training split, fastnet x 2, resnet20, WRN-16-4, EfficientNet-Lite0 in all three transfer
-strategies, ensembles) with ``zoobench run`` on ``--backend`` (default jax), then prints the
+``run`` trains the ``gpu-quick`` profile (about 15 minutes on one GPU: the full training split,
+airbench96 and airbench94 x 2 by their record recipes, EfficientNet-Lite0 fine-tuned and
+progressively unfrozen at 224 px by the ``lite-finetune`` recipe, ensembles; costed from FLOPs, so
+the plan compiles no member) with ``zoobench run`` on ``--backend`` (default jax), then prints the
 leaderboard head, the wall time, each member's steady-state training images/s (median epoch after
-the first, which compiles) and test accuracy, and writes them to ``OUT/gpu_check.json``.
+the first, which compiles: the member's ``steady_train_images_per_second``) and test accuracy, and
+writes them to ``OUT/gpu_check.json``. ``--dry-run`` prints the plan only, on any CPU.
 
 Getting the data and code onto a GPU machine that has no internet and takes 64 MiB per call:
 
@@ -111,9 +113,16 @@ def download_wheels(out: Path) -> None:
 
 
 def steady_rate(member_dir: Path, train_images: int) -> float | None:
-    """Training images/s of the median epoch after the first (the first one compiles)."""
+    """Training images/s of the median epoch after the first (the first one compiles): the
+    member's own figure (training steps only), else from its history's whole epochs."""
     import pandas as pd
 
+    try:
+        recorded = json.loads((member_dir / "metrics.json").read_text())
+        if recorded.get("steady_train_images_per_second"):
+            return float(recorded["steady_train_images_per_second"])
+    except (OSError, ValueError):
+        pass
     history = member_dir / "history.csv"
     if not history.exists():
         return None

@@ -110,3 +110,9 @@ def test_the_summary_reads_wall_time_rates_and_accuracy(gpu_check, tmp_path):
     (fastnet,) = summary["members"]
     # The first (compiling) epoch is left out: the median of 2.0, 3.0 and 2.5 s is 2.5 s.
     assert fastnet["steady_images_per_second"] == pytest.approx(45000 / 2.5)
+    # A member that recorded its own steady rate (training steps only) is read as recorded.
+    (run / "members" / "abc" / "metrics.json").write_text(
+        json.dumps({"steady_train_images_per_second": 21000.0})
+    )
+    (fastnet,) = gpu_check.summarize(run, wall_seconds=340.0)["members"]
+    assert fastnet["steady_images_per_second"] == 21000.0

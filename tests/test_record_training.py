@@ -309,7 +309,7 @@ def test_bad_record_options_are_refused_with_one_line(member, message):
     assert "\n" not in str(caught.value)
 
 
-def test_a_bool_is_no_size_and_tta_is_for_scratch_members():
+def test_a_bool_is_no_size_and_tta_is_not_for_feature_extraction():
     with pytest.raises(
         ZoobenchError, match=r"data\.train_size: must be a whole number >= 1, got True$"
     ):
@@ -317,16 +317,19 @@ def test_a_bool_is_no_size_and_tta_is_for_scratch_members():
             {"name": "t", "data": {"train_size": True}, "members": [{"architecture": "seed_cnn"}]},
             "t.toml",
         )
-    with pytest.raises(ZoobenchError, match=r"training\.tta: test-time views are for members"):
+    with pytest.raises(ZoobenchError, match=r"training\.tta: test-time views .* not feature extr"):
         profile(
             [
                 {
                     "architecture": "efficientnet_lite0",
-                    "strategy": "fine-tuning",
+                    "strategy": "feature-extraction",
                     "training": {"tta": "flip"},
                 }
             ]
         )
+    # fine-tuning trains the whole model: its stored model can average views (lite-finetune does)
+    tuned = {"architecture": "efficientnet_lite0", "strategy": "fine-tuning"}
+    assert profile([{**tuned, "training": {"tta": "flip"}}]).members[0].training["tta"] == "flip"
 
 
 def test_members_stored_before_the_record_options_keep_their_ids():

@@ -142,6 +142,16 @@ def test_fit_learns_and_records_history():
     probs, ips = training.predict(result.model, x)
     assert probs.shape == (len(x), 3) and ips > 0
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # the steady rate leaves the first epoch (tracing) out; the first epoch's excess is apart
+    assert result.extra["steady_train_images_per_second"] > 0
+    assert result.extra["compile_seconds"] >= 0
+
+
+def test_steady_rates_take_the_median_epoch_after_the_first():
+    rates = training.steady_rates([30.0, 2.0, 3.0, 2.5], 45_000)
+    assert rates == {"steady_train_images_per_second": 18_000.0, "compile_seconds": 27.5}
+    assert training.steady_rates([30.0], 45_000) == {}  # one epoch: no steady state to tell
+    assert training.steady_rates([1.0, 3.0], 300)["compile_seconds"] == 0.0  # never negative
 
 
 def test_nan_loss_marks_the_fit_failed():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -224,6 +227,124 @@ def test_progressive_unfreezing_records_its_schedule_and_improves(tiny, tmp_path
     assert history["stage"].tolist() == [s["stage"] for s in stages]
     assert history["lr"].tolist() == pytest.approx([3e-3, 1.5e-3, 7.5e-4])
     assert info["best_val_accuracy"] > info["initial_val_accuracy"] + 0.1
+
+
+@pytest.mark.slow  # Lite0 compiled twice: a minute on 2 shared cores; the stages' part is fast below
+def test_the_lite_recipe_fine_tunes_with_its_schedule_augmentation_and_flip_views(tiny, tmp_path):
+    from benchmark.config.recipes import recipe
+    from benchmark.config.schema import resolve_training
+    from benchmark.train import training
+
+    found = recipe("lite-finetune")
+    options = resolve_training({**found["training"], "epochs": 2, "batch_size": 50})
+    assert options["optimizer"] == "adamw" and options["warmup_epochs"] == 1.0
+    few = dataclasses.replace(
+        tiny, x_train=tiny.x_train[::4], y_train=tiny.y_train[::4], x_val=tiny.x_val[:20]
+    )
+    few = dataclasses.replace(few, y_val=tiny.y_val[:20])
+    result = training.fit_pretrained(
+        "fine-tuning",
+        "efficientnet_lite0",
+        small_hp(32),
+        few,
+        dict(options, recipe="lite-finetune"),
+        cache_dir=str(tmp_path),
+        options={"warmup_epochs": 1},
+        augment=found["augment"],
+    )
+    assert result.ok and result.epochs == 2
+    assert result.extra["dtype_policy"] == "float32"  # "auto" on a CPU
+    assert "transfer_stages" not in result.extra  # a list: the history carries the stages
+    assert result.history["stage"].tolist() == ["head", "fine-tune"]
+    # each stage warms up over its first epoch (a one-epoch stage ends its warm-up at the rate)
+    assert result.history["lr"].tolist() == pytest.approx([1e-3, 1e-4], rel=1e-3)
+    # the stored model averages the picture and its mirror (tta = "flip")
+    x = few.x_val[:8].astype("float32")
+    probs = result.model.predict(x, verbose=0)
+    mirrored = result.model.predict(x[:, :, ::-1], verbose=0)
+    np.testing.assert_allclose(probs, mirrored, atol=1e-5)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _stage(name: str, epochs: int, calls: list) -> dict:
+    return {"stage": name, "epochs": epochs, "lr": 0.1, "set_trainable": lambda: calls.append(name)}
+
+
+def test_progressive_stages_are_fitted_to_the_epochs_the_budget_leaves():
+    from benchmark.train.transfer import fit_stages
+
+    calls: list = []
+    stages = [
+        _stage("unfreeze-1", 2, calls),
+        _stage("unfreeze-2", 2, calls),
+        _stage("u-3", 4, calls),
+    ]
+    assert fit_stages(stages, 8) == stages  # they fit: unchanged
+    assert [s["epochs"] for s in fit_stages(stages, 5)] == [1, 1, 3]  # each keeps one epoch
+    two = fit_stages(stages, 2)  # fewer epochs than stages: the top ones merge, the deepest stays
+    assert [s["stage"] for s in two] == ["unfreeze-1 + unfreeze-2", "u-3"]
+    assert [s["epochs"] for s in two] == [1, 1]
+    two[0]["set_trainable"]()
+    assert calls == ["unfreeze-1", "unfreeze-2"]  # the merged stage unfreezes both groups
+    assert [s["stage"] for s in fit_stages(stages, 1)] == ["unfreeze-1 + unfreeze-2 + u-3"]
+    assert fit_stages(stages, 0) == []
+
+
+def _tiny_stages(tiny, calls: list, names=("head", "unfreeze-1", "unfreeze-2")):
+    """A small conv net standing in for a backbone, and stages that each log their name."""
+    import keras
+
+    net = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, strides=4),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    stages = [_stage(name, 2, calls) for name in names]
+    return net, SimpleNamespace(model=net), stages
+
+
+def test_stages_fit_by_a_recipe_use_its_schedule_and_soft_labels(tiny):
+    from benchmark.config.recipes import recipe
+    from benchmark.config.schema import resolve_training
+    from benchmark.train.transfer import _run_stages, _StageFitter
+
+    calls: list = []
+    net, backbone, stages = _tiny_stages(tiny, calls, ("head", "unfreeze-1"))
+    found = recipe("lite-finetune")
+    fitter = _StageFitter(
+        {"training": resolve_training(found["training"]), "augment": found["augment"]},
+        seed=0,
+        num_classes=10,
+        batch_size=50,
+    )
+    assert not fitter.sparse  # label smoothing: one-hot labels, categorical loss
+    history, records, initial, best = _run_stages(
+        net, backbone, tiny, stages, batch_size=50, callbacks=[], fitter=fitter
+    )
+    assert calls == ["head", "unfreeze-1"]
+    assert [r["epochs"] for r in records] == [2, 2]
+    # each stage warms up over its first epoch, then follows its cosine down from the rate
+    lr = history["lr"].tolist()
+    assert lr[0] == pytest.approx(0.1, rel=1e-3) and lr[1] < 0.05 and lr[3] < 0.05
+    assert 0.0 <= initial <= 1.0 and 0.0 <= best <= 1.0
+
+
+def test_stages_the_deadline_leaves_no_time_for_do_not_run(tiny):
+    import time
+
+    from benchmark.train.transfer import _run_stages
+
+    calls: list = []
+    net, backbone, stages = _tiny_stages(tiny, calls)
+    history, records, _, _ = _run_stages(
+        net, backbone, tiny, stages, batch_size=50, callbacks=[], deadline=time.monotonic()
+    )
+    assert calls == ["head"] and [r["stage"] for r in records] == ["head"]
+    assert len(history) == 2
 
 
 def test_a_trained_member_serves_as_backbone_for_another_dataset(tiny, tmp_path):

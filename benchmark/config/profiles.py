@@ -94,6 +94,7 @@ class Profile:
     report: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     robustness: dict[str, Any] = field(default_factory=dict)  # [robustness], defaults applied
+    costing: str = "auto"  # how the plan costs members (schema.COSTINGS; benchmark.plan.costmodel)
 
     @property
     def ensembles_enabled(self) -> bool:
@@ -232,11 +233,11 @@ def parse_profile(
             raise ZoobenchError(f"profile {source}: {exc}") from None
         if recipe_augment is not None and "augment" not in m.get("training", {}):
             augment = m.get("augment", recipe_augment)
-        if strategy is not None and training["tta"] != "none":
+        if strategy == "feature-extraction" and training["tta"] != "none":
             raise fail(
                 f"{where}.training.tta",
-                "test-time views are for members trained from scratch "
-                "(feature extraction has transfer.flip_features)",
+                "test-time views are for members trained end to end, not feature "
+                "extraction (it has transfer.flip_features)",
             )
         # [training]'s or a recipe's list (the member's own lists were checked with the member)
         for key, steps in (("augment", augment), ("preprocess", preprocess)):
@@ -313,6 +314,7 @@ def parse_profile(
         except ZoobenchError as exc:
             raise ZoobenchError(f"profile {source}: {exc}") from None
     deterministic = raw.get("deterministic", TOP_DEFAULTS["deterministic"])
+    costing = raw.get("costing", TOP_DEFAULTS["costing"])
     return Profile(
         name=str(raw.get("name", default_name)),
         source=source,
@@ -326,6 +328,7 @@ def parse_profile(
         report=tables["report"],
         raw=raw,
         robustness=tables["robustness"],
+        costing=costing,
     )
 
 

@@ -78,6 +78,29 @@ RECIPES: dict[str, dict[str, Any]] = {
     # ~900 images/s, so an epoch is a minute and 4 epochs at batch 1,024 are only 176 steps; batch
     # 128 gives 8x the steps (docs/results/speedrun-fastnet.json: the measurement).
     "fastnet": _airbench(11.5, 0.0153, epochs=4, batch_size=128, ema=0.99),
+    # Fine-tuning an ImageNet EfficientNet-Lite at 224 px (members with strategy "fine-tuning" or
+    # "progressive-unfreezing"; benchmark.train.transfer): AdamW, whose first stage trains the
+    # head at 1e-3 and whose later stages train the backbone at the transfer option
+    # fine_tune_lr_factor (0.1) of it, the pretrained weights' usual 1e-4; each stage warms up for
+    # one epoch and follows a cosine; batch norm stays frozen (its ImageNet statistics, as the
+    # strategies always do); label smoothing, flips and a 4-px translate at the data's 32 px
+    # before the model resizes; the mirror averaged in at test time; bf16 on an accelerator.
+    "lite-finetune": {
+        "training": {
+            "epochs": 10,
+            "batch_size": 128,
+            "optimizer": "adamw",
+            "learning_rate": 1e-3,
+            "weight_decay": 0.02,
+            "schedule": "cosine",
+            "warmup_epochs": 1.0,
+            "label_smoothing": 0.1,
+            "early_stopping_patience": 0,
+            "tta": "flip",
+            "precision": "auto",
+        },
+        "augment": [{"name": "flip"}, {"name": "pad_crop", "padding": 4}],
+    },
 }
 
 

@@ -167,12 +167,16 @@ def is_whole(value: Any, minimum: int = 0) -> bool:
 
 # ---- the profile's top level, [data], [[members]] ------------------------------------------------
 
+# How the plan costs members (benchmark.plan.costmodel): "probe" times each model, "flops" divides its
+# FLOPs into the device's calibrated rate (no member compiled), "auto" is flops on an accelerator.
+COSTINGS = ("auto", "probe", "flops")
 TOP_RULES: dict[str, Param] = {
     "name": TEXT,
     "description": TEXT,
     "seed": whole(),
     "budget": Param("text", optional=True, alternatives=(number(0, low_open=True),)),  # "30m", s
     "deterministic": BOOL,
+    "costing": one_of(*COSTINGS),
     "data": TABLE,
     "training": TABLE,
     "tuner": TABLE,
@@ -182,7 +186,12 @@ TOP_RULES: dict[str, Param] = {
     "robustness": TABLE,
 }
 TOP_KEYS = frozenset(TOP_RULES)
-TOP_DEFAULTS: dict[str, Any] = {"seed": 0, "budget": None, "deterministic": False}
+TOP_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "budget": None,
+    "deterministic": False,
+    "costing": "auto",
+}
 DATA_RULES: dict[str, Param] = {
     "dataset": TEXT,
     "data_dir": Param("text", optional=True),
@@ -200,6 +209,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "val_size": None,
     "test_size": None,
 }
+
 
 # ---- [training] -----------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ checking a profile's policy imports no Keras.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import random as py_random
@@ -151,8 +152,14 @@ def make_dataset(
     drop_remainder: bool = False,
     sample_weight: np.ndarray | None = None,
     epochs: int | None = None,
+    on_device: bool | None = None,
 ):
     """Batches of (float32 pixels 0..255, labels) with ``policy`` applied, for ``Model.fit``.
+
+    On JAX (and PyTorch with a GPU) the batches are made on the device from the split held there
+    (``benchmark.data.device_batches``) when the policy's steps allow it and the split fits;
+    ``on_device`` False forces the host route (a ``PyDataset`` of uint8 arrays), True takes the
+    device route on either backend and refuses to fall back.
 
     With the alternating flip in ``policy`` and ``epochs`` given, the TensorFlow route returns all
     ``epochs`` epochs as one stream (fit it with ``steps_per_epoch``), since each batch must know
@@ -200,6 +207,29 @@ def make_dataset(
             )
         return _tf_dataset(
             x, y, num_classes, batch_size, apply, shuffle, seed, sparse, drop_remainder, weights
+        )
+    from benchmark.data import device_batches
+
+    wanted = on_device if on_device is not None else device_batches.preferred()
+    device_ok = device_batches.supports(policy) and device_batches.fits(int(np.asarray(x).nbytes))
+    if on_device and not device_ok:
+        raise ZoobenchError(
+            "the device input pipeline cannot run this policy or hold this split "
+            f"(steps it runs: {', '.join(sorted(device_batches.DEVICE_STEPS))})"
+        )
+    if wanted and device_ok:
+        return device_batches.device_batches(
+            x,
+            y,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            policy=policy,
+            shuffle=shuffle,
+            seed=seed,
+            sparse=sparse,
+            drop_remainder=drop_remainder,
+            weights=weights,
+            flips=flips,
         )
     return _array_batches_class()(
         x,
@@ -372,6 +402,8 @@ def _array_batches_class():
 
 
 def _keras_layer_step(layer) -> StepFn:
+    _remember_state(*(v for v in layer.non_trainable_variables if "seed" in v.path))
+
     def fn(images, labels) -> Batch:
         return layer(images, training=True), labels
 
@@ -453,7 +485,32 @@ def zoom(seed: int, fraction: float = 0.1, fill_mode: str = "reflect") -> StepFn
 def _seed_generator(seed: int):
     import keras
 
-    return keras.random.SeedGenerator(seed)
+    generator = keras.random.SeedGenerator(seed)
+    _remember_state(generator.state)
+    return generator
+
+
+# The random state variables of the steps being built, while build_policy_with_state collects them.
+_STATE: contextvars.ContextVar[list | None] = contextvars.ContextVar("augment_state", default=None)
+
+
+def _remember_state(*variables) -> None:
+    collected = _STATE.get()
+    if collected is not None:
+        collected.extend(variables)
+
+
+def build_policy_with_state(policy: Sequence[dict[str, Any]], seed: int = 0) -> tuple[StepFn, list]:
+    """:func:`build_policy`, and the Keras variables holding its steps' random state (their seed
+    generators'), so the policy can run as a pure function of that state inside a compiled one
+    (``benchmark.data.device_batches``: ``keras.StatelessScope``)."""
+    collected: list = []
+    token = _STATE.set(collected)
+    try:
+        apply = build_policy(policy, seed)
+    finally:
+        _STATE.reset(token)
+    return apply, collected
 
 
 def _sizes(images):

@@ -100,6 +100,7 @@ PROBE_WINDOWS = 3  # timed windows a probe takes; the fastest counts (load only 
 LOADED_SHARE = 0.25  # others' share of the cores during a probe above which it is "under load"
 LOADAVG_PER_CORE = 0.5  # without /proc/stat: 1-minute load beyond our own 1, per core
 LIVE_FASTER = 1.3  # a member's real epochs this much faster than its probe replace the probe
+FLOPS_OFF_BY = 1.15  # live epochs this far from a FLOP estimate, either way, replace it
 QUIET_FOR_SECONDS = 60.0  # how long one "is the machine quiet?" answer is reused
 
 
@@ -254,7 +255,7 @@ def probe(
     """
     path, key = calibration_path(), calibration_key(spec)
     entry = _read_calibration(path).get(key)
-    if _has_figures(entry):
+    if _has_figures(entry) and entry.get("source") != "flops":  # a FLOP estimate is no probe
         loaded = bool(entry.get("loaded", False))  # entries from before the mark: trusted
         if not loaded or not machine_quiet():
             return Throughput(
@@ -301,14 +302,18 @@ def observe_epochs(spec: dict[str, Any], speedup: float) -> bool:
     """A finished member of ``spec`` ran its epochs ``speedup`` times as fast as its stored probe
     said: at ``LIVE_FASTER`` or more the probe was taken under load, and the live figure
     replaces it (train and inference throughput scaled alike; marked ``"source": "live"``), so
-    one loaded probe does not shape every later plan. True when it replaced the figure."""
-    if not speedup >= LIVE_FASTER:
+    one loaded probe does not shape every later plan. A FLOP estimate
+    (``benchmark.plan.costmodel``) is replaced whenever it was off by ``FLOPS_OFF_BY`` either way:
+    it never measured the model. True when it replaced the figure."""
+    if not speedup > 0 or not math.isfinite(speedup):
         return False
     key, replaced = calibration_key(spec), []
+    off = abs(math.log(speedup)) >= math.log(FLOPS_OFF_BY)
 
     def update(stored: dict[str, Any]) -> None:
         entry = stored.get(key)
-        if _has_figures(entry):
+        from_flops = isinstance(entry, dict) and entry.get("source") == "flops"
+        if _has_figures(entry) and (speedup >= LIVE_FASTER or (from_flops and off)):
             entry.update(
                 train=float(entry["train"]) * speedup,
                 infer=float(entry["infer"]) * speedup,

@@ -16,6 +16,7 @@ from benchmark.config.profiles import MemberSpec, Profile
 from benchmark.errors import short_error
 from benchmark.formatting import duration, percent
 from benchmark.plan import budget as budget_mod
+from benchmark.plan import costmodel
 from benchmark.train import extraction
 from benchmark.tune import hpspace
 
@@ -44,6 +45,7 @@ class Task:
     worth: budget_mod.Worth | None = None  # expected accuracy (benchmark.plan.value)
     asked: dict[str, Any] = field(default_factory=dict)  # training/tune before any shortening
     probed_under_load: bool = False  # its cost comes from a probe other processes slowed
+    cost_source: str = ""  # "probe" | "live" | "flops" (benchmark.plan.costmodel)
 
     @property
     def tuned(self) -> bool:
@@ -122,8 +124,10 @@ def probe_spec(task: Task, data) -> dict[str, Any]:
 HEAD_ROWS_PER_SECOND = 22_500
 
 
-def estimate(task: Task, data) -> budget_mod.Estimate:
-    """Seconds ``task`` should take here, from a timed probe of its model (calibrated once)."""
+def estimate(task: Task, data, costing: str = "probe") -> budget_mod.Estimate:
+    """Seconds ``task`` should take here: from a timed probe of its model (calibrated once), or
+    with ``costing`` "flops" (or "auto" on an accelerator) from its FLOPs and the device's rate
+    (``benchmark.plan.costmodel``), which compiles no member."""
     import zoo
     from benchmark.tune.tuning import fixed_hyperparameters
     from zoo.record_layers import view_count
@@ -141,8 +145,19 @@ def estimate(task: Task, data) -> budget_mod.Estimate:
         hpspace.remember(hpspace.space_key(spec.architecture, hp, shape, d.num_classes), built)
         return model
 
-    tp = budget_mod.probe(factory, shape, d.num_classes, min(batch, 64), task.probe_spec)
-    task.probed_under_load = tp.loaded
+    if costmodel.use_flops(costing):  # FLOPs over the device's rate: no member compiled
+        from benchmark.train.training import resolve_precision
+
+        # a pretrained member trains under its precision only by a recipe (training.fit_pretrained)
+        by_policy = spec.strategy is None or bool(task.training.get("recipe"))
+        policy = resolve_precision(
+            task.training.get("precision", "float32") if by_policy else "float32"
+        )
+        tp = costmodel.throughput(task.probe_spec, factory, batch, policy)
+    else:
+        tp = budget_mod.probe(factory, shape, d.num_classes, min(batch, 64), task.probe_spec)
+    task.probed_under_load = tp.loaded and tp.source != "flops"
+    task.cost_source = tp.source
     n_train, n_val, n_test = len(d.y_train), len(d.y_val), len(d.y_test)
     fixed = budget_mod.STARTUP_SECONDS + tp.build_seconds
     if spec.strategy == "feature-extraction":  # one backbone pass over everything, then heads
@@ -202,7 +217,7 @@ def make_plan(
     checked: set[int] = set()
     for task in tasks:
         try:
-            estimates.append(estimate(task, data))
+            estimates.append(estimate(task, data, profile.costing))
         except Exception as exc:  # noqa: BLE001 - e.g. pretrained weights unavailable offline
             task.note = short_error(exc)
             estimates.append(budget_mod.Estimate(0.0, 0.0, 0))
@@ -311,6 +326,12 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
     if any(t.decision for t in tasks):
         budget = f", budget {duration(budget_seconds)}" if budget_seconds else ""
         lines.append(f"     estimated total ~{duration(total)} on this machine{budget}")
+    flops = sum(1 for t in tasks if t.cost_source == "flops")
+    if flops:
+        lines.append(
+            f"     {flops} of {len(tasks)} estimates come from the members' FLOPs over this "
+            "device's calibrated rate (no member compiled); the run corrects them by its epochs"
+        )
     loaded = sum(1 for t in tasks if t.probed_under_load)
     if loaded:
         lines.append(
@@ -476,8 +497,9 @@ class Replanner:
                 and est is not None
                 and est.epoch_seconds > 0
             ):
-                live = [
-                    float(m["train_seconds"]) / int(m["epochs"])
+                live = [  # the first epoch's compile left out where the member measured it
+                    (float(m["train_seconds"]) - float(m.get("compile_seconds") or 0.0))
+                    / int(m["epochs"])
                     for m in done
                     if m.get("train_seconds") and m.get("epochs")
                 ]

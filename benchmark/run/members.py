@@ -321,6 +321,7 @@ class MemberTrainer:
                 tuner=self._head_search(spec, member_key),
                 options=spec.transfer_options,
                 verbose=_bar(self.verbose),
+                augment=augment,
             )
         entry = zoo.get(spec.architecture)
         with (

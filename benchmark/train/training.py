@@ -362,24 +362,51 @@ def tensorboard_callback(log_dir: str) -> keras.callbacks.Callback:
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall seconds of each epoch (training plus its validation pass), for history.csv."""
+    """Wall seconds of each epoch (training plus its validation pass), for history.csv, and of
+    its training steps alone (up to the validation pass), for the steady-state rate."""
 
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
+        self.train_seconds: list[float] = []
         self.rates: list[float] = []
         self._start = 0.0
+        self._in_epoch = False
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._start = time.perf_counter()
+        self._in_epoch = True
+
+    def on_test_begin(self, logs=None) -> None:  # fit's validation pass starts: training ended
+        if self._in_epoch and len(self.train_seconds) == len(self.seconds):
+            self.train_seconds.append(time.perf_counter() - self._start)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
+        now = time.perf_counter()
+        if len(self.train_seconds) == len(self.seconds):  # no validation pass this epoch
+            self.train_seconds.append(now - self._start)
+        self.seconds.append(now - self._start)
+        self._in_epoch = False
         try:  # the rate the schedule gave at the end of the epoch
             rate = self.model.optimizer.learning_rate
             self.rates.append(float(keras.ops.convert_to_numpy(rate)))
         except (AttributeError, TypeError, ValueError):
             self.rates.append(float("nan"))
+
+
+def steady_rates(train_seconds: Sequence[float], images_per_epoch: int) -> dict[str, float]:
+    """Training images/s at steady state, apart from the compile: the median of the epochs after
+    the first (whose steps trace and compile the model), and the seconds the first epoch took
+    beyond that median (``compile_seconds``). {} with fewer than two epochs: no steady state."""
+    if len(train_seconds) < 2 or images_per_epoch <= 0:
+        return {}
+    steady = float(np.median(train_seconds[1:]))
+    if steady <= 0:
+        return {}
+    return {
+        "steady_train_images_per_second": round(images_per_epoch / steady, 1),
+        "compile_seconds": round(max(0.0, float(train_seconds[0]) - steady), 2),
+    }
 
 
 @dataclass
@@ -492,6 +519,7 @@ def fit(
     if "learning_rate" not in frame and len(timer.rates) == len(frame):
         frame["learning_rate"] = timer.rates
     done = len(frame)
+    per_epoch = steps * min(batch_size, n) if stream else n
     return FitResult(
         model=with_test_time_views(trained, training.get("tta", "none")),
         history=frame,
@@ -500,6 +528,7 @@ def fit(
         images_per_second=done * len(x_train) / seconds if seconds > 0 else 0.0,
         stopped_by_budget=guards.deadline.stopped,
         failed_reason=guards.failure(frame),
+        extra=steady_rates(timer.train_seconds[:done], per_epoch),
     )
 
 
@@ -536,11 +565,15 @@ def fit_pretrained(
     tuner: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     verbose: int = 0,
+    augment: Sequence[dict] = (),
 ) -> FitResult:
     """A pretrained member trained by ``benchmark.train.transfer.run_strategy``, with ``fit``'s guards.
 
     ``data`` holds the member's preprocessed arrays, so the probabilities feature extraction
-    computes from its cached features match the returned model's.
+    computes from its cached features match the returned model's. A member that names a recipe
+    (``training["recipe"]``, e.g. ``lite-finetune``) fine-tunes by it: its optimizer, schedule,
+    loss, ``augment`` and test-time views, built under its precision (recorded as
+    ``dtype_policy``); without one the strategies keep their plain Adam stages in float32.
     """
     from benchmark.train import transfer
 
@@ -549,22 +582,27 @@ def fit_pretrained(
     guards = Guards(
         training, deadline, tensorboard_dir, early_stopping=strategy != "feature-extraction"
     )
+    by_recipe = bool(training.get("recipe")) and strategy != "feature-extraction"
+    recipe = {"training": dict(training), "augment": list(augment)} if by_recipe else None
     start = time.perf_counter()
-    result = transfer.run_strategy(
-        strategy,
-        architecture,
-        hp,
-        data,
-        cache_dir=cache_dir,
-        epochs=int(epochs or training["epochs"]),
-        batch_size=int(training["batch_size"]),
-        seed=seed,
-        learning_rate=float(training["learning_rate"]),
-        callbacks=guards.callbacks,
-        tuner=tuner or {},
-        options=options or {},
-        verbose=verbose,
-    )
+    with precision_scope(training["precision"] if by_recipe else "float32") as policy:
+        result = transfer.run_strategy(
+            strategy,
+            architecture,
+            hp,
+            data,
+            cache_dir=cache_dir,
+            epochs=int(epochs or training["epochs"]),
+            batch_size=int(training["batch_size"]),
+            seed=seed,
+            learning_rate=float(training["learning_rate"]),
+            callbacks=guards.callbacks,
+            tuner=tuner or {},
+            options=options or {},
+            verbose=verbose,
+            recipe=recipe,
+            deadline=deadline,
+        )
     seconds = time.perf_counter() - start
     if strategy == "feature-extraction" and deadline is not None:
         # its head trials ran copies of the deadline guard (Keras Tuner copies callbacks)
@@ -575,8 +613,12 @@ def fit_pretrained(
         for k, v in (result.info or {}).items()
         if isinstance(v, (int, float, str, bool)) or v is None
     }
+    info["dtype_policy"] = policy
+    model = result.model
+    if strategy != "feature-extraction":  # which has its own mirrored features (flip_features)
+        model = with_test_time_views(model, training.get("tta", "none"))
     return FitResult(
-        model=result.model,
+        model=model,
         history=history,
         epochs=done,
         train_seconds=seconds,

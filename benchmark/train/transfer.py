@@ -273,6 +273,8 @@ def run_strategy(
     tuner: dict | None = None,
     options: dict | None = None,
     verbose: int = 0,
+    recipe: dict | None = None,
+    deadline: float | None = None,
 ) -> TransferResult:
     """Train ``architecture``'s backbone on ``data`` (a ``benchmark.data.datasets.Dataset``) by ``strategy``.
 
@@ -283,6 +285,14 @@ def run_strategy(
     :data:`DEFAULT_OPTIONS`. Validation data is used for monitoring and selection only; the test
     split is only passed through the finished model (feature extraction's ``test_probs``).
     ``verbose`` 1 shows Keras's progress bar while features are extracted (minutes on a CPU).
+
+    ``recipe`` (``{"training": {...}, "augment": [...]}``, a member's resolved options when it
+    names a recipe, e.g. ``lite-finetune``): fine-tuning and progressive unfreezing then train each
+    stage with its optimizer, warm-up and schedule, loss and label smoothing, augmentation (seeded
+    batches from ``benchmark.data.augment``) and test-time views, under its precision. Without it
+    they keep Adam at a constant rate on plain batches. ``deadline`` (``time.monotonic``):
+    progressive unfreezing re-fits its remaining stages into what is left of it after each stage
+    (:func:`fit_stages`).
     """
     import keras
     import keras_tuner
@@ -306,6 +316,10 @@ def run_strategy(
         opts=opts,
         name=name,
     )
+    if strategy != "feature-extraction":
+        common.update(
+            fitter=_StageFitter(recipe, seed, data.num_classes, batch_size), deadline=deadline
+        )
     t0 = time.perf_counter()
     if strategy == "feature-extraction":
         result = _feature_extraction(
@@ -654,28 +668,182 @@ def _evaluate_val(model, data, batch_size: int) -> float:
     return float(acc)
 
 
-def _run_stages(model, backbone, data, stages: list[dict], *, batch_size, callbacks) -> tuple:
-    """Fit ``stages`` one after the other: each sets trainable layers, recompiles, fits its epochs."""
+class _StageFitter:
+    """How one stage is compiled and fitted: Adam at the stage's rate on plain batches (no
+    recipe), or the recipe's optimizer, schedule (over the stage's own epochs, warm-up first),
+    loss and augmented batches."""
+
+    def __init__(self, recipe: dict | None, seed: int, num_classes: int, batch_size: int):
+        self.recipe, self.seed = recipe, int(seed)
+        self.num_classes, self.batch_size = int(num_classes), int(batch_size)
+        if recipe is not None:
+            from benchmark.train.training import uses_sparse_labels
+
+            self.sparse = uses_sparse_labels(recipe["training"], recipe.get("augment", []))
+
+    def compile(self, model, lr: float, epochs: int, n_train: int) -> None:
+        if self.recipe is None:
+            _compile(model, lr)
+            return
+        import keras
+
+        from benchmark.train.training import make_loss, make_optimizer
+
+        training = dict(self.recipe["training"], learning_rate=lr, epochs=max(1, epochs))
+        steps = max(1, math.ceil(n_train / self.batch_size))
+        metric = (
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            if self.sparse
+            else keras.metrics.CategoricalAccuracy(name="accuracy")
+        )
+        model.compile(
+            optimizer=make_optimizer(training, steps),
+            loss=make_loss(training, self.sparse),
+            metrics=[metric],
+            jit_compile=backend.jit_compile(False),
+        )
+
+    def evaluate(self, model, data) -> float:
+        """Validation accuracy as the stages' fits measure it (the recipe's label format)."""
+        if self.recipe is None:
+            return _evaluate_val(model, data, self.batch_size)
+        _, acc = model.evaluate(self._val(data), verbose=0)
+        return float(acc)
+
+    def _val(self, data):
+        from benchmark.data.augment import make_dataset
+
+        return make_dataset(
+            data.x_val,
+            data.y_val,
+            num_classes=self.num_classes,
+            sparse=self.sparse,
+            batch_size=max(self.batch_size, 256),
+            shuffle=False,
+        )
+
+    def fit(self, model, data, *, epochs: int, initial_epoch: int, callbacks: list):
+        if self.recipe is None:
+            return model.fit(
+                data.x_train,
+                data.y_train,
+                validation_data=(data.x_val, data.y_val),
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                batch_size=self.batch_size,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        from benchmark.data.augment import make_dataset
+
+        batches = dict(num_classes=self.num_classes, sparse=self.sparse)
+        train = make_dataset(
+            data.x_train,
+            data.y_train,
+            batch_size=self.batch_size,
+            policy=[s for s in self.recipe.get("augment", []) if s["name"] != "alternating_flip"],
+            shuffle=True,
+            seed=self.seed + initial_epoch,  # each stage draws its own batches and transforms
+            **batches,
+        )
+        from benchmark.train.training import EpochTimer
+
+        timer = EpochTimer()  # the rate the schedule reached at each epoch's end, for the history
+        fit = model.fit(
+            train,
+            validation_data=self._val(data),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[timer, *callbacks],
+            verbose=0,
+        )
+        if len(timer.rates) == len(fit.history.get("loss", [])):
+            fit.history["learning_rate"] = timer.rates
+        return fit
+
+
+# A stage that trains backbone weights costs about this many times an epoch of the head alone
+# (the frozen backbone's forward pass): the gradients of activations and weights (costmodel).
+UNFROZEN_EPOCH_COST = 3.0
+
+
+def fit_stages(stages: list[dict], epochs_left: int) -> list[dict]:
+    """``stages`` (each ``{"stage", "epochs", "lr", "set_trainable"}``, unfreezing from the top
+    down) cut to ``epochs_left`` epochs in all: unchanged when they fit; else each keeps at least
+    one epoch and the asked epochs are scaled down; with fewer epochs than stages, the first
+    stages are merged into one that unfreezes what they would have (at the last one's rate), so
+    the deepest unfreezing still happens. [] when no epoch is left."""
+    if epochs_left <= 0 or not stages:
+        return []
+    if sum(s["epochs"] for s in stages) <= epochs_left:
+        return stages
+    if len(stages) > epochs_left:
+        merged, rest = (
+            stages[: len(stages) - epochs_left + 1],
+            stages[len(stages) - epochs_left + 1 :],
+        )
+        setters = [s["set_trainable"] for s in merged]
+
+        def merged_setter():
+            for setter in setters:
+                setter()
+
+        stages = [
+            {
+                "stage": " + ".join(s["stage"] for s in merged),
+                "epochs": sum(s["epochs"] for s in merged),
+                "lr": merged[-1]["lr"],
+                "set_trainable": merged_setter,
+            },
+            *rest,
+        ]
+    asked = [s["epochs"] for s in stages]
+    epochs = [1] * len(stages)
+    spare = epochs_left - len(stages)
+    while spare > 0:  # one epoch at a time to the stage furthest below its share of what was asked
+        k = max(range(len(stages)), key=lambda i: (asked[i] / epochs[i], i))
+        epochs[k] += 1
+        spare -= 1
+    return [dict(s, epochs=n) for s, n in zip(stages, epochs, strict=True)]
+
+
+def _run_stages(
+    model,
+    backbone,
+    data,
+    stages: list[dict],
+    *,
+    batch_size,
+    callbacks,
+    fitter: _StageFitter | None = None,
+    deadline: float | None = None,
+) -> tuple:
+    """Fit ``stages`` one after the other: each sets trainable layers, recompiles, fits its epochs.
+
+    With a ``deadline`` the stages still to come are re-fitted to the time left after each one
+    (:func:`fit_stages`), from its measured epoch time (a head stage's times
+    ``UNFROZEN_EPOCH_COST``)."""
+    fitter = fitter or _StageFitter(None, 0, data.num_classes, batch_size)
     best = _BestWeights(model)
     frames = []
     records = []
     epoch = 0
-    _compile(model, stages[0]["lr"])
-    initial = _evaluate_val(model, data, batch_size)  # the untrained head's starting point
-    for stage in stages:
+    n_train = len(data.x_train)
+    fitter.compile(model, stages[0]["lr"], stages[0]["epochs"], n_train)
+    initial = fitter.evaluate(model, data)  # the untrained head's starting point
+    stages = list(stages)
+    while stages:
+        stage = stages.pop(0)
         stage["set_trainable"]()
-        _compile(model, stage["lr"])
+        fitter.compile(model, stage["lr"], stage["epochs"], n_train)
         start = float(frames[-1]["val_accuracy"].iloc[-1]) if frames else initial
         t0 = time.perf_counter()
-        fit = model.fit(
-            data.x_train,
-            data.y_train,
-            validation_data=(data.x_val, data.y_val),
+        fit = fitter.fit(
+            model,
+            data,
             epochs=epoch + stage["epochs"],
             initial_epoch=epoch,
-            batch_size=batch_size,
             callbacks=[best.callback, *callbacks],
-            verbose=0,
         )
         ran = len(fit.history.get("loss", []))
         frames.append(
@@ -700,12 +868,37 @@ def _run_stages(model, backbone, data, stages: list[dict], *, batch_size, callba
         if any(getattr(cb, "fired_at", None) is not None for cb in callbacks):
             break  # the loss went NaN (the runner's NaNGuard): later stages would train NaN weights
         # an early stop inside a stage only ends that stage: the next one unfreezes more
+        if deadline is not None and stages and ran:
+            per_epoch = (time.perf_counter() - t0) / ran
+            if stage["stage"] == "head":
+                per_epoch *= UNFROZEN_EPOCH_COST
+            left = int((deadline - time.monotonic()) // max(per_epoch, 1e-9))
+            planned = fit_stages(stages, left)
+            if [s["epochs"] for s in planned] != [s["epochs"] for s in stages]:
+                log.info(
+                    "%d epoch(s) of the stages left fit the budget: %s",
+                    left,
+                    ", ".join(f"{s['stage']} x{s['epochs']}" for s in planned) or "none",
+                )
+            stages = planned
     best.restore()
     history = pd.concat(frames, ignore_index=True) if frames else _history_frame({}, "", 0.0)
     return history, records, initial, best.best
 
 
-def _fine_tuning(backbone, data, *, epochs, batch_size, learning_rate, callbacks, opts, name):
+def _fine_tuning(
+    backbone,
+    data,
+    *,
+    epochs,
+    batch_size,
+    learning_rate,
+    callbacks,
+    opts,
+    name,
+    fitter=None,
+    deadline=None,
+):
     head = _head_layers(data.num_classes, **backbone.hp_head)
     model = assemble(backbone, head, name)
     warmup = opts["warmup_epochs"]
@@ -732,7 +925,14 @@ def _fine_tuning(backbone, data, *, epochs, batch_size, learning_rate, callbacks
             }
         )
     history, records, initial, best = _run_stages(
-        model, backbone, data, stages, batch_size=batch_size, callbacks=callbacks
+        model,
+        backbone,
+        data,
+        stages,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        fitter=fitter,
+        deadline=deadline,
     )
     info = {
         "stages": records,
@@ -753,7 +953,17 @@ def unfreeze_schedule(blocks: list[list], stages: int) -> list[list[list]]:
 
 
 def _progressive_unfreezing(
-    backbone, data, *, epochs, batch_size, learning_rate, callbacks, opts, name
+    backbone,
+    data,
+    *,
+    epochs,
+    batch_size,
+    learning_rate,
+    callbacks,
+    opts,
+    name,
+    fitter=None,
+    deadline=None,
 ):
     from zoo.pretrained import backbone_blocks
 
@@ -797,7 +1007,14 @@ def _progressive_unfreezing(
         )
         used += n
     history, records, initial, best = _run_stages(
-        model, backbone, data, stages, batch_size=batch_size, callbacks=callbacks
+        model,
+        backbone,
+        data,
+        stages,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        fitter=fitter,
+        deadline=deadline,
     )
     info = {
         "stages": records,
