@@ -132,6 +132,10 @@ class Runner:
 
         if role != "worker":  # before the folder is touched: a typo must not claim it as a run
             plan_mod.check_members(self.profile, self.data)
+            if self.profile.robustness_enabled and self.profile.robustness_config.get("tent"):
+                from benchmark.run.robustness import check_tent_backend
+
+                check_tent_backend()  # TENT on a backend it does not support: refused before training
         self._start(role)
         d = self.data
         self.progress(
