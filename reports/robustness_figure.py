@@ -35,7 +35,7 @@ CAPTION = (
     "Generated corruptions of the test images (parameters under Data and settings): "
     "accuracy per severity for the top leaderboard rows, severity 0 being the same images "
     "uncorrupted; solid without adaptation, dashed with AdaBN (BN statistics re-estimated on "
-    "each set of images, the clean one included)."
+    "each set of images, the clean one included), dotted with TENT where measured."
 )
 TOP_ROWS = 4
 
@@ -72,7 +72,11 @@ def robustness_about(run: RunData, board: pd.DataFrame) -> list[tuple[str, str]]
     ]
     summary = records[0]["summary"]
     batches = summary.get("adapt_batches") or []
-    how = f"in batches of {batches[0]}-{batches[1]} images" if len(batches) == 2 else "in batches"
+    if len(batches) == 2:
+        sizes = str(batches[0]) if batches[0] == batches[1] else f"{batches[0]}-{batches[1]}"
+        how = f"in batches of {sizes} images"
+    else:
+        how = "in batches"
     if summary.get("adapt_note"):
         how += f" ({summary['adapt_note']})"
     if config.get("adabn"):
@@ -135,12 +139,12 @@ def robustness_tables(run: RunData, board: pd.DataFrame) -> list[Table]:
             values = [cells.get((name, s), {}) for s in severities]
             row = {"corruption": name}
             for s, cell in zip(severities, values, strict=True):
-                row[str(s)] = _cell(cell.get(column), images)
+                row[f"severity {s}"] = _cell(cell.get(column), images)
             row["mean"] = _cell(_mean([c.get(column) for c in values]), images)
             rows.append(row)
         mean_row = {"corruption": "mean"}
         for s in severities:
-            mean_row[str(s)] = _cell(
+            mean_row[f"severity {s}"] = _cell(
                 _mean([cells.get((n, s), {}).get(column) for n in corruptions]), images
             )
         mean_row["mean"] = _cell(_mean([r.get(column) for r in table]), images)
@@ -149,7 +153,7 @@ def robustness_tables(run: RunData, board: pd.DataFrame) -> list[Table]:
         clean = summary.get(clean_key)
         caption = (
             f"{model}, the best row with a robustness record: accuracy on {images} test images "
-            f"per corruption and severity {label}, each with its 95% Wilson interval; clean "
+            f"per corruption and severity, {label}, each with its 95% Wilson interval; clean "
             f"images {robustness_cell(clean, *_wilson(clean, images))}. A mean is given the "
             "interval of one proportion on the same images (conservative); ~ marks an interval "
             "wider than \u00b15 points."
@@ -159,7 +163,9 @@ def robustness_tables(run: RunData, board: pd.DataFrame) -> list[Table]:
                 key=f"robustness-{column}",
                 title=f"Accuracy by corruption and severity, {label}",
                 caption=caption,
-                frame=pd.DataFrame(rows, columns=["corruption", *map(str, severities), "mean"]),
+                frame=pd.DataFrame(
+                    rows, columns=["corruption", *(f"severity {s}" for s in severities), "mean"]
+                ),
             )
         )
     return out
@@ -235,6 +241,7 @@ def _draw(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
                     for column, style in (
                         ("accuracy", {"marker": "o", "label": label}),
                         ("accuracy_adabn", {"marker": ".", "linestyle": "--"}),
+                        ("accuracy_tent", {"marker": "x", "linestyle": ":"}),
                     ):
                         if any(r.get(column) is None for r in table):
                             continue
