@@ -197,11 +197,10 @@ class Runner:
         return f"{', '.join(parts)}: {'tuning' if task.tuned else 'training'} {task.label}"
 
     def _start(self, role: str | None) -> None:
-        import keras
 
         if self.profile.deterministic:
             backend.enable_determinism()
-        keras.utils.set_random_seed(self.seed)
+        backend.set_random_seed(self.seed)
         if role == "worker":
             return
         root = self.store.root

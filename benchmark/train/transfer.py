@@ -284,7 +284,6 @@ def run_strategy(
     split is only passed through the finished model (feature extraction's ``test_probs``).
     ``verbose`` 1 shows Keras's progress bar while features are extracted (minutes on a CPU).
     """
-    import keras
     import keras_tuner
 
     if strategy not in STRATEGIES:
@@ -295,7 +294,7 @@ def run_strategy(
         raise ZoobenchError(f"epochs must be at least 1 for {strategy}, got {epochs}")
     opts = schema.transfer_options(options)
     hp = keras_tuner.HyperParameters() if hp is None else hp
-    keras.utils.set_random_seed(seed)
+    backend.set_random_seed(seed)
     backbone = load_backbone(architecture, hp, data.input_shape, data.num_classes)
     name = member_name(backbone.name, strategy, backbone.input_size)
     common = dict(
