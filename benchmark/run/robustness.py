@@ -407,22 +407,21 @@ def _member_record(
 
     model = load_member_model(entry)
     steps = list(entry.config.get("preprocess") or [])
-    combos = list(split.images)
-    inputs = [model_inputs(split.images[c], steps, model) for c in combos]
-    fgsm_in = [model_inputs(fgsm_x, steps, model)] if len(fgsm_y) else []
-    n = len(split)
-    # One prediction pass over the clean, every corrupted and the FGSM images: fewer set-ups.
+    # One (corruption, severity) at a time in the model's input size: 75 cells of 1,100 images
+    # at 160 px would be 6 GB at once.
     clean_x = model_inputs(split.clean, steps, model)
-    out = _half(predict(model, np.concatenate([clean_x, *inputs, *fgsm_in])))
-    probs = {CLEAN: out[:n]}
+    probs = {CLEAN: _half(predict(model, clean_x))}
     modes = adaptations(config)
     n_bn = len(bn_layers(model)) if modes else 0
     adapted_probs = {"adabn": adabn_probs, "tent": tent_probs}
     for mode in modes:  # on the clean images too: what adapting alone changes
-        probs[f"{mode}-{CLEAN}"] = _half(adapted_probs[mode](model, clean_x)) if n_bn else out[:n]
+        probs[f"{mode}-{CLEAN}"] = (
+            _half(adapted_probs[mode](model, clean_x)) if n_bn else probs[CLEAN]
+        )
     table = []
-    for i, ((name, severity), x) in enumerate(zip(combos, inputs, strict=True)):
-        plain = probs[_key("plain", name, severity)] = out[(i + 1) * n : (i + 2) * n]
+    for name, severity in split.images:
+        x = model_inputs(split.images[name, severity], steps, model)
+        plain = probs[_key("plain", name, severity)] = _half(predict(model, x))
         row = {"corruption": name, "severity": severity, "accuracy": accuracy(plain, split.labels)}
         for mode in modes:
             adapted = _half(adapted_probs[mode](model, x)) if n_bn else plain
@@ -440,12 +439,13 @@ def _member_record(
         from benchmark.data.preprocess import in_model_layers
         from ensembles.export import raw_pixel_model
 
-        clean_fgsm = out[(len(combos) + 1) * n :]
+        fgsm_in = model_inputs(fgsm_x, steps, model)
+        clean_fgsm = _half(predict(model, fgsm_in))
         if steps and in_model_layers(steps) is not None:  # attacked through its steps, as layers
             attacked = raw_pixel_model(model, steps, fgsm_x.shape[1:])
             summary.update(_fgsm(attacked, fgsm_x.astype(np.float32), fgsm_y, config, clean_fgsm))
         else:
-            summary.update(_fgsm(model, fgsm_in[0], fgsm_y, config, clean_fgsm))
+            summary.update(_fgsm(model, fgsm_in, fgsm_y, config, clean_fgsm))
             if steps:
                 summary["fgsm_note"] = "attacked after its preprocessing steps"
     return {"summary": summary, "table": table}, probs
