@@ -64,7 +64,7 @@ def rates(architecture: str, side: int, images: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="images per timed pass")
-    parser.add_argument("--record", default="", help="write docs/results/NAME.json")
+    parser.add_argument("--record", default="", help="write the result NAME under docs/results")
     args = parser.parse_args()
 
     import numpy as np
