@@ -413,3 +413,60 @@ def test_every_figure_carries_a_wilson_interval_and_narrow_enough_ones_are_not_i
     assert row["accuracy_adabn_low"] < 0.6 < row["accuracy_adabn_high"]
     assert with_interval(summary, "corruption_accuracy").startswith("~50.0% [")
     assert with_interval(summary, "fgsm_accuracy").startswith("40.0% [")  # 1,100 images: +-2.9
+
+
+def test_the_robustness_profile_asks_for_cifar10_c_at_every_severity_with_intervals_of_3_points():
+    from benchmark.config.profiles import load_profile
+    from benchmark.metrics import wilson_half_width
+
+    profile = load_profile("robustness", check_architectures=False)
+    config = profile.robustness_config
+    assert config["corruptions"] == list(CIFAR10_C) and config["severities"] == [1, 2, 3, 4, 5]
+    assert config["adabn"] and config["tent"]
+    assert wilson_half_width(config["images"]) <= 0.03
+    assert wilson_half_width(config["fgsm_images"]) <= 0.03
+    assert profile.raw["data"]["test_size"] >= config["images"]  # a sample, not every image
+    quick = load_profile("cpu-quick", check_architectures=False).robustness_config
+    assert wilson_half_width(quick["images"]) <= 0.05 and not quick["tent"]
+
+
+def test_the_report_tables_every_corruption_by_severity_with_intervals(tmp_path):
+    """RobustBench's layout: one row per corruption, one column per severity, the means, every
+    cell "accuracy [95% interval]"; one table per adaptation measured."""
+    from fake_run import make_fake_run
+
+    from benchmark.metrics import wilson_interval
+    from benchmark.run.robustness import add_intervals
+    from reports.leaderboard import build_leaderboard
+    from reports.robustness_figure import robustness_tables
+    from reports.rundata import load_run
+
+    store = make_fake_run(tmp_path / "run", accuracies=(0.8, 0.7))
+    table = [
+        {
+            "corruption": name,
+            "severity": s,
+            "accuracy": 0.9 - 0.1 * s,
+            "accuracy_adabn": 0.92 - 0.05 * s,
+        }
+        for name in CIFAR10_C
+        for s in range(1, 6)
+    ]
+    summary = {"images": 1100, "clean_accuracy": 0.93, "clean_accuracy_adabn": 0.925}
+    record = {"summary": summary, "table": table, "config": {"adabn": True}}
+    add_intervals(record)
+    for entry in store.members():
+        store.write_robustness(entry, record)
+    run = load_run(store)
+    tables = robustness_tables(run, build_leaderboard(run))
+    assert [t.title for t in tables] == [
+        "Accuracy by corruption and severity, no adaptation",
+        "Accuracy by corruption and severity, with AdaBN",
+    ]
+    frame = tables[0].frame
+    assert list(frame["corruption"]) == [*CIFAR10_C, "mean"]
+    assert list(frame.columns) == ["corruption", *(f"severity {s}" for s in range(1, 6)), "mean"]
+    low, high = wilson_interval(0.4, 1100)
+    assert frame.iloc[0]["severity 5"] == f"40.00% [{100 * low:.1f}, {100 * high:.1f}]"
+    assert frame.iloc[-1]["mean"].startswith("60.00% [")  # the mean over all 75 cells
+    assert not any("~" in cell for cell in frame.iloc[:, 1:].to_numpy().ravel())  # all <= +-3
