@@ -61,3 +61,29 @@ def log_loss(probs: Any, labels: Any) -> float:
         return float("nan")
     picked = np.clip(probs[np.arange(len(labels)), labels], EPS, 1.0)
     return float(-np.mean(np.log(picked)))
+
+
+def wilson_interval(share: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``share`` observed on ``n`` trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and keeps a width at 0% and 100%, which
+    a robustness cell near either end needs. ``nan`` bounds when there is nothing to measure. A
+    mean over several corruptions of the same ``n`` images, given ``n`` here, gets a conservative
+    interval: each image's share of right answers lies in [0, 1], so the mean's variance is at most
+    that of one proportion on ``n`` images.
+    """
+    from statistics import NormalDist
+
+    if not n or share is None or not np.isfinite(share):
+        return float("nan"), float("nan")
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    denominator = 1.0 + z * z / n
+    centre = (share + z * z / (2 * n)) / denominator
+    half = z / denominator * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def wilson_half_width(n: int, level: float = 0.95) -> float:
+    """The widest half-width :func:`wilson_interval` can have on ``n`` trials (at 50%)."""
+    low, high = wilson_interval(0.5, n, level)
+    return (high - low) / 2.0

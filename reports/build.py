@@ -16,7 +16,7 @@ from reports import stats
 from reports.figures import make_figures
 from reports.leaderboard import build_leaderboard, save_leaderboard
 from reports.report import Report
-from reports.robustness_figure import robustness_about, robustness_figure
+from reports.robustness_figure import robustness_about, robustness_figure, robustness_tables
 from reports.rundata import load_run
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def collect(store: RunStore, figures_dir: Path, *, resamples: int = 1000, seed: 
         about=[*stats.describe_run(run), *robustness_about(run, board)],
         built_at=utc_now(),
         notes=list(run.notes),
+        tables=robustness_tables(run, board),
     )
 
 

@@ -18,6 +18,7 @@ from reports.figures import drawn_size
 from reports.leaderboard import (
     CALIBRATION_NOTE,
     DISPLAY,
+    ROBUSTNESS_COLUMNS,
     display_columns,
     display_table,
     table_notes,
@@ -133,6 +134,7 @@ def render(report: Report) -> str:
         *_comparisons(report),
         "<h2>Figures</h2>",
         *_figures(report),
+        *_tables(report),
         "<h2>Data and settings</h2>",
         _about(report.about),
     ]
@@ -171,7 +173,8 @@ def leaderboard_html(board: pd.DataFrame) -> str:
                 else ""
             )
             text = escape(shown[header].iloc[i])
-            if col == "test_accuracy" and " [" in text:  # "79.50% [75.5, 83.5]": two lines
+            # "79.50% [75.5, 83.5]": the interval on a second line
+            if (col == "test_accuracy" or col in ROBUSTNESS_COLUMNS) and " [" in text:
                 text = text.replace(" [", '<span class="ci">[', 1) + "</span>"
             cells.append(f'<td class="{cls}" data-value="{escape(value)}"{title}>{text}</td>')
         rows.append(f'<tr class="status-{escape(str(raw["status"]))}">{"".join(cells)}</tr>')
@@ -230,6 +233,29 @@ def _figures(report: Report) -> list[str]:
             f'<figure><img alt="{escape(fig.title)}"{size} src="data:image/png;base64,{data}">'
             f"<figcaption>{escape(fig.caption)}</figcaption></figure>"
         )
+    return out
+
+
+def _tables(report: Report) -> list[str]:
+    if not report.tables:
+        return []
+    out = ["<h2>Robustness by corruption and severity</h2>"]
+    for table in report.tables:
+        head = "".join(f'<th scope="col">{escape(str(c))}</th>' for c in table.frame.columns)
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f'<td class="{"text" if i == 0 else "num"}">{escape(str(v))}</td>'
+                for i, v in enumerate(row)
+            )
+            + "</tr>"
+            for row in table.frame.itertuples(index=False)
+        )
+        out += [
+            f'<h3 id="table-{escape(table.key)}">{escape(table.title)}</h3>',
+            f'<p class="muted">{escape(table.caption)}</p>',
+            f'<table class="per-class"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>',
+        ]
     return out
 
 

@@ -28,8 +28,17 @@ from reports.rundata import RunData, load_run
 
 log = logging.getLogger(__name__)
 
-# benchmark.run.robustness's summary numbers (blank where a run did not measure them).
-ROBUSTNESS_COLUMNS = ("corruption_accuracy", "corruption_accuracy_adabn", "fgsm_accuracy")
+# benchmark.run.robustness's summary numbers (blank where a run did not measure them), each with
+# its 95% Wilson interval in ``*_low`` / ``*_high``.
+ROBUSTNESS_COLUMNS = (
+    "corruption_accuracy",
+    "corruption_accuracy_adabn",
+    "corruption_accuracy_tent",
+    "fgsm_accuracy",
+)
+ROBUSTNESS_INTERVALS = tuple(f"{c}_{end}" for c in ROBUSTNESS_COLUMNS for end in ("low", "high"))
+# A robustness figure whose interval is wider than this either side is marked "~" (indicative).
+INDICATIVE = 0.05
 COLUMNS = (
     "rank",
     "model",
@@ -62,6 +71,7 @@ COLUMNS = (
     "reason",
     "id",
     *ROBUSTNESS_COLUMNS,
+    *ROBUSTNESS_INTERVALS,
 )
 
 # Column -> (header, formatter) of the table people read (Markdown and HTML).
@@ -72,6 +82,7 @@ DISPLAY = {
     "test_accuracy": "Test acc. [95% CI]",
     "corruption_accuracy": "Corrupted acc.",
     "corruption_accuracy_adabn": "+ AdaBN",
+    "corruption_accuracy_tent": "+ TENT",
     "fgsm_accuracy": "FGSM acc.",
     "precision_macro": "Macro P",
     "recall_macro": "Macro R",
@@ -91,6 +102,15 @@ DISPLAY = {
 OUT_OF_FOLD_NOTE = (
     "\u2020 out-of-fold: an ensemble fit on validation (top-k, greedy, stacking) is scored on each "
     "validation fold by its fit on the other folds, never on the rows it was fit on."
+)
+ROBUSTNESS_NOTE = (
+    "Corrupted, AdaBN, TENT and FGSM accuracies carry a 95% Wilson interval on the images they "
+    "were measured on (a mean over corruptions: the interval of one proportion on those images, "
+    "which is conservative)."
+)
+INDICATIVE_NOTE = (
+    " ~ indicative: its interval is wider than \u00b15 points, too few images to read as more "
+    "than a hint."
 )
 CALIBRATION_NOTE = (
     "ECE and NLL are on test, before \u2192 after temperature scaling (one temperature per row, "
@@ -161,7 +181,9 @@ def _row(run: RunData, entry: Entry, resamples: int, seed: int) -> dict:
     if status != "done":
         return row
     summary = (entry.robustness() or {}).get("summary") or {}
-    row.update({col: _number(summary.get(col)) for col in ROBUSTNESS_COLUMNS})
+    row.update(
+        {col: _number(summary.get(col)) for col in (*ROBUSTNESS_COLUMNS, *ROBUSTNESS_INTERVALS)}
+    )
     val_probs = run.probs(entry, "val")
     if math.isnan(row["val_accuracy"]) and val_probs is not None:
         row["val_accuracy"] = accuracy(val_probs, run.y_val)
@@ -246,11 +268,34 @@ def console_lines(board: pd.DataFrame, store: RunStore, top: int = 10) -> list[s
     return lines
 
 
+def robustness_cell(value, low, high) -> str:
+    """A robustness accuracy with its 95% interval, "~" in front when the interval is wider than
+    :data:`INDICATIVE` either side (too few images: read it as a hint)."""
+    if _missing(value):
+        return "-"
+    if _missing(low) or _missing(high):
+        return formatting.percent(value)
+    mark = "~" if (float(high) - float(low)) / 2 > INDICATIVE else ""
+    return f"{mark}{formatting.percent(value)} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _indicative(board: pd.DataFrame) -> bool:
+    for col in ROBUSTNESS_COLUMNS:
+        low, high = board.get(f"{col}_low"), board.get(f"{col}_high")
+        if low is not None and high is not None and ((high - low) / 2 > INDICATIVE).any():
+            return True
+    return False
+
+
 def table_notes(board: pd.DataFrame) -> list[str]:
-    """The footnotes a table of these rows needs: the dagger's meaning, when a row has one."""
+    """The footnotes a table of these rows needs: the dagger's meaning, when a row has one; what
+    the robustness columns' intervals and "~" mean, when a row has them."""
+    notes = []
     if "val_out_of_fold" in board and any(_flag(v) for v in board["val_out_of_fold"]):
-        return [OUT_OF_FOLD_NOTE]
-    return []
+        notes.append(OUT_OF_FOLD_NOTE)
+    if any(col in board and board[col].notna().any() for col in ROBUSTNESS_COLUMNS):
+        notes.append(ROBUSTNESS_NOTE + (INDICATIVE_NOTE if _indicative(board) else ""))
+    return notes
 
 
 def _cell(col: str, row: pd.Series) -> str:
@@ -265,7 +310,9 @@ def _cell(col: str, row: pd.Series) -> str:
         return f"{formatting.percent(value)} [{100 * low:.1f}, {100 * high:.1f}]"
     if col == "val_accuracy":
         return formatting.percent(value) + ("\u2020" if _flag(row.get("val_out_of_fold")) else "")
-    if col in ("precision_macro", "recall_macro", "f1_macro", *ROBUSTNESS_COLUMNS):
+    if col in ROBUSTNESS_COLUMNS:
+        return robustness_cell(value, row.get(f"{col}_low"), row.get(f"{col}_high"))
+    if col in ("precision_macro", "recall_macro", "f1_macro"):
         return formatting.percent(value)
     if col in ("ece", "nll"):  # before -> after calibration; one figure for an uncalibrated row
         before = row.get(f"{col}_uncalibrated")

@@ -69,6 +69,23 @@ def render(report: Report) -> str:
             lines += [f"_Skipped: {fig.note}._", ""]
         else:
             lines += [f"![{fig.title}](figures/{fig.path.name})", "", fig.caption, ""]
+    if report.tables:
+        lines += ["## Robustness by corruption and severity", ""]
+    for table in report.tables:
+        lines += [
+            f"### {table.title}",
+            "",
+            table.caption,
+            "",
+            tabulate(
+                _escape(table.frame.astype(str)),
+                headers="keys",
+                tablefmt="github",
+                showindex=False,
+                disable_numparse=True,
+            ),
+            "",
+        ]
     lines += [
         "## Data and settings",
         "",

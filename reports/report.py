@@ -17,6 +17,16 @@ from reports.rundata import RunData
 
 
 @dataclass
+class Table:
+    """A table the report shows under its own heading (the robustness tables)."""
+
+    key: str
+    title: str
+    caption: str
+    frame: pd.DataFrame  # cells already formatted as text
+
+
+@dataclass
 class Report:
     """Everything the Markdown and HTML renderers show, computed once."""
 
@@ -28,6 +38,7 @@ class Report:
     built_at: str
     notes: list[str] = field(default_factory=list)
     index: Path | None = None  # report/index.html once written
+    tables: list[Table] = field(default_factory=list)  # shown under their own headings
 
     @property
     def title(self) -> str:

@@ -3,8 +3,11 @@
 :func:`robustness_figure` draws, for the top leaderboard rows that have a robustness record
 (``benchmark.run.robustness``, read through the run store), one panel per corruption: accuracy against
 severity (severity 0 is the same images uncorrupted), solid without adaptation and dashed with
-AdaBN. :func:`robustness_about` says what the "generated corruptions" were, with their parameters,
-for the report's settings table. A run that measured no robustness gets neither.
+AdaBN (dotted with TENT). :func:`robustness_tables` gives the best such row's accuracy per corruption
+and severity, RobustBench's layout, one table per adaptation, every cell with its 95% interval.
+:func:`robustness_about` says what the "generated corruptions" were, with their parameters, and how
+the adaptations were run, for the report's settings table. A run that measured no robustness gets
+none of them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import pandas as pd
 from benchmark.data.corruptions import describe
 from benchmark.errors import ZoobenchError
 from reports.figures import DPI, MAX_WIDTH_IN, Figure, distinct_labels, save_png
+from reports.leaderboard import robustness_cell
+from reports.report import Table
 from reports.rundata import RunData
 
 log = logging.getLogger(__name__)
@@ -30,7 +35,7 @@ CAPTION = (
     "Generated corruptions of the test images (parameters under Data and settings): "
     "accuracy per severity for the top leaderboard rows, severity 0 being the same images "
     "uncorrupted; solid without adaptation, dashed with AdaBN (BN statistics re-estimated on "
-    "each set of images, the clean one included)."
+    "each set of images, the clean one included), dotted with TENT where measured."
 )
 TOP_ROWS = 4
 
@@ -65,13 +70,32 @@ def robustness_about(run: RunData, board: pd.DataFrame) -> list[tuple[str, str]]
             f"only for reporting); {corruptions}",
         )
     ]
+    summary = records[0]["summary"]
+    batches = summary.get("adapt_batches") or []
+    if len(batches) == 2:
+        sizes = str(batches[0]) if batches[0] == batches[1] else f"{batches[0]}-{batches[1]}"
+        how = f"in batches of {sizes} images"
+    else:
+        how = "in batches"
+    if summary.get("adapt_note"):
+        how += f" ({summary['adapt_note']})"
     if config.get("adabn"):
         lines.append(
             (
-                "Adaptation",
-                "AdaBN: each member's BatchNormalization statistics re-estimated "
-                "on the unlabeled images of each (corruption, severity); ensembles combine "
-                "their members' adapted predictions",
+                "Adaptation (AdaBN)",
+                "each member's BatchNormalization statistics set to the mean and variance over "
+                "the whole unlabeled corrupted set of each (corruption, severity), passed "
+                f"{how} (the published protocol: the whole set, or batches of at least 200); "
+                "ensembles combine their members' adapted predictions",
+            )
+        )
+    if config.get("tent"):
+        lines.append(
+            (
+                "Adaptation (TENT)",
+                "Wang et al. 2021: each batch normalised by its own statistics, then one Adam step "
+                "(learning rate 0.001) on the BN scales and shifts against the mean prediction "
+                f"entropy; online over the set {how}, reset for every (corruption, severity)",
             )
         )
     if config.get("fgsm_images"):
@@ -84,6 +108,82 @@ def robustness_about(run: RunData, board: pd.DataFrame) -> list[tuple[str, str]]
             )
         )
     return lines
+
+
+MODES = (
+    ("accuracy", "no adaptation"),
+    ("accuracy_adabn", "with AdaBN"),
+    ("accuracy_tent", "with TENT"),
+)
+
+
+def robustness_tables(run: RunData, board: pd.DataFrame) -> list[Table]:
+    """The best row's accuracy per corruption (rows) and severity (columns), with the clean images
+    and the mean; one table per adaptation measured. Cells are "accuracy [95% interval]"."""
+    records = _records(run, board)
+    if not records:
+        return []
+    model, record = records[0]
+    summary = record["summary"]
+    table = record["table"]
+    severities = sorted({int(r["severity"]) for r in table})
+    corruptions = list(dict.fromkeys(r["corruption"] for r in table))
+    images = int(summary.get("images") or 0)
+    out = []
+    for column, label in MODES:
+        if not any(r.get(column) is not None for r in table):
+            continue
+        cells = {(r["corruption"], int(r["severity"])): r for r in table}
+        rows = []
+        for name in corruptions:
+            values = [cells.get((name, s), {}) for s in severities]
+            row = {"corruption": name}
+            for s, cell in zip(severities, values, strict=True):
+                row[f"severity {s}"] = _cell(cell.get(column), images)
+            row["mean"] = _cell(_mean([c.get(column) for c in values]), images)
+            rows.append(row)
+        mean_row = {"corruption": "mean"}
+        for s in severities:
+            mean_row[f"severity {s}"] = _cell(
+                _mean([cells.get((n, s), {}).get(column) for n in corruptions]), images
+            )
+        mean_row["mean"] = _cell(_mean([r.get(column) for r in table]), images)
+        rows.append(mean_row)
+        clean_key = "clean_accuracy" + column[len("accuracy") :]
+        clean = summary.get(clean_key)
+        caption = (
+            f"{model}, the best row with a robustness record: accuracy on {images} test images "
+            f"per corruption and severity, {label}, each with its 95% Wilson interval; clean "
+            f"images {robustness_cell(clean, *_wilson(clean, images))}. A mean is given the "
+            "interval of one proportion on the same images (conservative); ~ marks an interval "
+            "wider than \u00b15 points."
+        )
+        out.append(
+            Table(
+                key=f"robustness-{column}",
+                title=f"Accuracy by corruption and severity, {label}",
+                caption=caption,
+                frame=pd.DataFrame(
+                    rows, columns=["corruption", *(f"severity {s}" for s in severities), "mean"]
+                ),
+            )
+        )
+    return out
+
+
+def _mean(values: list) -> float | None:
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _wilson(value, n: int) -> tuple[float, float]:
+    from benchmark.metrics import wilson_interval
+
+    return wilson_interval(value, n) if value is not None else (float("nan"), float("nan"))
+
+
+def _cell(value, n: int) -> str:
+    return robustness_cell(value, *_wilson(value, n)) if value is not None else "-"
 
 
 def robustness_figure(
@@ -141,6 +241,7 @@ def _draw(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
                     for column, style in (
                         ("accuracy", {"marker": "o", "label": label}),
                         ("accuracy_adabn", {"marker": ".", "linestyle": "--"}),
+                        ("accuracy_tent", {"marker": "x", "linestyle": ":"}),
                     ):
                         if any(r.get(column) is None for r in table):
                             continue

@@ -11,6 +11,7 @@ import pytest
 from fake_run import make_fake_run
 
 from benchmark import atomic
+from benchmark.config.schema import ENSEMBLE_METHODS
 from benchmark.errors import ZoobenchError
 from ensembles.build import DEFAULTS, build_ensembles, resolve_config
 from ensembles.methods import (
@@ -271,13 +272,43 @@ def test_bagging_and_seed_groups_are_averaged_per_group(tmp_path):
     np.testing.assert_allclose(raw[0], (raw[1] + raw[2]) / 2, atol=1e-6)  # before calibration
 
 
+def _grouped_fake_run(root):
+    """A fake run whose eight members make every ensemble kind: two seed runs, two bagging
+    replicas, two linked SAMME boosting rounds and two plain members."""
+    store = make_fake_run(root, accuracies=(0.8, 0.75, 0.7, 0.72, 0.6, 0.55, 0.65, 0.5), seed=3)
+    extra = {
+        0: ({"group": "seeds:net"}, {}),
+        1: ({"group": "seeds:net"}, {}),
+        2: ({"group": "bagging:cnn"}, {}),
+        3: ({"group": "bagging:cnn"}, {}),
+        4: (
+            {"group": "boosting:b", "boosting": {"round": 0, "previous": []}},
+            {"boosting": {"alpha": 1.2, "error": 0.3, "stop": ""}},
+        ),
+        5: (
+            {"group": "boosting:b", "boosting": {"round": 1, "previous": [["member04", ""]]}},
+            {"boosting": {"alpha": 0.7, "error": 0.4, "stop": ""}},
+        ),
+    }
+    for i, (config, metrics) in extra.items():  # rewritten through the store: hashes stay true
+        member = store.member(f"member{i:02d}")
+        store.write_entry(
+            member.path, config={**member.config, **config}, metrics={**member.metrics, **metrics}
+        )
+    return store
+
+
 def test_selection_never_depends_on_test_labels(tmp_path):
-    """Permuting y_test changes no selection, weight, validation number or best choice."""
-    a = make_fake_run(tmp_path / "a", seed=3)
-    b = make_fake_run(tmp_path / "b", seed=3)
+    """Permuting y_test changes no selection, weight, validation number or best choice, for every
+    ensemble kind and group: average, top-k, greedy, stacking, bagging, seeds and boosting."""
+    a = _grouped_fake_run(tmp_path / "a")
+    b = _grouped_fake_run(tmp_path / "b")
     y_test = b.labels("test")
     b.save_array("y_test", np.random.default_rng(1).permutation(y_test))
     ea, eb = build_ensembles(a, {}, seed=0), build_ensembles(b, {}, seed=0)
+    names = ["average-all", "top-3", "greedy", "stacking-logistic", "bagging-cnn", "seeds-net"]
+    assert [e.name for e in ea] == [*names, "boosting-b"]  # one of every kind and group
+    assert len({e.config["method"] for e in ea}) == len(ENSEMBLE_METHODS)
     assert [e.name for e in ea] == [e.name for e in eb]
     for x, y in zip(ea, eb, strict=True):
         assert x.config == y.config
@@ -295,7 +326,7 @@ def test_selection_never_depends_on_test_labels(tmp_path):
         atomic.read_json(b.ensembles_dir / "diversity.json")
     )
     # ...while the reported test score does change
-    greedy = ea[2].probs("test")
+    greedy = next(e for e in ea if e.config["method"] == "greedy").probs("test")
     assert accuracy(greedy, a.labels("test")) != accuracy(greedy, b.labels("test"))
 
 

@@ -22,6 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ["train_seconds", "images_per_second"]
 IMPORT_SECONDS = 8.0  # a CLI run's start-up (TensorFlow's import) that the in-process run skips
+# Kills land before this share of the unbroken run's time, so the CLI run (which also imports
+# TensorFlow and, on a busy machine, runs slower) is still going when its kill comes: a run that
+# ended before its kill fails the test instead of passing without a kill.
+KILL_BEFORE = 0.85
 PROFILE = """
 name = "fault-test"
 seed = 0
@@ -90,13 +94,20 @@ def kill_and_resume(kills: int, report: bool, tmp_path: Path, tiny_jpg: Path) ->
     rng = random.Random(12)
     for k in range(kills):
         out = tmp_path / f"killed{k}"
-        delay = rng.uniform(0.5 * IMPORT_SECONDS, whole)  # from start-up to the very end
+        delay = rng.uniform(0.5 * IMPORT_SECONDS, KILL_BEFORE * whole)  # start-up to near the end
         proc = zoobench("run", *common, "--out", str(out), cache=cache)
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        else:  # it ended by itself: nothing was killed, so nothing about resuming was tested
+            _, err = proc.communicate()
+            pytest.fail(
+                f"the run ended (exit {proc.returncode}) before its kill at {delay:.1f}s: "
+                f"{'it crashed: ' + err[-2000:] if proc.returncode else 'it finished first'}"
+            )
+        assert proc.returncode == -signal.SIGKILL, f"not killed: exit {proc.returncode}"
         finish("run", *common, "--out", str(out), cache=cache)
         got = board(out)
         pd.testing.assert_frame_equal(

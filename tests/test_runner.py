@@ -115,6 +115,7 @@ def test_a_nan_member_is_recorded_as_failed_and_the_run_goes_on(smoke_run):
 def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
     """[robustness] in smoke: the three leaderboard columns for members and ensembles, the report's
     figure and settings, and a rerun that measures only what is missing."""
+    from benchmark.config.schema import CIFAR10_C
     from benchmark.run.robustness import measure_run
     from benchmark.store.runstore import ROBUSTNESS_PROBS
 
@@ -131,7 +132,7 @@ def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
     assert swish["note"].startswith("no BN")  # batch_norm = false
     assert swish["corruption_accuracy_adabn"] == swish["corruption_accuracy"]
     assert members["seed_cnn tiny"]["bn_layers"] > 0
-    assert len(store.members()[0].robustness()["table"]) == 8  # 8 corruptions x 1 severity
+    assert len(store.members()[0].robustness()["table"]) == 15  # CIFAR-10-C x 1 severity
     # An averaging ensemble's numbers are its weights applied to its members' stored predictions.
     ens = next(e for e in store.ensembles() if e.config["method"] != "stacking")
     record = ens.robustness()
@@ -145,8 +146,18 @@ def test_the_smoke_run_measures_corruption_adabn_and_fgsm_accuracy(smoke_run):
         )
         assert row["accuracy_adabn"] == pytest.approx(float(np.mean(mixed.argmax(1) == labels)))
     assert any(line.startswith("robustness: ") and "measured in" in line for line in lines)
+    # every figure carries its 95% interval; at 50 images they are marked indicative (~)
+    for col in ("corruption_accuracy", "corruption_accuracy_adabn", "fgsm_accuracy"):
+        assert (done[f"{col}_low"] <= done[col]).all() and (done[col] <= done[f"{col}_high"]).all()
+        assert ((done[f"{col}_high"] - done[f"{col}_low"]) / 2 > 0.05).all(), col
+    assert members["seed_cnn tiny"]["adapt_note"].startswith("adapted on 50 images, fewer than")
+    robust_lines = [line for line in lines if line.startswith("robustness: seed_cnn tiny:")]
+    assert robust_lines and "corrupted ~" in robust_lines[0] and "[" in robust_lines[0]
     readme = (store.report_dir / "README.md").read_text()
     assert "Generated corruptions" in readme and "FGSM acc." in readme
+    assert "~ indicative" in readme and "## Robustness by corruption and severity" in readme
+    table = readme.split("### Accuracy by corruption and severity, no adaptation")[1]
+    assert all(f"| {name}" in table for name in CIFAR10_C) and "| mean" in table
     assert (store.report_dir / "figures" / "robustness.png").is_file()
     config = runner.profile.robustness_config
     assert measure_run(store, config, runner.seed) == 0  # every record is current: nothing redone

@@ -15,7 +15,11 @@ import sys
 def _import_backend() -> None:
     import keras
 
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() != "tensorflow":
+        from zoo.backend import keep_tensorflow_unloaded
+
+        keep_tensorflow_unloaded()
+    else:
         import tensorflow
 
         # The CUDA-capable "tensorflow" wheel probes for a GPU when devices are first listed and

@@ -272,10 +272,11 @@ class MemberTrainer:
         import zoo
         from benchmark.train import distributed
         from benchmark.train import training as training_mod
+        from zoo import backend
 
         spec, d = task.spec, self.data
         keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
+        backend.set_random_seed(seed)
         size = spec.input_size if spec.strategy is None else None
         x_train, x_val, x_test = self.prepare(spec.preprocess, size)
         y_train = d.y_train

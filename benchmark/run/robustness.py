@@ -8,14 +8,23 @@ For each finished member, on the ``[robustness]`` table's corrupted test images
 - accuracy on every (corruption, severity), and their mean (the leaderboard's
   ``corruption_accuracy``);
 - with AdaBN (Li et al. 2016, "Revisiting Batch Normalization For Practical Domain Adaptation"):
-  the member's BatchNormalization moving means and variances re-estimated on the unlabeled
-  corrupted images of that (corruption, severity), everything else untouched, then the same
-  accuracy (``corruption_accuracy_adabn``). The statistics are a true average over the batches:
-  each BN layer normalises with its batch statistics while every other layer (dropout included)
-  runs in inference mode, and the moving statistics become the count-weighted mean of the batch
-  means and variances (exact when the images fit one batch of :data:`ADAPT_BATCH`). Frozen
-  backbones' BN layers are re-estimated too. The member's own statistics are restored afterwards;
-  a member without BN gets its unadapted numbers and a "no BN" note;
+  the member's BatchNormalization moving means and variances set to those of the whole unlabeled
+  corrupted set of that (corruption, severity), everything else untouched, then the same accuracy
+  (``corruption_accuracy_adabn``). The set passes in even batches of at least :data:`ADAPT_MIN`
+  images (the published protocol's 200; a smaller set is one batch, and flagged indicative);
+  each BN layer normalises its input with the batch's statistics while every
+  other layer (dropout included) runs in inference mode, and its new statistics are the exact mean
+  and variance of its input over all batches. Frozen backbones' BN layers are re-estimated too.
+  The member's own statistics are restored afterwards; a member without BN gets its unadapted
+  numbers and a "no BN" note;
+- with TENT (``tent = true``; Wang et al. 2021, DequanWang/tent): batches of 200 or more (as
+  AdaBN's) normalised by their
+  own statistics, one Adam step (learning rate 0.001) on the BN scales and shifts per batch
+  against the prediction entropy, reset for every (corruption, severity)
+  (``corruption_accuracy_tent``); TensorFlow backend only, other backends are refused in one line;
+- a 95% Wilson interval beside every accuracy (``*_low``, ``*_high``), on the number of images it
+  was measured on; a mean over (corruption, severity) cells gets the interval of one proportion on
+  those images, which is conservative;
 - FGSM accuracy (Goodfellow et al. 2015) at ``fgsm_epsilon`` pixels of the raw 0-255 input on the
   first ``fgsm_images`` of the same seeded subset of clean test images (the gradient code of
   :mod:`benchmark.train.adversarial`, which FGSM adversarial training uses), beside the clean accuracy on
@@ -28,12 +37,9 @@ Ensembles combine their members' stored corrupted probabilities with their own w
 (:func:`ensembles.export.build_fused_model`), which holds each member's layer steps, or needs one
 OpenCV preprocessing list for all members.
 
-A second adaptation method that *trains* on unlabeled target data is not measured: DANN
-(Ganin et al. 2016) needs the target images while each member trains, which would change every
-member's definition and cost a second training; TENT-style entropy minimisation (Wang et al. 2021)
-needs parameter gradients through the whole member per (corruption, severity) on every backend,
-several times the cost of AdaBN's forward pass, which the 10% budget of the default profile does not
-hold. AdaBN is the test-time adaptation measured here.
+DANN (Ganin et al. 2016), which trains on unlabeled target data, is not measured: it needs the
+target images while each member trains, which would change every member's definition and cost a
+second training.
 
 Results go into each entry's folder through :class:`benchmark.store.runstore.RunStore`
 (``write_robustness``: the float16 probabilities, then the record with its config hash, each
@@ -56,12 +62,12 @@ import numpy as np
 from benchmark.data.corruptions import PARAMETERS, VERSION, CorruptedSplit, corrupted_split, pick
 from benchmark.errors import ZoobenchError, short_error
 from benchmark.formatting import duration, percent
-from benchmark.metrics import accuracy
+from benchmark.metrics import accuracy, wilson_interval
 from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
 
-ADAPT_BATCH = 256  # images per forward pass while BN statistics are re-estimated
+ADAPT_MIN = 200  # the published protocol's batch (TENT, Wang et al. 2021): fewer is indicative
 PREDICT_BATCH = 256
 CHUNK = 2048  # images converted to float32 at once for prediction (memory)
 EAGER_VALUES = 1024 * 32 * 32 * 3  # inputs up to this size are predicted by plain calls
@@ -69,9 +75,11 @@ EAGER_BATCH = 32
 # FGSM's gradient keeps every activation of every member of a fused model: 100 images through
 # Lite2 + Lite0 at 160 px with mirrors needed over 20 GB, so attack a few at a time
 FGSM_BATCH = 16
-CLEAN, ADABN_CLEAN = "clean", "adabn-clean"
-RECORD = 3  # the record's layout: a change re-measures every stored entry
-NO_BN = "no BN: AdaBN leaves it unchanged"
+CLEAN = "clean"
+ADAPTATIONS = ("adabn", "tent")  # the [robustness] switches, in the order they are measured
+RECORD = 4  # the record's layout: a change re-measures every stored entry
+INDICATIVE = 0.05  # a 95% interval wider than this either side marks its figure "~" (indicative)
+NO_BN = "no BN: adaptation leaves it unchanged"
 
 Progress = Callable[[str], None]
 
@@ -106,78 +114,167 @@ def restore_bn(model, state: list[tuple[np.ndarray, np.ndarray]]) -> None:
 
 
 @contextmanager
-def _batch_statistics(layers: list) -> Iterator[None]:
-    """While inside: each BN layer normalises with its batch statistics and folds them into its
-    moving statistics as a running count-weighted mean; the rest of the model is untouched."""
-    saved = [(bn.trainable, bn.momentum) for bn in layers]
-    seen = [0] * len(layers)
+def _batch_statistics(layers: list) -> Iterator[list[list[float | np.ndarray]]]:
+    """While inside: each BN layer normalises with its batch statistics (trainable, so a frozen
+    backbone's too) and adds the batch's count, sum and sum of squares per channel to the totals
+    it yields, [n, sum, sum of squares] per layer; the rest of the model is untouched."""
+    from keras import ops
+
+    saved = [bn.trainable for bn in layers]
+    totals: list[list[float | np.ndarray]] = [[0, 0.0, 0.0] for _ in layers]
 
     def patched(i: int, bn, call):
         def call_with_batch_stats(inputs, training=None, mask=None):
-            n = int(inputs.shape[0])
-            bn.momentum = seen[i] / (seen[i] + n)  # 0 on the first batch: the batch's own stats
-            seen[i] += n
+            axis = bn.axis % len(inputs.shape)
+            reduce = [a for a in range(len(inputs.shape)) if a != axis]
+            mean, variance = ops.moments(ops.cast(inputs, "float32"), axes=reduce)
+            mean = ops.convert_to_numpy(mean).astype(np.float64)
+            variance = ops.convert_to_numpy(variance).astype(np.float64)
+            n = int(np.prod([int(inputs.shape[a]) for a in reduce]))
+            totals[i][0] += n
+            totals[i][1] = totals[i][1] + n * mean
+            totals[i][2] = totals[i][2] + n * (variance + np.square(mean))
             return call(inputs, training=True, mask=mask)
 
         return call_with_batch_stats
 
     try:
         for i, bn in enumerate(layers):
-            bn.trainable = True  # a frozen backbone's BN updates only when trainable
+            bn.trainable = (
+                True  # a frozen backbone's BN normalises by its batch only when trainable
+            )
             bn.call = patched(i, bn, bn.call)
-        yield
+        yield totals
     finally:
-        for bn, (trainable, momentum) in zip(layers, saved, strict=True):
+        for bn, trainable in zip(layers, saved, strict=True):
             if "call" in vars(bn):
                 del bn.call
-            bn.trainable, bn.momentum = trainable, momentum
+            bn.trainable = trainable
 
 
-def adapt_bn(model, images: np.ndarray, batch_size: int = ADAPT_BATCH) -> int:
+def adapt_batches(count: int, least: int = ADAPT_MIN) -> list[slice]:
+    """``count`` images cut into the most batches of at least ``least`` images, as even as can be
+    (so each holds fewer than twice ``least``): 1,100 images are five batches of 220, 300 one of
+    300. The published protocol (TENT's, Wang et al. 2021) adapts on batches of 200."""
+    if count <= 0:
+        return []
+    parts = max(1, count // max(1, least))
+    edges = np.linspace(0, count, parts + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges, edges[1:], strict=False)]
+
+
+def adapt_bn(model, images: np.ndarray, least: int = ADAPT_MIN) -> int:
     """AdaBN in place: re-estimate ``model``'s BN moving statistics on ``images`` (unlabeled model
     inputs); nothing else changes. Returns the number of BN layers (0: nothing to adapt)."""
     layers = bn_layers(model)
     if layers and len(images):
-        _adapt(model, layers, images, batch_size)
+        _adapt(model, layers, images, least)
     return len(layers)
 
 
-def _adapt(model, layers: list, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Re-estimate ``layers``' statistics on ``images``; the outputs of that pass."""
+def _adapt(model, layers: list, images: np.ndarray, least: int) -> np.ndarray:
+    """Set ``layers``' moving statistics to the mean and variance of their inputs over all of
+    ``images`` (AdaBN, Li et al. 2016: the whole target set; each layer sees its input normalised
+    batch by batch, batches of :func:`adapt_batches`); the outputs of that pass."""
     from keras import ops
 
     outputs = []
-    with _batch_statistics(layers):
-        for start in range(0, len(images), batch_size):
-            batch = ops.convert_to_tensor(
-                np.asarray(images[start : start + batch_size], np.float32)
-            )
+    with _batch_statistics(layers) as totals:
+        for part in adapt_batches(len(images), least):
+            batch = ops.convert_to_tensor(np.asarray(images[part], np.float32))
             outputs.append(ops.convert_to_numpy(model(batch, training=False)))
+    for bn, (n, total, squares) in zip(layers, totals, strict=True):
+        if not n:  # a layer the images never reached (a branch not taken)
+            continue
+        mean = np.asarray(total) / n
+        variance = np.maximum(np.asarray(squares) / n - np.square(mean), 0.0)
+        bn.moving_mean.assign(mean.astype(np.float32))
+        bn.moving_variance.assign(variance.astype(np.float32))
     return np.concatenate(outputs)
 
 
-def adabn_probs(model, images: np.ndarray, batch_size: int = ADAPT_BATCH) -> np.ndarray:
+def adabn_probs(model, images: np.ndarray, least: int = ADAPT_MIN) -> np.ndarray:
     """``model``'s probabilities on ``images`` with AdaBN statistics from those same images; the
-    model's own statistics are put back afterwards. When the images fit one batch, the adapting
+    model's own statistics are put back afterwards. When the images pass as one batch, the adapting
     pass's outputs are those probabilities already (its batch statistics are the new moving ones)."""
     layers = bn_layers(model)
     if not layers:
         return predict(model, images)
     state = bn_state(model)
     try:
-        outputs = _adapt(model, layers, images, batch_size)
-        return outputs if len(images) <= batch_size else predict(model, images)
+        outputs = _adapt(model, layers, images, least)
+        return outputs if len(adapt_batches(len(images), least)) <= 1 else predict(model, images)
     finally:
         restore_bn(model, state)
 
 
-def adabn_copy(model, images: np.ndarray, batch_size: int = ADAPT_BATCH):
+# ---- TENT (Wang et al. 2021, DequanWang/tent) ---------------------------------------------------------
+TENT_BATCH = 200  # its CIFAR-10-C configuration (cfgs/tent.yaml): batches of 200,
+TENT_LR = 1e-3  # Adam, learning rate 0.001, beta 0.9, no weight decay, one step a batch
+TENT_BACKENDS = ("tensorflow",)
+
+
+def check_tent_backend() -> None:
+    """One line naming the problem when TENT cannot run on this Keras backend."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend not in TENT_BACKENDS:
+        raise ZoobenchError(
+            f"[robustness] tent = true needs the TensorFlow backend (its gradient step is "
+            f"written with tf.GradientTape); this run uses {backend}: set tent = false"
+        )
+
+
+def tent_probs(
+    model, images: np.ndarray, least: int = TENT_BATCH, learning_rate: float = TENT_LR
+) -> np.ndarray:
+    """``model``'s probabilities on ``images`` under TENT: batch by batch, every BN layer normalises
+    with the batch's statistics, the prediction is taken, then one Adam step on the BN scales and
+    shifts lowers the batch's mean prediction entropy; the next batch sees the updated model
+    (online, as ``tent.Tent`` with steps=1). Everything is reset afterwards, so each call (one
+    corruption and severity) starts from the member as trained. TensorFlow backend only."""
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    check_tent_backend()
+    layers = bn_layers(model)
+    if not layers or not len(images):
+        return predict(model, images)
+    state = bn_state(model)
+    outputs = []
+    with _batch_statistics(layers):  # batch statistics always, as tent.configure_model sets
+        params = [v for bn in layers for v in (bn.gamma, bn.beta) if v is not None]
+        saved = [ops.convert_to_numpy(v) for v in params]
+        optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999)
+        try:
+            for part in adapt_batches(len(images), least):
+                x = tf.convert_to_tensor(np.asarray(images[part], np.float32))
+                with tf.GradientTape() as tape:
+                    tape.watch([v.value for v in params])
+                    probs = model(x, training=False)
+                    p = tf.clip_by_value(tf.cast(probs, tf.float32), 1e-12, 1.0)
+                    loss = -tf.reduce_mean(tf.reduce_sum(p * tf.math.log(p), axis=-1))
+                grads = tape.gradient(loss, [v.value for v in params])
+                optimizer.apply_gradients(
+                    [(g, v) for g, v in zip(grads, params, strict=True) if g is not None]
+                )
+                outputs.append(probs.numpy())
+        finally:
+            for v, value in zip(params, saved, strict=True):
+                v.assign(value)
+            restore_bn(model, state)
+    return np.concatenate(outputs)
+
+
+def adabn_copy(model, images: np.ndarray, least: int = ADAPT_MIN):
     """A copy of ``model`` with AdaBN statistics from ``images``; ``model`` itself is untouched."""
     import keras
 
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    adapt_bn(copy, images, batch_size)
+    adapt_bn(copy, images, least)
     return copy
 
 
@@ -273,6 +370,32 @@ def _summary(table: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def adaptations(config: Mapping[str, Any]) -> list[str]:
+    """The test-time adaptations ``config`` asks for, of :data:`ADAPTATIONS`."""
+    return [mode for mode in ADAPTATIONS if config.get(mode)]
+
+
+def add_intervals(record: dict[str, Any]) -> None:
+    """A 95% Wilson interval (``*_low``, ``*_high``) beside every accuracy of ``record``: a table
+    cell's and a clean figure's on the ``images`` pictures, a mean over the table's cells on the
+    same count (conservative: see :func:`benchmark.metrics.wilson_interval`), FGSM's on
+    ``fgsm_images``."""
+    summary = record["summary"]
+    n = int(summary.get("images") or 0)
+    for key in [k for k in summary if k.startswith(("clean_accuracy", "corruption_accuracy"))]:
+        if not key.endswith(("_low", "_high")) and summary[key] is not None:
+            summary[f"{key}_low"], summary[f"{key}_high"] = wilson_interval(summary[key], n)
+    for key in ("fgsm_accuracy", "fgsm_clean_accuracy"):
+        if summary.get(key) is not None:
+            fgsm_n = int(summary.get("fgsm_images") or 0)
+            summary[f"{key}_low"], summary[f"{key}_high"] = wilson_interval(summary[key], fgsm_n)
+    for row in record["table"]:
+        for key in [
+            k for k in row if k.startswith("accuracy") and not k.endswith(("_low", "_high"))
+        ]:
+            row[f"{key}_low"], row[f"{key}_high"] = wilson_interval(row[key], n)
+
+
 def _member_record(
     entry: Entry,
     split: CorruptedSplit,
@@ -284,43 +407,45 @@ def _member_record(
 
     model = load_member_model(entry)
     steps = list(entry.config.get("preprocess") or [])
-    combos = list(split.images)
-    inputs = [model_inputs(split.images[c], steps, model) for c in combos]
-    fgsm_in = [model_inputs(fgsm_x, steps, model)] if len(fgsm_y) else []
-    n = len(split)
-    # One prediction pass over the clean, every corrupted and the FGSM images: fewer set-ups.
+    # One (corruption, severity) at a time in the model's input size: 75 cells of 1,100 images
+    # at 160 px would be 6 GB at once.
     clean_x = model_inputs(split.clean, steps, model)
-    out = _half(predict(model, np.concatenate([clean_x, *inputs, *fgsm_in])))
-    probs = {CLEAN: out[:n]}
-    n_bn = len(bn_layers(model)) if config["adabn"] else 0
-    if config["adabn"]:  # AdaBN on the clean images too: what re-estimating alone changes
-        probs[ADABN_CLEAN] = _half(adabn_probs(model, clean_x)) if n_bn else probs[CLEAN]
+    probs = {CLEAN: _half(predict(model, clean_x))}
+    modes = adaptations(config)
+    n_bn = len(bn_layers(model)) if modes else 0
+    adapted_probs = {"adabn": adabn_probs, "tent": tent_probs}
+    for mode in modes:  # on the clean images too: what adapting alone changes
+        probs[f"{mode}-{CLEAN}"] = (
+            _half(adapted_probs[mode](model, clean_x)) if n_bn else probs[CLEAN]
+        )
     table = []
-    for i, ((name, severity), x) in enumerate(zip(combos, inputs, strict=True)):
-        plain = probs[_key("plain", name, severity)] = out[(i + 1) * n : (i + 2) * n]
+    for name, severity in split.images:
+        x = model_inputs(split.images[name, severity], steps, model)
+        plain = probs[_key("plain", name, severity)] = _half(predict(model, x))
         row = {"corruption": name, "severity": severity, "accuracy": accuracy(plain, split.labels)}
-        if config["adabn"]:
-            adapted = _half(adabn_probs(model, x)) if n_bn else plain
-            probs[_key("adabn", name, severity)] = adapted
-            row["accuracy_adabn"] = accuracy(adapted, split.labels)
+        for mode in modes:
+            adapted = _half(adapted_probs[mode](model, x)) if n_bn else plain
+            probs[_key(mode, name, severity)] = adapted
+            row[f"accuracy_{mode}"] = accuracy(adapted, split.labels)
         table.append(row)
     summary = {
         "clean_accuracy": accuracy(probs[CLEAN], split.labels),
         "bn_layers": n_bn,
-        "note": NO_BN if config["adabn"] and not n_bn else "",
+        "note": NO_BN if modes and not n_bn else "",
     }
-    if ADABN_CLEAN in probs:
-        summary["clean_accuracy_adabn"] = accuracy(probs[ADABN_CLEAN], split.labels)
+    for mode in modes:
+        summary[f"clean_accuracy_{mode}"] = accuracy(probs[f"{mode}-{CLEAN}"], split.labels)
     if len(fgsm_y):
         from benchmark.data.preprocess import in_model_layers
         from ensembles.export import raw_pixel_model
 
-        clean_fgsm = out[(len(combos) + 1) * n :]
+        fgsm_in = model_inputs(fgsm_x, steps, model)
+        clean_fgsm = _half(predict(model, fgsm_in))
         if steps and in_model_layers(steps) is not None:  # attacked through its steps, as layers
             attacked = raw_pixel_model(model, steps, fgsm_x.shape[1:])
             summary.update(_fgsm(attacked, fgsm_x.astype(np.float32), fgsm_y, config, clean_fgsm))
         else:
-            summary.update(_fgsm(model, fgsm_in[0], fgsm_y, config, clean_fgsm))
+            summary.update(_fgsm(model, fgsm_in, fgsm_y, config, clean_fgsm))
             if steps:
                 summary["fgsm_note"] = "attacked after its preprocessing steps"
     return {"summary": summary, "table": table}, probs
@@ -363,15 +488,18 @@ def _ensemble_record(
 
         combine = combiner(entry, int(probs[0][CLEAN].shape[1]))
         summary["clean_accuracy"] = accuracy(combine([p[CLEAN] for p in probs]), split.labels)
-        if all(ADABN_CLEAN in p for p in probs):
-            summary["clean_accuracy_adabn"] = accuracy(
-                combine([p[ADABN_CLEAN] for p in probs]), split.labels
-            )
+        for mode in adaptations(config):
+            key = f"{mode}-{CLEAN}"
+            if all(key in p for p in probs):
+                summary[f"clean_accuracy_{mode}"] = accuracy(
+                    combine([p[key] for p in probs]), split.labels
+                )
         for name, severity in split.images:
             row = {"corruption": name, "severity": severity}
-            for mode, column in (("plain", "accuracy"), ("adabn", "accuracy_adabn")):
+            for mode in ("plain", *adaptations(config)):
                 key = _key(mode, name, severity)
                 if all(key in p for p in probs):
+                    column = "accuracy" if mode == "plain" else f"accuracy_{mode}"
                     row[column] = accuracy(combine([p[key] for p in probs]), split.labels)
             table.append(row)
     else:
@@ -398,8 +526,17 @@ def _finish_record(
 ) -> dict[str, Any]:
     summary = record["summary"]
     summary["corruption_accuracy"] = _summary(record["table"], "accuracy")
-    summary["corruption_accuracy_adabn"] = _summary(record["table"], "accuracy_adabn")
+    for mode in adaptations(config):
+        summary[f"corruption_accuracy_{mode}"] = _summary(record["table"], f"accuracy_{mode}")
     summary["images"] = len(split)
+    if adaptations(config):
+        sizes = [p.stop - p.start for p in adapt_batches(len(split), ADAPT_MIN)]
+        summary["adapt_batches"] = [min(sizes), max(sizes)] if sizes else [0, 0]
+        if len(split) < ADAPT_MIN:
+            summary["adapt_note"] = (
+                f"adapted on {len(split)} images, fewer than the protocol's {ADAPT_MIN}: indicative"
+            )
+    add_intervals(record)
     return {
         **record,
         "config_hash": digest,
@@ -417,17 +554,28 @@ def _finish_record(
     }
 
 
+def with_interval(summary: Mapping[str, Any], key: str) -> str:
+    """``summary[key]`` in percent with its 95% interval, "~" in front when the interval is wider
+    than :data:`INDICATIVE` either side (too few images to read as more than a hint)."""
+    value, low, high = (summary.get(k) for k in (key, f"{key}_low", f"{key}_high"))
+    if low is None or high is None:
+        return percent(value, 1)
+    mark = "~" if (high - low) / 2 > INDICATIVE else ""
+    return f"{mark}{percent(value, 1)} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def _line(entry: Entry, summary: Mapping[str, Any], seconds: float) -> str:
     parts = []
     if summary.get("corruption_accuracy") is not None:
-        part = f"corrupted {percent(summary['corruption_accuracy'], 1)}"
-        if summary.get("corruption_accuracy_adabn") is not None:
-            part += f" (AdaBN {percent(summary['corruption_accuracy_adabn'], 1)})"
+        part = f"corrupted {with_interval(summary, 'corruption_accuracy')}"
+        for mode, label in (("adabn", "AdaBN"), ("tent", "TENT")):
+            if summary.get(f"corruption_accuracy_{mode}") is not None:
+                part += f", {label} {with_interval(summary, f'corruption_accuracy_{mode}')}"
         parts.append(part)
     if summary.get("fgsm_accuracy") is not None:
         parts.append(
-            f"FGSM@{summary['fgsm_epsilon']:g} {percent(summary['fgsm_accuracy'], 1)} "
-            f"(clean {percent(summary['fgsm_clean_accuracy'], 1)})"
+            f"FGSM@{summary['fgsm_epsilon']:g} {with_interval(summary, 'fgsm_accuracy')} "
+            f"(clean {with_interval(summary, 'fgsm_clean_accuracy')})"
         )
     if summary.get("note"):
         parts.append(summary["note"])
@@ -452,6 +600,8 @@ def measure_run(
     """
     progress = progress or (lambda line: log.info("%s", line))
     expired = expired or (lambda: False)
+    if config.get("tent"):
+        check_tent_backend()
     x_test, y_test = store.load_array("x_test"), store.labels("test")
     split = corrupted_split(x_test, y_test, config, seed)
     fgsm_idx = pick(y_test, int(config["fgsm_images"]), seed) if config["fgsm_images"] else []

@@ -132,6 +132,10 @@ class Runner:
 
         if role != "worker":  # before the folder is touched: a typo must not claim it as a run
             plan_mod.check_members(self.profile, self.data)
+            if self.profile.robustness_enabled and self.profile.robustness_config.get("tent"):
+                from benchmark.run.robustness import check_tent_backend
+
+                check_tent_backend()  # TENT on a backend it does not support: refused before training
         self._start(role)
         d = self.data
         self.progress(
@@ -193,11 +197,10 @@ class Runner:
         return f"{', '.join(parts)}: {'tuning' if task.tuned else 'training'} {task.label}"
 
     def _start(self, role: str | None) -> None:
-        import keras
 
         if self.profile.deterministic:
             backend.enable_determinism()
-        keras.utils.set_random_seed(self.seed)
+        backend.set_random_seed(self.seed)
         if role == "worker":
             return
         root = self.store.root

@@ -294,7 +294,6 @@ def run_strategy(
     progressive unfreezing re-fits its remaining stages into what is left of it after each stage
     (:func:`fit_stages`).
     """
-    import keras
     import keras_tuner
 
     if strategy not in STRATEGIES:
@@ -305,7 +304,7 @@ def run_strategy(
         raise ZoobenchError(f"epochs must be at least 1 for {strategy}, got {epochs}")
     opts = schema.transfer_options(options)
     hp = keras_tuner.HyperParameters() if hp is None else hp
-    keras.utils.set_random_seed(seed)
+    backend.set_random_seed(seed)
     backbone = load_backbone(architecture, hp, data.input_shape, data.num_classes)
     name = member_name(backbone.name, strategy, backbone.input_size)
     common = dict(
