@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.config.profiles import MemberSpec
+from benchmark.config.profiles import MemberSpec, outside_size, resizes_inside
 from benchmark.config.schema import training_identity
+from benchmark.data.images import resize_to
 from benchmark.errors import ZoobenchError, short_error, write_traceback
 from benchmark.formatting import duration, utc_now
 from benchmark.modelfile import save_model
 from benchmark.naming import slug
 from benchmark.plan.tasks import Task
+from benchmark.store.inference import probabilities, timed_probabilities
 from benchmark.store.runstore import RunStore, member_id
 from benchmark.train.transfer import feature_cache_dir
 from benchmark.tune.hpspace import check_member_hp
@@ -120,7 +122,7 @@ class MemberTrainer:
             "family": entry.family,
             "strategy": task.spec.strategy,
             "input_size": task.spec.input_size
-            or (entry.input_size if task.spec.strategy else d.input_shape[0]),
+            or (entry.input_size if resizes_inside(task.spec.strategy) else d.input_shape[0]),
             "hp": hp,
             "training": training,
             "preprocess": task.spec.preprocess,
@@ -198,9 +200,8 @@ class MemberTrainer:
                 boost_weights=state.weights,
             )
             if result.ok:  # SAMME's error and alpha, on the training split (never val or test)
-                size = task.spec.input_size if task.spec.strategy is None else None
-                x_train = self.prepare(task.spec.preprocess, size)[0]
-                result.train_probs = _predict_all(result.model, x_train)
+                x_train = self.prepare(task.spec.preprocess, task.spec.outside_size)[0]
+                result.train_probs = probabilities(result.model, x_train)
                 wrong = result.train_probs.argmax(axis=1) != d.y_train
                 _, alpha, error = boosting.samme_update(state.weights, wrong, d.num_classes)
                 stop = boosting.stop_reason(error, d.num_classes, k)
@@ -276,8 +277,7 @@ class MemberTrainer:
         spec, d = task.spec, self.data
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
-        size = spec.input_size if spec.strategy is None else None
-        x_train, x_val, x_test = self.prepare(spec.preprocess, size)
+        x_train, x_val, x_test = self.prepare(spec.preprocess, spec.outside_size)
         y_train = d.y_train
         if task.bootstrap is not None:
             rng = np.random.default_rng(task.bootstrap["seed"] + 1000 * self.seed)
@@ -371,8 +371,7 @@ class MemberTrainer:
                 from benchmark.data.preprocess import apply_steps
 
                 arrays = [apply_steps(a, preprocess) for a in arrays]
-            if size and size != d.x_train.shape[1]:
-                arrays = [_resize(a, size) for a in arrays]
+            arrays = [resize_to(a, size) for a in arrays]
             self._prepared = {key: tuple(arrays)}  # keep one recipe: memory stays bounded
         return self._prepared[key]
 
@@ -401,7 +400,7 @@ class MemberTrainer:
         )
 
     def _store_result(self, folder: Path, config: dict, result, training: dict) -> None:
-        from benchmark.train.training import evaluate_probs, predict
+        from benchmark.train.training import evaluate_probs
 
         if not result.ok:
             metrics = {
@@ -423,14 +422,14 @@ class MemberTrainer:
                 )
             )
             return
-        size = config["input_size"] if config.get("strategy") is None else None
+        size = outside_size(config.get("strategy"), config["input_size"])
         _, x_val, x_test = self.prepare(config["preprocess"], size)
         if result.val_probs is not None and result.test_probs is not None:
             val_probs, test_probs = result.val_probs, result.test_probs
-            _, ips = predict(result.model, x_val[:512])  # the inference speed, from a sample
+            _, ips = timed_probabilities(result.model, x_val[:512])  # the speed, from a sample
         else:
-            val_probs, ips = predict(result.model, x_val)
-            test_probs, _ = predict(result.model, x_test)
+            val_probs, ips = timed_probabilities(result.model, x_val)
+            test_probs = probabilities(result.model, x_test)
         val = evaluate_probs(val_probs, self.data.y_val)
         reason = ""
         if result.stopped_by_budget:
@@ -486,16 +485,6 @@ class MemberTrainer:
         self.progress(f"    {head} {outcome.name} [{outcome.id}] {acc}{took}{why}")
 
 
-def _predict_all(model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Probabilities on every row of ``x`` (the training split), a chunk at a time: no float copy
-    of the whole split."""
-    parts = [
-        model.predict(x[i : i + chunk].astype(np.float32), batch_size=256, verbose=0)
-        for i in range(0, len(x), chunk)
-    ]
-    return np.concatenate(parts).astype(np.float32)
-
-
 def _bar(verbose: int) -> int:
     """Keras's verbosity for a long silent step (feature extraction): a live progress bar on a
     terminal, one summary line in a log file, nothing when the run is quiet."""
@@ -504,12 +493,6 @@ def _bar(verbose: int) -> int:
     if not verbose:
         return 0
     return 1 if sys.stdout.isatty() else 2
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    from benchmark.data.images import resize_batch
-
-    return resize_batch(images, (size, size))
 
 
 def _flops(model) -> int | None:

@@ -107,7 +107,7 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
     from benchmark.plan import budget
     from benchmark.plan.tasks import Task
     from benchmark.run.members import MemberTrainer
-    from benchmark.train.training import predict
+    from benchmark.store.inference import probabilities
     from benchmark.tune.tuning import fixed_hyperparameters
     from ensembles.export import ensemble_members
     from ensembles.predictor import combiner, resolve_entry
@@ -172,8 +172,8 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         if not result.ok:
             raise ZoobenchError(f"refit of {m.name} [{m.id}] failed: {result.failed_reason}")
         save_model(result.model, store.refit_model_path(name, m.id))
-        x_test = trainer.prepare(spec.preprocess, cfg.get("input_size"))[2]
-        probs, _ = predict(result.model, x_test)
+        x_test = trainer.prepare(spec.preprocess, spec.outside_size)[2]
+        probs = probabilities(result.model, x_test)
         seconds = time.perf_counter() - start
         say(f"    refit  {m.name} [{m.id}]: {epochs} epochs in {seconds:.0f}s")
         rows.append(

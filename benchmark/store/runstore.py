@@ -145,12 +145,14 @@ class Entry:
             return str(self.config["name"])
         if self.is_ensemble:
             return f"{self.config.get('method') or 'ensemble'} ensemble"
+        from benchmark.config.profiles import resizes_inside
         from benchmark.naming import member_name
 
+        strategy = self.config.get("strategy")
         return member_name(
             str(self.config.get("architecture") or self.id),
-            self.config.get("strategy"),
-            self.config.get("input_size") if self.config.get("kind") == "pretrained" else None,
+            strategy,
+            self.config.get("input_size") if resizes_inside(strategy) else None,
         )
 
     @property
