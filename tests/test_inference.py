@@ -27,15 +27,15 @@ def tiny_model(side: int = 8, classes: int = 3) -> keras.Model:
 
 
 class Recording:
-    """A model that records the batch sizes it is called with (eager calls and predict)."""
+    """A model that records the batch sizes it is run on (predict_on_batch and predict)."""
 
     def __init__(self, model):
         self.model, self.calls = model, []
         self.input_shape, self.output_shape = model.input_shape, model.output_shape
 
-    def __call__(self, x, training=False):
-        self.calls.append(("call", int(x.shape[0])))
-        return self.model(x, training=training)
+    def predict_on_batch(self, x):
+        self.calls.append(("batch", len(x)))
+        return self.model.predict_on_batch(x)
 
     def predict(self, x, batch_size, verbose=0):
         self.calls.append(("predict", len(x)))
@@ -46,28 +46,27 @@ def pictures(n: int, side: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, side, side, 3), dtype=np.uint8)
 
 
-def test_small_inputs_run_as_plain_calls_of_at_most_eager_batch_images():
-    """The out-of-memory fix: an eager call holds its whole batch's activations, so a small input is
-    cut into EAGER_BATCH pieces, never one call of everything."""
+def test_small_inputs_run_in_batches_of_at_most_small_batch_images():
+    """The out-of-memory fix: a call holds its whole batch's activations, so a small input is cut
+    into SMALL_BATCH pieces, never one call of everything; the numbers are predict's, exactly."""
     model = Recording(tiny_model())
-    x = pictures(inference.EAGER_BATCH * 2 + 5)
+    x = pictures(inference.SMALL_BATCH * 2 + 5)
     probs = inference.probabilities(model, x)
-    assert [size for kind, size in model.calls] == [32, 32, 5]
-    assert {kind for kind, _ in model.calls} == {"call"}
+    assert model.calls == [("batch", 32), ("batch", 32), ("batch", 5)]
     expected = model.model.predict(x.astype(np.float32), batch_size=256, verbose=0)
-    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    np.testing.assert_array_equal(probs, expected)
     assert probs.dtype == np.float32 and probs.shape == (len(x), 3)
 
 
 def test_large_inputs_are_converted_and_predicted_a_chunk_at_a_time(monkeypatch):
-    monkeypatch.setattr(inference, "EAGER_VALUES", 0)
+    monkeypatch.setattr(inference, "SMALL_VALUES", 0)
     monkeypatch.setattr(inference, "CHUNK", 7)
     model = Recording(tiny_model())
     x = pictures(17)
     probs = inference.probabilities(model, x)
     assert model.calls == [("predict", 7), ("predict", 7), ("predict", 3)]
-    small = inference.probabilities(tiny_model(), x)  # the eager route: the same numbers
-    np.testing.assert_allclose(probs, small, atol=1e-6)
+    small = inference.probabilities(tiny_model(), x)  # the small route: the same numbers
+    np.testing.assert_array_equal(probs, small)
 
 
 def test_no_images_give_no_rows_with_the_models_class_count():

@@ -9,8 +9,11 @@ predict`` and the API (:class:`Predictor`), and ``zoobench export``'s check of t
 - the input a model gets: the member's recorded preprocessing on the run-size pictures, then its own
   input size (:func:`model_inputs`, the order training used; :func:`benchmark.data.images.resize_to`);
 - bounded memory (:func:`probabilities`): pictures become float32 :data:`CHUNK` at a time, and a
-  small input runs as plain calls of :data:`EAGER_BATCH` images, since an eager call holds every
-  activation of its batch at once (a 160 px backbone on 950 pictures in one call needed over 20 GB);
+  small input runs as ``predict_on_batch`` calls of :data:`SMALL_BATCH` images (no ``predict`` set-up
+  for a few pictures), never one call of everything: a call holds every activation of its batch at
+  once (a 160 px backbone on 950 pictures in one call needed over 20 GB). Both routes run the
+  model's compiled predict function, so a picture gets the same probabilities whichever it takes
+  (an eager call rounds fused activations differently);
 - test-time views: a member's own (``training.tta``) are layers inside its saved model; the mirror
   average ``predict --tta`` asks for is :meth:`Predictor.predict_proba`'s.
 
@@ -31,8 +34,8 @@ from benchmark.data.images import resize_batch, resize_to
 
 PREDICT_BATCH = 256  # images per ``Model.predict`` batch
 CHUNK = 2048  # images converted to float32 (and preprocessed) at once
-EAGER_VALUES = 1024 * 32 * 32 * 3  # inputs up to this many values run as plain calls
-EAGER_BATCH = 32  # images per plain call
+SMALL_VALUES = 1024 * 32 * 32 * 3  # inputs up to this many values run batch by batch
+SMALL_BATCH = 32  # images per predict_on_batch call
 
 
 def model_side(model) -> tuple[int, int] | None:
@@ -79,14 +82,10 @@ def probabilities(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) ->
         return np.zeros((0, int(model.output_shape[-1])), np.float32)
     if isinstance(model, Artifact):
         parts = [model.run(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)]
-    elif images.size <= EAGER_VALUES:  # ``predict`` would set up and trace a function first
-        from keras import ops
-
+    elif images.size <= SMALL_VALUES:  # ``predict`` would set up a data pipeline first
         parts = [
-            ops.convert_to_numpy(
-                model(ops.convert_to_tensor(images[i : i + EAGER_BATCH], "float32"), training=False)
-            )
-            for i in range(0, len(images), EAGER_BATCH)
+            model.predict_on_batch(np.asarray(images[i : i + SMALL_BATCH], np.float32))
+            for i in range(0, len(images), SMALL_BATCH)
         ]
     else:
         parts = [
