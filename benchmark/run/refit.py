@@ -103,7 +103,6 @@ def refit_full(
 
 def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) -> dict[str, Any]:
     from benchmark.config.profiles import MemberSpec
-    from benchmark.modelfile import save_model
     from benchmark.plan import budget
     from benchmark.plan.tasks import Task
     from benchmark.run.members import MemberTrainer
@@ -171,7 +170,7 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         )
         if not result.ok:
             raise ZoobenchError(f"refit of {m.name} [{m.id}] failed: {result.failed_reason}")
-        save_model(result.model, store.refit_model_path(name, m.id))
+        store.save_refit_model(name, m.id, result.model)
         x_test = trainer.prepare(spec.preprocess, spec.outside_size)[2]
         probs = probabilities(result.model, x_test)
         seconds = time.perf_counter() - start

@@ -15,6 +15,7 @@ import numpy as np
 from benchmark.config.profiles import Profile
 from benchmark.errors import ZoobenchError
 from benchmark.formatting import utc_now
+from benchmark.store.records import RunRecord
 from benchmark.store.runstore import RunStore
 from zoo import backend
 
@@ -111,25 +112,25 @@ def run_record(
     started_at: str,
     wall_seconds: float | None,
     strategy: str | None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """run.json's content; ``wall_seconds`` None while the run goes on."""
     finished = wall_seconds is not None
-    return {
-        "name": store.root.name,
-        "identity": identity(profile, seed, data),
-        "profile": profile.to_json(),
-        "seed": seed,
-        "data": data.summary(),
-        "backend": backend.name(),
-        "versions": backend.versions(),
-        "machine": backend.describe(),
-        "budget_seconds": budget_seconds,
-        "started_at": started_at,
-        "finished_at": utc_now() if finished else None,
-        "wall_seconds": round(wall_seconds, 2) if finished else None,
-        "deterministic": profile.deterministic,
-        "strategy": strategy,
-    }
+    return RunRecord(
+        name=store.root.name,
+        identity=identity(profile, seed, data),
+        profile=profile.to_json(),
+        seed=seed,
+        data=data.summary(),
+        backend=backend.name(),
+        versions=backend.versions(),
+        machine=backend.describe(),
+        budget_seconds=budget_seconds,
+        started_at=started_at,
+        finished_at=utc_now() if finished else None,
+        wall_seconds=round(wall_seconds, 2) if finished else None,
+        deterministic=profile.deterministic,
+        strategy=strategy,
+    )
 
 
 def write_data_arrays(store: RunStore, data, seed: int) -> None:
