@@ -28,6 +28,7 @@ from benchmark.errors import ZoobenchError
 from benchmark.formatting import utc_now
 from benchmark.metrics import accuracy
 from benchmark.naming import slug
+from benchmark.store.records import RunRecord
 from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,11 @@ def load_run_data(store: RunStore, data_dir: str | os.PathLike | None = None):
     """The run's dataset, reloaded as the run loaded it, checked against the stored labels."""
     from benchmark.data.datasets import load_for_profile
 
-    meta = store.read_run()
-    raw = dict(meta.get("profile") or {})
-    recorded = meta.get("data") or {}
-    data_cfg = raw.get("data") or {}
+    run = store.run_record() or RunRecord()
+    recorded = run.data or {}
+    data_cfg = (run.profile or {}).get("data") or {}
     where = data_dir or data_cfg.get("data_dir") or recorded.get("location")
-    data = load_for_profile(data_cfg, where, int(meta.get("seed") or 0))
+    data = load_for_profile(data_cfg, where, int(run.seed or 0))
     if recorded.get("fingerprint") and data.fingerprint != recorded["fingerprint"]:
         raise ZoobenchError(
             f"the data at {where} is not what run {store.root} trained on (its fingerprint "
@@ -124,7 +124,7 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         x_train=np.concatenate([data.x_train, data.x_val]),
         y_train=np.concatenate([data.y_train, data.y_val]),
     )
-    seed = int(store.read_run().get("seed") or 0)
+    seed = int((store.run_record() or RunRecord()).seed or 0)
     trainer = MemberTrainer(store, full, seed=seed, clock=budget.Clock(None), progress=say)
     name = refit_name(model)
     store.refit_dir(name).mkdir(parents=True, exist_ok=True)
