@@ -19,6 +19,7 @@ import numpy as np
 
 from benchmark.errors import ZoobenchError, short_error
 from benchmark.formatting import utc_now
+from benchmark.store.inference import model_side
 from benchmark.store.runstore import BEST as BEST_DIR
 from benchmark.store.runstore import Entry, RunStore
 
@@ -93,8 +94,8 @@ def _member_output(image, i: int, model, layers: list, shape):
     for j, layer in enumerate(layers):  # the member's preprocessing, on the raw run-size pictures
         layer.name = f"member{i}_{layer.name}" + (f"_{j}" if j else "")
         x = layer(x)
-    want = tuple(model.input_shape[1:3])
-    if None not in want and want != tuple(shape[:2]):
+    want = model_side(model)  # the size predict resizes to (benchmark.store.inference), as a layer
+    if want is not None and want != tuple(shape[:2]):
         x = keras.layers.Resizing(*want, name=f"resize{i}")(x)
     return model(x)
 
