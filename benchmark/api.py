@@ -62,9 +62,9 @@ class Benchmark:
         bench.profile = None
         bench.out = Path(run_dir)
         bench.data_dir = None
-        meta = store.read_run()
-        bench.seed = meta.get("seed")
-        bench.budget_seconds = meta.get("budget_seconds")
+        record = store.run_record()
+        bench.seed = record.seed if record else None
+        bench.budget_seconds = record.budget_seconds if record else None
         bench.runner_options = {}
         bench.store = store
         return bench

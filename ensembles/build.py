@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import atomic
 from benchmark.config.schema import ENSEMBLE_DEFAULTS, ENSEMBLE_METHODS, resolve_ensembles
 from benchmark.formatting import utc_now
 from benchmark.metrics import accuracy, log_loss
 from benchmark.naming import slug
+from benchmark.store.records import EnsembleConfig, Metrics, Status
 from benchmark.store.runstore import Entry, RunStore
 from benchmark.train import boosting
 from ensembles.calibration import Calibration, calibrate
@@ -292,7 +292,7 @@ def _fit_boosting(members: list[Entry], val, test, y_val: np.ndarray) -> list[Fi
     return fitted
 
 
-def _metrics(fit: Fitted, y_val: np.ndarray) -> dict[str, Any]:
+def _metrics(fit: Fitted, y_val: np.ndarray) -> Metrics:
     """Validation scores and costs; the members' costs add up (every member runs per image)."""
     mets = [m.metrics for m in fit.members]
 
@@ -312,46 +312,40 @@ def _metrics(fit: Fitted, y_val: np.ndarray) -> dict[str, Any]:
             "cv_folds": fit.folds,
             "val_accuracy_in_sample": fit.val_accuracy_in_sample,
         }
-    return {
-        "status": "done",
-        "reason": "",
-        "val_accuracy": accuracy(fit.val_probs, y_val),
-        "val_loss": log_loss(fit.val_probs, y_val),
-        **scoring,
-        "params": None if params is None else int(params),
-        "flops": None if total("flops") is None else int(total("flops")),
-        "train_seconds": total("train_seconds"),
-        "fit_seconds": round(fit.fit_seconds, 4),
-        "inference_images_per_second": None if not seconds_per_image else 1.0 / seconds_per_image,
-        "n_members": len(fit.members),
-        "finished_at": utc_now(),
-    }
+    return Metrics(
+        Status.DONE,
+        val_accuracy=accuracy(fit.val_probs, y_val),
+        val_loss=log_loss(fit.val_probs, y_val),
+        params=None if params is None else int(params),
+        flops=None if total("flops") is None else int(total("flops")),
+        train_seconds=total("train_seconds"),
+        inference_images_per_second=None if not seconds_per_image else 1.0 / seconds_per_image,
+        finished_at=utc_now(),
+        extra={**scoring, "fit_seconds": round(fit.fit_seconds, 4), "n_members": len(fit.members)},
+    )
 
 
 def write_fitted(store: RunStore, fit: Fitted, y_val: np.ndarray) -> Entry:
-    """Replace ``ensembles/<name>/`` with ``fit``: arrays, stacker npz, then metrics.json last."""
+    """Replace ``ensembles/<name>/`` with ``fit`` (the store writes its files, metrics.json last)."""
     path = store.ensemble_dir(fit.name)
     if path.exists():
         shutil.rmtree(path)  # a clean recompute: no stale stacker.npz or model from an older run
-    config = {
-        "name": fit.name,
-        "method": fit.method,
-        "members": [m.id for m in fit.members],
-        "member_names": [m.name for m in fit.members],
-        "weights": fit.weights,
-        "params": fit.params,
-    }
-    if fit.stacker is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(path / "stacker.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, **fit.stacker.arrays())
-        config["stacker"] = {"file": "stacker.npz", **fit.stacker.settings()}
+    config = EnsembleConfig(
+        name=fit.name,
+        method=fit.method,
+        members=[m.id for m in fit.members],
+        member_names=[m.name for m in fit.members],
+        weights=fit.weights,
+        params=fit.params,
+        stacker=None if fit.stacker is None else fit.stacker.settings(),
+    )
     entry = store.write_entry(
         path,
         config=config,
         metrics=_metrics(fit, y_val),
         val_probs=fit.val_probs,
         test_probs=fit.test_probs,
+        stacker=None if fit.stacker is None else fit.stacker.arrays(),
     )
     if fit.calibration is not None:
         cal = fit.calibration

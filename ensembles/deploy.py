@@ -46,12 +46,12 @@ from benchmark.formatting import utc_now
 from benchmark.runtimes import (
     FORMATS,
     RUNTIME_DISTS,
-    RUNTIMES,
     Format,
     format_spec,
     require_packages,
     write_artifact,
 )
+from benchmark.store.inference import Artifact, model_inputs, probabilities
 from benchmark.store.runstore import Entry, RunStore, file_sha256
 from ensembles.export import build_fused_model, ensemble_members, outside_preprocess
 
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "export.json"  # inside a SavedModel folder; beside a file as "<name>.export.json"
 DEFAULT_IMAGES = 256  # stored test images compared after writing: enough to catch a bad export
-BATCH = 32
 
 
 def _check_out(out: Path, spec: Format, force: bool) -> None:
@@ -146,16 +145,6 @@ def _check_images(store: RunStore, entry: Entry, limit: int) -> tuple[np.ndarray
             f"{len(images)} test images but {len(probs)} test probabilities for it"
         )
     return images[:limit], probs[:limit].astype(np.float64)
-
-
-def _at_input_size(images: np.ndarray, model) -> np.ndarray:
-    """Images resized (as training resized them) to the artifact's input size, as float32."""
-    want = tuple(model.input_shape[1:3])
-    if None not in want and want != images.shape[1:3]:
-        from benchmark.data.images import resize_batch
-
-        images = resize_batch(images, (int(want[0]), int(want[1])))
-    return images.astype(np.float32)
 
 
 def _tree_sha256(path: Path) -> str:
@@ -259,7 +248,7 @@ def export_model(
     x_check, stored = _check_images(store, entry, images)
     fused = build_fused_model(store, entry)  # a member without its model: one line naming it
     source, member_models = source_hash(entry, members)
-    x_check = _at_input_size(x_check, fused)
+    x_check = model_inputs(x_check, [], fused).astype(np.float32)
     fused(x_check[:1], training=False)  # Keras's ONNX exporter insists the model was called
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +257,9 @@ def export_model(
         artifact = work / (f"model{spec.suffix}" if spec.suffix else "saved_model")
         log.info("export: writing %s as %s", entry.name, fmt)
         write_artifact(fused, spec, artifact)
-        got = RUNTIMES[fmt](artifact, x_check)
+        # run by its format's runtime through the one inference path, as predict runs a model
+        shape, classes = (None, *x_check.shape[1:]), int(stored.shape[1])
+        got = probabilities(Artifact(artifact, fmt, shape, classes), x_check)
         if got.shape != stored.shape:
             raise ZoobenchError(
                 f"the exported {fmt} model gives probabilities of shape {got.shape}, but the run "

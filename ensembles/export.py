@@ -13,16 +13,15 @@ imports the zoo's modules, registering their layers), and nothing else.
 from __future__ import annotations
 
 import logging
-import shutil
 from typing import Any
 
 import numpy as np
 
-from benchmark import atomic
-from benchmark.errors import ZoobenchError, short_error, write_traceback
+from benchmark.errors import ZoobenchError, short_error
 from benchmark.formatting import utc_now
+from benchmark.store.inference import model_side
 from benchmark.store.runstore import BEST as BEST_DIR
-from benchmark.store.runstore import Entry, RunStore, file_sha256
+from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,7 @@ def load_stacker(entry: Entry):
     """The stored stacker (npz arrays + JSON settings) of a stacking ensemble."""
     from ensembles.methods import StackingEnsemble
 
-    settings = entry.config["stacker"]
-    with np.load(entry.path / settings.get("file", "stacker.npz"), allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return StackingEnsemble.from_arrays(settings, arrays)
+    return StackingEnsemble.from_arrays(entry.config["stacker"], entry.stacker_arrays())
 
 
 def common_preprocess(members: list[Entry]) -> list[dict[str, Any]] | None:
@@ -98,8 +94,8 @@ def _member_output(image, i: int, model, layers: list, shape):
     for j, layer in enumerate(layers):  # the member's preprocessing, on the raw run-size pictures
         layer.name = f"member{i}_{layer.name}" + (f"_{j}" if j else "")
         x = layer(x)
-    want = tuple(model.input_shape[1:3])
-    if None not in want and want != tuple(shape[:2]):
+    want = model_side(model)  # the size predict resizes to (benchmark.store.inference), as a layer
+    if want is not None and want != tuple(shape[:2]):
         x = keras.layers.Resizing(*want, name=f"resize{i}")(x)
     return model(x)
 
@@ -188,9 +184,7 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
     model is exported only when every member has a saved model and all share one preprocessing
     list; otherwise ``model`` is null with the reason, and the predictor runs members one by one.
     """
-    folder = store.best_dir
-    if folder.exists():
-        shutil.rmtree(folder)
+    store.clear_best()
     if best is None:
         log.warning("ensembles: no successful member or ensemble; nothing to export")
         return {}
@@ -218,16 +212,12 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
     elif info["preprocess"] is None:
         info["reason"] = "members use different preprocessing; predict runs them one by one"
     else:
-        from benchmark.modelfile import save_model
-
-        folder.mkdir(parents=True, exist_ok=True)
         try:
-            save_model(build_fused_model(store, best), folder / "model.keras")
-            info["model"] = "model.keras"
-            info["model_sha256"] = file_sha256(folder / "model.keras")
+            info.update(store.save_best_model(build_fused_model(store, best)))
         except Exception as exc:  # noqa: BLE001 - the pointer (and the one-by-one predictor) stays
             info["reason"] = f"export failed: {short_error(exc)}"
-            where = write_traceback(folder, exc)  # one line here; the traceback in best/error.txt
+            # one line here; the traceback in best/error.txt
+            where = store.write_error(store.best_dir, exc)
             log.warning(
                 "ensembles: exporting %s as one model failed: %s%s",
                 best.name,
@@ -238,5 +228,5 @@ def write_best(store: RunStore, best: Entry | None, export: bool = True) -> dict
     if info["reason"]:
         log.info("ensembles: best (%s) not exported as one model: %s", best.name, info["reason"])
     info["exported_at"] = utc_now()
-    atomic.write_json(folder / "config.json", info)
+    store.write_best_pointer(info)
     return info

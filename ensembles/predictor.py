@@ -5,23 +5,23 @@
     labels = p.predict(images)                       # uint8 RGB, (N, H, W, 3) or a list of arrays
     probs = p.predict_proba(images, tta=True)        # with a horizontal-flip average
 
-Images of any size are resized to the run's image size (area interpolation when shrinking), then
-each member's recorded preprocessing (``config["preprocess"]``) runs and the result is resized to
-that member's own input size: the order training used.
+Which stored entry, and how its members combine, is decided here; the pictures run through the one
+inference path, :class:`benchmark.store.inference.Predictor` (re-exported here): any size is brought
+to the run's image size, then each member's recorded preprocessing (``config["preprocess"]``) and
+its own input size, as training prepared them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from benchmark.data.images import resize_batch
 from benchmark.errors import ZoobenchError
+from benchmark.store.inference import Predictor, Unit
 from benchmark.store.runstore import Entry, RunStore, file_sha256
 from ensembles.export import (
     BEST_DIR,
@@ -33,88 +33,9 @@ from ensembles.methods import WeightedAverage
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Predictor", "Unit", "check_target", "combiner", "load_predictor", "resolve_entry"]
+
 REFIT_PREFIX = "refit:"  # load_predictor(run, "refit:best"): benchmark.run.refit's retrained "best"
-
-
-@dataclass
-class Unit:
-    """One Keras model and the preprocessing its inputs need."""
-
-    model: Any
-    preprocess: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _apply_preprocess(images: np.ndarray, steps: list[dict[str, Any]]) -> np.ndarray:
-    if not steps:
-        return images
-    from benchmark.data.preprocess import apply_steps
-
-    return apply_steps(images, steps)
-
-
-class Predictor:
-    """Class probabilities for raw images from one or more models and a combination of them."""
-
-    def __init__(
-        self,
-        units: list[Unit],
-        class_names: Sequence[str],
-        description: str,
-        combine: Callable[[list[np.ndarray]], np.ndarray] | None = None,
-        batch_size: int = 256,
-        image_size: tuple[int, int] | None = None,
-    ):
-        if not units:
-            raise ValueError("units must hold at least one model")
-        if combine is None and len(units) != 1:
-            raise ValueError(f"combine is required with {len(units)} units")
-        self.units = units
-        self.class_names = list(class_names)
-        self.description = description
-        self.combine = combine
-        self.batch_size = batch_size
-        shape = units[0].model.input_shape
-        fixed = None if None in shape[1:3] else (int(shape[1]), int(shape[2]))
-        # Inputs are brought to the run's image size first; each member's recorded preprocessing
-        # then runs at that size and the member's own input size comes last, as in training.
-        self.input_size: tuple[int, int] = image_size or fixed or (32, 32)
-
-    def _batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            images = images[None]
-        if not len(images):
-            raise ValueError("images is empty")
-        for i, img in enumerate(images):
-            img = np.asarray(img)
-            if img.ndim != 3 or img.shape[-1] != 3 or img.dtype != np.uint8:
-                raise ValueError(
-                    f"images[{i}] must be uint8 RGB (H, W, 3), got {img.dtype} {img.shape}"
-                )
-        return resize_batch(images, self.input_size)
-
-    def _once(self, batch: np.ndarray) -> np.ndarray:
-        outs = []
-        for unit in self.units:
-            x = _apply_preprocess(batch, unit.preprocess)
-            want = unit.model.input_shape[1:3]
-            if None not in want and tuple(want) != x.shape[1:3]:
-                x = resize_batch(x, (int(want[0]), int(want[1])))
-            outs.append(np.asarray(unit.model.predict(x, batch_size=self.batch_size, verbose=0)))
-        return outs[0] if self.combine is None else self.combine(outs)
-
-    def predict_proba(
-        self, images: np.ndarray | Sequence[np.ndarray], tta: bool = False
-    ) -> np.ndarray:
-        """(N, classes) probabilities; ``tta`` averages them with those of the mirrored images."""
-        batch = self._batch(images)
-        probs = self._once(batch)
-        if tta:
-            probs = (probs + self._once(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
-        return probs
-
-    def predict(self, images: np.ndarray | Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
-        """Integer class labels (``class_names[label]`` names them)."""
-        return self.predict_proba(images, tta=tta).argmax(axis=1)
 
 
 def _run_store(run_dir: str | os.PathLike) -> RunStore:

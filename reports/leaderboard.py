@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmark import atomic, formatting
+from benchmark import formatting
 from benchmark.metrics import accuracy, log_loss
 from benchmark.store.runstore import ENSEMBLE, MEMBER, Entry, RunStore, rank_key
 from reports import scoring
@@ -144,9 +144,8 @@ def build_leaderboard(run: RunData, *, resamples: int = 1000, seed: int = 0) -> 
 
 
 def save_leaderboard(store: RunStore, board: pd.DataFrame) -> None:
-    """Write ``runs/NAME/leaderboard.csv`` atomically."""
-    with atomic.atomic_path(store.leaderboard_csv) as tmp:
-        board.to_csv(tmp, index=False)
+    """Write ``runs/NAME/leaderboard.csv`` (through the store, atomically)."""
+    store.write_leaderboard(board)
 
 
 def _rank_key(row: pd.Series) -> tuple:

@@ -35,7 +35,8 @@ def run_arm(data, steps: list[dict], args: argparse.Namespace) -> dict:
     import zoo
     from benchmark.config.schema import resolve_training
     from benchmark.data.preprocess import apply_steps, blockiness
-    from benchmark.train.training import evaluate_probs, fit, predict
+    from benchmark.store.inference import probabilities
+    from benchmark.train.training import evaluate_probs, fit
     from zoo import backend
 
     start = time.perf_counter()
@@ -69,7 +70,7 @@ def run_arm(data, steps: list[dict], args: argparse.Namespace) -> dict:
     )
     if not result.ok:
         raise SystemExit(f"training failed: {result.failed_reason}")
-    probs, _ = predict(result.model, x_test)
+    probs = probabilities(result.model, x_test)
     return {
         "test_accuracy": evaluate_probs(probs, data.y_test)["accuracy"],
         "val_accuracy": float(result.history["val_accuracy"].iloc[-1]),

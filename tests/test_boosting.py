@@ -184,12 +184,12 @@ def test_boosting_with_tune_bagging_or_seeds_is_refused_in_one_line(other, named
 
 
 def test_the_plan_has_one_task_a_round_in_the_boosting_group():
-    from benchmark.plan.tasks import describe, expand
+    from benchmark.plan.tasks import Boost, describe, expand
 
     profile = parse_profile(_profile({"boosting": 3}), "p.toml", check_architectures=False)
     tasks = expand(profile, seed=0)
     assert [t.label for t in tasks] == ["cnn [boost 0]", "cnn [boost 1]", "cnn [boost 2]"]
-    assert [t.boost for t in tasks] == [{"round": k, "rounds": 3} for k in range(3)]
+    assert [t.boost for t in tasks] == [Boost(k, 3) for k in range(3)]
     assert {t.group for t in tasks} == {"boosting:cnn"}
     assert all("cnn [boost" in line for line in describe(tasks, None))
 

@@ -231,7 +231,9 @@ def test_a_failed_member_logs_one_line_and_keeps_the_traceback(tmp_path, caplog)
     def train():
         raise RuntimeError("the GPU caught fire\nsecond line")
 
-    config = {"id": "abc", "name": "seed_cnn"}
+    from benchmark.store.records import MemberConfig
+
+    config = MemberConfig(id="abc", name="seed_cnn")
     with caplog.at_level(logging.WARNING):
         trainer.keep_or_train("abc", config, {}, train)
     entry = store.member("abc")

@@ -14,7 +14,7 @@ from benchmark.config.profiles import MemberSpec
 from benchmark.plan import budget, value
 from benchmark.plan import tasks as plan
 from benchmark.plan.budget import Estimate, Load, Timing, Worth, fit_to_budget
-from benchmark.plan.tasks import Replanner, Task
+from benchmark.plan.tasks import Boost, Replanner, Task
 from benchmark.plan.value import Reference
 
 DATA = SimpleNamespace(
@@ -135,7 +135,7 @@ def test_a_boosting_round_is_never_spent_on_before_its_previous_round():
             spec,
             f"b [boost {k}]",
             0,
-            boost={"round": k, "rounds": 2},
+            boost=Boost(k, 2),
             group="boosting:b",
             training={"epochs": 4, "batch_size": 32},
         )

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from conftest import TINY_JPG, shrunk_smoke_toml
+from store_writes import foreign_writes, recording
 
 pytest.importorskip("keras")
 
@@ -18,6 +19,7 @@ from benchmark.run.runner import Runner  # noqa: E402
 from benchmark.store.runstore import RunStore  # noqa: E402
 
 TINY_DATA = {"dataset": "cifar10", "train_size": 100, "val_size": 50, "test_size": 50}
+SMOKE_WRITES: list = []  # (path, writing module) of every atomic write of the smoke run
 
 
 def tiny_smoke(nan_member: bool = True):
@@ -44,8 +46,32 @@ def smoke_run(tmp_path_factory, tiny_jpg):
     out = tmp_path_factory.mktemp("runs") / "smoke"
     lines: list[str] = []
     runner = Runner(tiny_smoke(), out, data_dir=str(tiny_jpg), progress=lines.append)
-    runner.run()
+    with recording(SMOKE_WRITES):
+        runner.run()
     return runner, lines
+
+
+def test_only_the_store_writes_inside_the_run_folder(smoke_run):
+    """Members, ensembles, the best pointer, robustness, the leaderboard: every file in the run
+    folder (its lent tuner/, report/ folders aside) is written by benchmark.store, atomically."""
+    root = smoke_run[0].store.root
+    assert any(p.name == "model.keras" for p, _ in SMOKE_WRITES)  # the recorder saw the run
+    assert foreign_writes(SMOKE_WRITES, root) == []
+
+
+def test_the_write_check_catches_a_module_that_writes_a_run_file_itself(tmp_path):
+    from benchmark import atomic
+
+    (tmp_path / "members" / "m1").mkdir(parents=True)
+    writes: list = []
+    with recording(writes):
+        atomic.write_json(tmp_path / "members" / "m1" / "metrics.json", {"status": "done"})
+        RunStore(tmp_path).write_leaderboard(__import__("pandas").DataFrame({"a": [1]}))
+    (tmp_path / "members" / "m1" / "history.csv").write_text("epoch\n1\n")  # not atomic
+    assert foreign_writes(writes, tmp_path) == [
+        "members/m1/history.csv was written without benchmark.atomic",
+        f"{__name__} wrote members/m1/metrics.json",
+    ]
 
 
 def test_smoke_run_fills_the_store(smoke_run):

@@ -52,6 +52,19 @@ from benchmark.naming import member_name
 DEFAULT_PROFILE = "cpu-quick"
 
 
+def resizes_inside(strategy: str | None) -> bool:
+    """Whether a member's model resizes its pictures itself. A pretrained member (every one names a
+    strategy: the schema checks it) takes the run's pixels and resizes to its backbone's side
+    inside; a from-scratch member is fed arrays already at its ``input_size``. The one rule for
+    "which input size" (training's arrays, refits, the names people read)."""
+    return strategy is not None
+
+
+def outside_size(strategy: str | None, input_size: int | None) -> int | None:
+    """The side a member's arrays are resized to before its model (None: as they are)."""
+    return None if resizes_inside(strategy) else input_size
+
+
 @dataclass
 class MemberSpec:
     """One ``[[members]]`` entry with the profile's defaults applied."""
@@ -70,6 +83,12 @@ class MemberSpec:
     boosting: int = 0  # SAMME rounds (benchmark.train.boosting); 0: not boosted
     # benchmark.train.transfer options as the profile wrote them (part of the member's id: keep as is)
     transfer: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outside_size(self) -> int | None:
+        """The side its image arrays are resized to before they reach its model (see
+        :func:`outside_size`)."""
+        return outside_size(self.strategy, self.input_size)
 
     @property
     def transfer_options(self) -> dict[str, Any]:

@@ -108,3 +108,15 @@ def resize_batch(images: Sequence[np.ndarray] | np.ndarray, size: tuple[int, int
     for i, img in enumerate(images):
         out[i] = resize(np.asarray(img), (h, w))
     return out
+
+
+def resize_to(images: np.ndarray, size: int | Sequence[int] | None) -> np.ndarray:
+    """``images`` (N, H, W, 3) at ``size`` (a side or (H, W)), via :func:`resize_batch`; the same
+    array when ``size`` is None or already theirs. The one rule every path that feeds a model uses
+    (training's arrays, prediction, robustness, export checks), so they resize alike."""
+    if size is None:
+        return images
+    h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else map(int, size)
+    if tuple(images.shape[1:3]) == (h, w):
+        return images
+    return resize_batch(images, (h, w))

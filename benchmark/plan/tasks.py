@@ -23,6 +23,14 @@ from benchmark.tune import hpspace
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Boost:
+    """Which SAMME round of how many a task trains (round 0 first; round k needs 0..k-1)."""
+
+    round: int
+    rounds: int
+
+
 @dataclass
 class Task:
     """One line of the plan: a member to train (or a search whose best trials become members)."""
@@ -31,9 +39,7 @@ class Task:
     label: str
     seed: int
     bootstrap: dict | None = None
-    boost: dict | None = (
-        None  # a boosting round: {"round": k, "rounds": N} (benchmark.train.boosting)
-    )
+    boost: Boost | None = None  # a boosting round (benchmark.train.boosting)
     group: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, Any] | None = None
@@ -81,7 +87,7 @@ def expand(profile: Profile, seed: int) -> list[Task]:
                     spec,
                     f"{spec.name} [boost {k}]",
                     seed,
-                    boost={"round": k, "rounds": spec.boosting},
+                    boost=Boost(k, spec.boosting),
                     group=f"boosting:{spec.name}",
                     training=dict(training),
                 )
@@ -266,16 +272,14 @@ def _requires(tasks: list[Task], start: int = 0) -> list[int | None]:
     """For each of ``tasks[start:]``, the index (in that slice) of the task it needs first: a
     boosting round needs the previous round. -1: that round is behind and did not run."""
     ahead = tasks[start:]
-    where = {
-        (t.group, int(t.boost["round"])): k for k, t in enumerate(ahead) if t.boost is not None
-    }
-    behind = {(t.group, int(t.boost["round"])): t for t in tasks[:start] if t.boost is not None}
+    where = {(t.group, t.boost.round): k for k, t in enumerate(ahead) if t.boost is not None}
+    behind = {(t.group, t.boost.round): t for t in tasks[:start] if t.boost is not None}
     needs: list[int | None] = []
     for t in ahead:
-        if t.boost is None or int(t.boost["round"]) == 0:
+        if t.boost is None or t.boost.round == 0:
             needs.append(None)
             continue
-        key = (t.group, int(t.boost["round"]) - 1)
+        key = (t.group, t.boost.round - 1)
         if key in where:
             needs.append(where[key])
         else:

@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.config.profiles import MemberSpec
+from benchmark.config.profiles import MemberSpec, resizes_inside
 from benchmark.config.schema import training_identity
-from benchmark.errors import ZoobenchError, short_error, write_traceback
-from benchmark.formatting import duration, utc_now
-from benchmark.modelfile import save_model
+from benchmark.data.images import resize_to
+from benchmark.errors import ZoobenchError, short_error
+from benchmark.formatting import duration
 from benchmark.naming import slug
 from benchmark.plan.tasks import Task
+from benchmark.store.inference import probabilities, timed_probabilities
+from benchmark.store.records import MemberConfig, Metrics, Status
 from benchmark.store.runstore import RunStore, member_id
 from benchmark.train.transfer import feature_cache_dir
 from benchmark.tune.hpspace import check_member_hp
@@ -106,31 +108,31 @@ class MemberTrainer:
         training: dict,
         augment: list,
         extra: dict | None = None,
-    ) -> dict[str, Any]:
+    ) -> MemberConfig:
         """The member's config.json (docs/CONTRACTS.md)."""
         import zoo
 
         entry = zoo.get(task.spec.architecture)
         d = self.data
-        return {
-            "id": mid,
-            "name": name,
-            "architecture": task.spec.architecture,
-            "kind": entry.kind,
-            "family": entry.family,
-            "strategy": task.spec.strategy,
-            "input_size": task.spec.input_size
-            or (entry.input_size if task.spec.strategy else d.input_shape[0]),
-            "hp": hp,
-            "training": training,
-            "preprocess": task.spec.preprocess,
-            "augment": augment,
-            "seed": task.seed,
-            "bootstrap": task.bootstrap,
-            "group": task.group,
-            "class_names": list(d.class_names),
-            **(extra or {}),
-        }
+        return MemberConfig(
+            id=mid,
+            name=name,
+            architecture=task.spec.architecture,
+            kind=entry.kind,
+            family=entry.family,
+            strategy=task.spec.strategy,
+            input_size=task.spec.input_size
+            or (entry.input_size if resizes_inside(task.spec.strategy) else d.input_shape[0]),
+            hp=hp,
+            training=training,
+            preprocess=task.spec.preprocess,
+            augment=augment,
+            seed=task.seed,
+            bootstrap=task.bootstrap,
+            group=task.group,
+            class_names=list(d.class_names),
+            extra=extra or {},
+        )
 
     # ---- one member -----------------------------------------------------------------------------
     def run(self, task: Task) -> None:
@@ -158,7 +160,7 @@ class MemberTrainer:
         from benchmark.train import boosting
         from benchmark.tune.tuning import fixed_hyperparameters
 
-        d, k, group = self.data, int(task.boost["round"]), str(task.group)
+        d, k, group = self.data, task.boost.round, str(task.group)
         rounds = self._rounds.setdefault(group, [])
         blocked = self._blocked.get(group, "")
         if not blocked and len(rounds) != k:
@@ -179,7 +181,7 @@ class MemberTrainer:
         hp, training, augment = dict(task.spec.hp), dict(task.training), list(task.spec.augment)
         info = {
             "round": k,
-            "rounds": int(task.boost["rounds"]),
+            "rounds": task.boost.rounds,
             "weighting": boosting.weighting(task.spec.strategy, augment),
             "weights_sha256": boosting.weights_hash(state.weights),
             "previous": [boosting.link(e) for e in rounds],
@@ -198,9 +200,8 @@ class MemberTrainer:
                 boost_weights=state.weights,
             )
             if result.ok:  # SAMME's error and alpha, on the training split (never val or test)
-                size = task.spec.input_size if task.spec.strategy is None else None
-                x_train = self.prepare(task.spec.preprocess, size)[0]
-                result.train_probs = _predict_all(result.model, x_train)
+                x_train = self.prepare(task.spec.preprocess, task.spec.outside_size)[0]
+                result.train_probs = probabilities(result.model, x_train)
                 wrong = result.train_probs.argmax(axis=1) != d.y_train
                 _, alpha, error = boosting.samme_update(state.weights, wrong, d.num_classes)
                 stop = boosting.stop_reason(error, d.num_classes, k)
@@ -215,7 +216,7 @@ class MemberTrainer:
         else:
             rounds.append(entry)
 
-    def keep_or_train(self, mid: str, config: dict, training: dict, train) -> None:
+    def keep_or_train(self, mid: str, config: MemberConfig, training: dict, train) -> None:
         """Keep a member the store already has; else ``train()`` it and store the result."""
         folder = self.store.member_dir(mid)
         if self.store.is_complete(folder):
@@ -228,17 +229,17 @@ class MemberTrainer:
                 self._record(
                     MemberOutcome(
                         mid,
-                        config["name"],
+                        str(config.name),
                         entry.status,
-                        entry.metrics.get("val_accuracy"),
+                        entry.record.val_accuracy,
                         0.0,
                         kept=True,
-                        reason=entry.metrics.get("reason", ""),
+                        reason=entry.record.reason,
                     )
                 )
                 return
             self.progress(
-                f"    damaged {config['name']} [{mid}]: {'; '.join(problems)}; retraining it"
+                f"    damaged {config.name} [{mid}]: {'; '.join(problems)}; retraining it"
             )
             shutil.rmtree(folder)
         start = time.perf_counter()
@@ -277,8 +278,7 @@ class MemberTrainer:
         spec, d = task.spec, self.data
         keras.backend.clear_session()
         backend.set_random_seed(seed)
-        size = spec.input_size if spec.strategy is None else None
-        x_train, x_val, x_test = self.prepare(spec.preprocess, size)
+        x_train, x_val, x_test = self.prepare(spec.preprocess, spec.outside_size)
         y_train = d.y_train
         if task.bootstrap is not None:
             rng = np.random.default_rng(task.bootstrap["seed"] + 1000 * self.seed)
@@ -289,7 +289,7 @@ class MemberTrainer:
             from benchmark.train import boosting
 
             if boosting.weighting(spec.strategy, augment) == boosting.RESAMPLING:
-                round_index = int((task.boost or {}).get("round", 0))
+                round_index = task.boost.round if task.boost else 0
                 idx = boosting.resample(boost_weights, [self.seed, round_index])
                 x_train, y_train = x_train[idx], y_train[idx]
             else:
@@ -373,86 +373,77 @@ class MemberTrainer:
                 from benchmark.data.preprocess import apply_steps
 
                 arrays = [apply_steps(a, preprocess) for a in arrays]
-            if size and size != d.x_train.shape[1]:
-                arrays = [_resize(a, size) for a in arrays]
+            arrays = [resize_to(a, size) for a in arrays]
             self._prepared = {key: tuple(arrays)}  # keep one recipe: memory stays bounded
         return self._prepared[key]
 
     # ---- storing --------------------------------------------------------------------------------
-    def store_failure(self, folder: Path, config: dict, exc: BaseException, seconds: float) -> None:
-        status = "skipped" if _is_weights_unavailable(exc) else "failed"
+    def store_failure(
+        self, folder: Path, config: MemberConfig, exc: BaseException, seconds: float
+    ) -> None:
+        status = Status.SKIPPED if _is_weights_unavailable(exc) else Status.FAILED
         reason = short_error(exc)
-        if status == "failed":  # one line; the traceback goes to the member's error.txt
-            where = write_traceback(folder, exc)
+        if status is Status.FAILED:  # one line; the traceback goes to the member's error.txt
+            where = self.store.write_error(folder, exc)
             log.warning(
                 "member %s failed: %s%s",
-                config["name"],
+                config.name,
                 reason,
                 f" (traceback in {where})" if where else "",
             )
-            log.debug("member %s failed", config["name"], exc_info=exc)
-        metrics = {
-            "status": status,
-            "reason": reason,
-            "train_seconds": round(seconds, 2),
-            "finished_at": utc_now(),
-        }
+            log.debug("member %s failed", config.name, exc_info=exc)
+        metrics = Metrics(status, reason, train_seconds=round(seconds, 2))
         self.store.write_entry(folder, config=config, metrics=metrics)
         self._record(
-            MemberOutcome(config["id"], config["name"], status, None, seconds, reason=reason)
+            MemberOutcome(config.id, str(config.name), status, None, seconds, reason=reason)
         )
 
-    def _store_result(self, folder: Path, config: dict, result, training: dict) -> None:
-        from benchmark.train.training import evaluate_probs, predict
+    def _store_result(self, folder: Path, config: MemberConfig, result, training: dict) -> None:
+        from benchmark.train.training import evaluate_probs
 
         if not result.ok:
-            metrics = {
-                "status": "failed",
-                "reason": result.failed_reason,
-                "epochs": result.epochs,
-                "train_seconds": round(result.train_seconds, 2),
-                "finished_at": utc_now(),
-            }
+            metrics = Metrics(
+                Status.FAILED,
+                result.failed_reason,
+                epochs=result.epochs,
+                train_seconds=round(result.train_seconds, 2),
+            )
             self.store.write_entry(folder, config=config, metrics=metrics, history=result.history)
             self._record(
                 MemberOutcome(
-                    config["id"],
-                    config["name"],
-                    "failed",
+                    config.id,
+                    str(config.name),
+                    Status.FAILED,
                     None,
                     result.train_seconds,
                     reason=result.failed_reason,
                 )
             )
             return
-        size = config["input_size"] if config.get("strategy") is None else None
-        _, x_val, x_test = self.prepare(config["preprocess"], size)
+        _, x_val, x_test = self.prepare(config.preprocess, config.outside_size)
         if result.val_probs is not None and result.test_probs is not None:
             val_probs, test_probs = result.val_probs, result.test_probs
-            _, ips = predict(result.model, x_val[:512])  # the inference speed, from a sample
+            _, ips = timed_probabilities(result.model, x_val[:512])  # the speed, from a sample
         else:
-            val_probs, ips = predict(result.model, x_val)
-            test_probs, _ = predict(result.model, x_test)
+            val_probs, ips = timed_probabilities(result.model, x_val)
+            test_probs = probabilities(result.model, x_test)
         val = evaluate_probs(val_probs, self.data.y_val)
         reason = ""
         if result.stopped_by_budget:
             reason = f"stopped by the budget after {result.epochs} of {training['epochs']} epochs"
-        metrics = {
-            "status": "done",
-            "reason": reason,
-            "val_accuracy": val["accuracy"],
-            "val_loss": val["loss"],
-            "params": int(result.model.count_params()),
-            "flops": _flops(result.model),
-            "train_seconds": round(result.train_seconds, 2),
-            "epochs": int(result.epochs),
-            "train_images_per_second": round(result.images_per_second, 1),
-            "inference_images_per_second": round(ips, 1),
-            "finished_at": utc_now(),
-            **result.extra,
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        save_model(result.model, folder / "model.keras")
+        metrics = Metrics(
+            Status.DONE,
+            reason,
+            val_accuracy=val["accuracy"],
+            val_loss=val["loss"],
+            params=int(result.model.count_params()),
+            flops=_flops(result.model),
+            train_seconds=round(result.train_seconds, 2),
+            epochs=int(result.epochs),
+            train_images_per_second=round(result.images_per_second, 1),
+            inference_images_per_second=round(ips, 1),
+            extra=dict(result.extra),
+        )
         if result.train_probs is not None:  # a boosting round's: the next round's weights
             self.store.write_train_probs(folder, result.train_probs)
         self.store.write_entry(
@@ -462,12 +453,13 @@ class MemberTrainer:
             val_probs=val_probs,
             test_probs=test_probs,
             history=result.history,
+            model=result.model,
         )
         self._record(
             MemberOutcome(
-                config["id"],
-                config["name"],
-                "done",
+                config.id,
+                str(config.name),
+                Status.DONE,
                 val["accuracy"],
                 result.train_seconds,
                 reason=reason,
@@ -488,16 +480,6 @@ class MemberTrainer:
         self.progress(f"    {head} {outcome.name} [{outcome.id}] {acc}{took}{why}")
 
 
-def _predict_all(model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Probabilities on every row of ``x`` (the training split), a chunk at a time: no float copy
-    of the whole split."""
-    parts = [
-        model.predict(x[i : i + chunk].astype(np.float32), batch_size=256, verbose=0)
-        for i in range(0, len(x), chunk)
-    ]
-    return np.concatenate(parts).astype(np.float32)
-
-
 def _bar(verbose: int) -> int:
     """Keras's verbosity for a long silent step (feature extraction): a live progress bar on a
     terminal, one summary line in a log file, nothing when the run is quiet."""
@@ -506,12 +488,6 @@ def _bar(verbose: int) -> int:
     if not verbose:
         return 0
     return 1 if sys.stdout.isatty() else 2
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    from benchmark.data.images import resize_batch
-
-    return resize_batch(images, (size, size))
 
 
 def _flops(model) -> int | None:

@@ -28,6 +28,7 @@ from benchmark.errors import ZoobenchError
 from benchmark.formatting import utc_now
 from benchmark.metrics import accuracy
 from benchmark.naming import slug
+from benchmark.store.records import RunRecord
 from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,11 @@ def load_run_data(store: RunStore, data_dir: str | os.PathLike | None = None):
     """The run's dataset, reloaded as the run loaded it, checked against the stored labels."""
     from benchmark.data.datasets import load_for_profile
 
-    meta = store.read_run()
-    raw = dict(meta.get("profile") or {})
-    recorded = meta.get("data") or {}
-    data_cfg = raw.get("data") or {}
+    run = store.run_record() or RunRecord()
+    recorded = run.data or {}
+    data_cfg = (run.profile or {}).get("data") or {}
     where = data_dir or data_cfg.get("data_dir") or recorded.get("location")
-    data = load_for_profile(data_cfg, where, int(meta.get("seed") or 0))
+    data = load_for_profile(data_cfg, where, int(run.seed or 0))
     if recorded.get("fingerprint") and data.fingerprint != recorded["fingerprint"]:
         raise ZoobenchError(
             f"the data at {where} is not what run {store.root} trained on (its fingerprint "
@@ -103,11 +103,10 @@ def refit_full(
 
 def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) -> dict[str, Any]:
     from benchmark.config.profiles import MemberSpec
-    from benchmark.modelfile import save_model
     from benchmark.plan import budget
     from benchmark.plan.tasks import Task
     from benchmark.run.members import MemberTrainer
-    from benchmark.train.training import predict
+    from benchmark.store.inference import probabilities
     from benchmark.tune.tuning import fixed_hyperparameters
     from ensembles.export import ensemble_members
     from ensembles.predictor import combiner, resolve_entry
@@ -125,7 +124,7 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         x_train=np.concatenate([data.x_train, data.x_val]),
         y_train=np.concatenate([data.y_train, data.y_val]),
     )
-    seed = int(store.read_run().get("seed") or 0)
+    seed = int((store.run_record() or RunRecord()).seed or 0)
     trainer = MemberTrainer(store, full, seed=seed, clock=budget.Clock(None), progress=say)
     name = refit_name(model)
     store.refit_dir(name).mkdir(parents=True, exist_ok=True)
@@ -171,9 +170,9 @@ def _refit(store: RunStore, model: str, data_dir, say: Callable[[str], None]) ->
         )
         if not result.ok:
             raise ZoobenchError(f"refit of {m.name} [{m.id}] failed: {result.failed_reason}")
-        save_model(result.model, store.refit_model_path(name, m.id))
-        x_test = trainer.prepare(spec.preprocess, cfg.get("input_size"))[2]
-        probs, _ = predict(result.model, x_test)
+        store.save_refit_model(name, m.id, result.model)
+        x_test = trainer.prepare(spec.preprocess, spec.outside_size)[2]
+        probs = probabilities(result.model, x_test)
         seconds = time.perf_counter() - start
         say(f"    refit  {m.name} [{m.id}]: {epochs} epochs in {seconds:.0f}s")
         rows.append(

@@ -63,15 +63,13 @@ from benchmark.data.corruptions import PARAMETERS, VERSION, CorruptedSplit, corr
 from benchmark.errors import ZoobenchError, short_error
 from benchmark.formatting import duration, percent
 from benchmark.metrics import accuracy, wilson_interval
+from benchmark.store.inference import model_inputs
 from benchmark.store.runstore import Entry, RunStore
 
 log = logging.getLogger(__name__)
 
 ADAPT_MIN = 200  # the published protocol's batch (TENT, Wang et al. 2021): fewer is indicative
 PREDICT_BATCH = 256
-CHUNK = 2048  # images converted to float32 at once for prediction (memory)
-EAGER_VALUES = 1024 * 32 * 32 * 3  # inputs up to this size are predicted by plain calls
-EAGER_BATCH = 32
 # FGSM's gradient keeps every activation of every member of a fused model: 100 images through
 # Lite2 + Lite0 at 160 px with mirrors needed over 20 GB, so attack a few at a time
 FGSM_BATCH = 16
@@ -279,33 +277,11 @@ def adabn_copy(model, images: np.ndarray, least: int = ADAPT_MIN):
 
 
 def predict(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Class probabilities of ``images`` (model inputs, any dtype) in inference mode: one
-    ``predict`` call per :data:`CHUNK` images, converted to float32 a chunk at a time; a few
-    small images in one plain call (``predict`` sets up and traces a function first)."""
-    if 0 < images.size <= EAGER_VALUES:  # a few plain calls of EAGER_BATCH images each: an eager
-        from keras import ops  # call holds every activation of its batch at once (a 160 px
-        # backbone on 950 pictures needed over 20 GB)
+    """Class probabilities of ``images`` (model inputs, any dtype) in inference mode, by the one
+    inference path (:func:`benchmark.store.inference.probabilities`: bounded memory)."""
+    from benchmark.store.inference import probabilities
 
-        return np.concatenate(
-            [
-                ops.convert_to_numpy(
-                    model(
-                        ops.convert_to_tensor(images[i : i + EAGER_BATCH], "float32"),
-                        training=False,
-                    )
-                )
-                for i in range(0, len(images), EAGER_BATCH)
-            ]
-        )
-    out = [
-        np.asarray(
-            model.predict(
-                np.asarray(images[i : i + CHUNK], np.float32), batch_size=batch_size, verbose=0
-            )
-        )
-        for i in range(0, len(images), CHUNK)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return probabilities(model, images, batch_size)
 
 
 def fgsm_probs(
@@ -327,21 +303,6 @@ def fgsm_probs(
             fgsm_examples(model, keras.losses.sparse_categorical_crossentropy, x, y, float(epsilon))
         )
     return predict(model, attacked)
-
-
-def model_inputs(images: np.ndarray, steps: list[dict[str, Any]], model) -> np.ndarray:
-    """Raw run-size images as ``model`` sees them: the member's preprocessing, then its input size
-    (the order training and :mod:`ensembles.predictor` use)."""
-    from benchmark.data.images import resize_batch
-
-    if steps:
-        from benchmark.data.preprocess import apply_steps
-
-        images = apply_steps(images, steps)
-    want = tuple(model.input_shape[1:3])
-    if None not in want and want != tuple(images.shape[1:3]):
-        images = resize_batch(images, (int(want[0]), int(want[1])))
-    return images
 
 
 # ---- one run -------------------------------------------------------------------------------------

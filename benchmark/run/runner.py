@@ -331,8 +331,6 @@ class Runner:
 
     def _traceback_file(self, exc: BaseException, what: str) -> str:
         """Keep ``exc``'s traceback in ``<run>/error.txt`` (the console gets one line); its note."""
-        from benchmark.errors import write_traceback
-
         log.debug("%s failed", what, exc_info=exc)  # shown with --debug
-        where = write_traceback(self.store.root, exc)
+        where = self.store.write_error(self.store.root, exc)
         return f" (traceback in {where})" if where else ""

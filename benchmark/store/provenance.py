@@ -15,6 +15,7 @@ import numpy as np
 from benchmark.config.profiles import Profile
 from benchmark.errors import ZoobenchError
 from benchmark.formatting import utc_now
+from benchmark.store.records import RunRecord
 from benchmark.store.runstore import RunStore
 from zoo import backend
 
@@ -54,10 +55,10 @@ def recorded_identity(store: RunStore) -> dict[str, Any] | None:
     from benchmark.store import runfolder
 
     try:
-        previous = store.read_run()
+        previous = store.run_record()
     except ZoobenchError:
-        previous = {}
-    return previous.get("identity") or runfolder.read_marker(store.root).get("identity")
+        previous = None
+    return (previous and previous.identity) or runfolder.read_marker(store.root).get("identity")
 
 
 def check_identity(store: RunStore, profile: Profile, seed: int, data) -> dict[str, Any]:
@@ -85,18 +86,18 @@ def check_identity(store: RunStore, profile: Profile, seed: int, data) -> dict[s
 def _check_legacy(store: RunStore, profile: Profile, seed: int, data) -> None:
     """Runs from before identities: the profile name, seed and data fingerprint must match."""
     try:
-        previous = store.read_run()
+        previous = store.run_record()
     except ZoobenchError:
         return  # torn and without a marker: nothing left to compare; members are content-addressed
-    if not previous:
+    if previous is None or not previous.to_json():  # none, or an empty object
         return
-    before = (previous.get("profile", {}).get("name"), previous.get("seed"))
+    before = (previous.profile_name, previous.seed)
     if before != (profile.name, seed):
         raise ZoobenchError(
             f"{store.root} holds a run of profile {before[0]!r} seed {before[1]}; this is "
             f"{profile.name!r} seed {seed}: use --fresh to start over or another --out"
         )
-    fingerprint = previous.get("data", {}).get("fingerprint")
+    fingerprint = (previous.data or {}).get("fingerprint")
     if fingerprint and fingerprint != data.fingerprint:
         raise ZoobenchError(f"{store.root} was run on other data ({fingerprint}); use --fresh")
 
@@ -111,25 +112,25 @@ def run_record(
     started_at: str,
     wall_seconds: float | None,
     strategy: str | None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """run.json's content; ``wall_seconds`` None while the run goes on."""
     finished = wall_seconds is not None
-    return {
-        "name": store.root.name,
-        "identity": identity(profile, seed, data),
-        "profile": profile.to_json(),
-        "seed": seed,
-        "data": data.summary(),
-        "backend": backend.name(),
-        "versions": backend.versions(),
-        "machine": backend.describe(),
-        "budget_seconds": budget_seconds,
-        "started_at": started_at,
-        "finished_at": utc_now() if finished else None,
-        "wall_seconds": round(wall_seconds, 2) if finished else None,
-        "deterministic": profile.deterministic,
-        "strategy": strategy,
-    }
+    return RunRecord(
+        name=store.root.name,
+        identity=identity(profile, seed, data),
+        profile=profile.to_json(),
+        seed=seed,
+        data=data.summary(),
+        backend=backend.name(),
+        versions=backend.versions(),
+        machine=backend.describe(),
+        budget_seconds=budget_seconds,
+        started_at=started_at,
+        finished_at=utc_now() if finished else None,
+        wall_seconds=round(wall_seconds, 2) if finished else None,
+        deterministic=profile.deterministic,
+        strategy=strategy,
+    )
 
 
 def write_data_arrays(store: RunStore, data, seed: int) -> None:

@@ -19,14 +19,16 @@ and reports read this store, never the training code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,22 @@ import numpy as np
 
 from benchmark import atomic
 from benchmark.errors import ZoobenchError
+from benchmark.store.records import (
+    WRITTEN,
+    EnsembleConfig,
+    MemberConfig,
+    Metrics,
+    RunRecord,
+    Status,
+)
 
-STATUSES = ("done", "failed", "skipped")
-UNFINISHED = "unfinished"  # the status of an entry without metrics.json: running or interrupted
+STATUSES = tuple(s.value for s in WRITTEN)
+UNFINISHED = (
+    Status.UNFINISHED
+)  # the status of an entry without metrics.json: running or interrupted
+# An entry folder's files (only this module spells them).
+CONFIG_JSON, METRICS_JSON, MODEL_FILE = "config.json", "metrics.json", "model.keras"
+HISTORY_CSV, STACKER_NPZ, ERROR_FILE = "history.csv", "stacker.npz", "error.txt"
 BEST = "best"  # ensembles/best/: the exported winner, a pointer folder without metrics.json
 STAGED, RETIRED = "ensembles.new", "ensembles.old"  # an ensembles rebuild before / after the swap
 MARKER, LOCK = (
@@ -74,7 +89,13 @@ CALIBRATED_PROBS = {"val": "calibrated_val_probs.npy", "test": "calibrated_test_
 POST_HOC = frozenset(
     {ROBUSTNESS_JSON, ROBUSTNESS_PROBS, CALIBRATION_JSON, *CALIBRATED_PROBS.values()}
 )
-_STATUS_ORDER = {"done": 0, UNFINISHED: 1, "skipped": 2, "failed": 3}
+_STATUS_ORDER = {
+    Status.DONE: 0,
+    Status.UNFINISHED: 1,
+    Status.SKIPPED: 2,
+    Status.FAILED: 3,
+    Status.UNKNOWN: 4,
+}
 
 
 def file_sha256(path: Path) -> str:
@@ -108,7 +129,7 @@ def rank_key(
         return missing if math.isnan(value) else value
 
     return (
-        _STATUS_ORDER.get(status, 9),
+        _STATUS_ORDER.get(Status.read(status), 9),
         -number(val_accuracy, -math.inf),
         number(val_loss, math.inf),
         kind == ENSEMBLE,
@@ -118,12 +139,21 @@ def rank_key(
 
 @dataclass
 class Entry:
-    """A member or an ensemble as stored: its folder, kind, config and metrics; arrays on demand."""
+    """A member or an ensemble as stored: its folder, kind, typed config and metrics (``settings``,
+    ``record``); ``config`` / ``metrics`` are their JSON objects, as the files hold them."""
 
     path: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any]
+    settings: MemberConfig | EnsembleConfig
+    record: Metrics
     kind: str = MEMBER  # MEMBER or ENSEMBLE
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return self.settings.to_json()
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        return self.record.to_json()
 
     @property
     def id(self) -> str:
@@ -145,21 +175,23 @@ class Entry:
             return str(self.config["name"])
         if self.is_ensemble:
             return f"{self.config.get('method') or 'ensemble'} ensemble"
+        from benchmark.config.profiles import resizes_inside
         from benchmark.naming import member_name
 
+        strategy = self.config.get("strategy")
         return member_name(
             str(self.config.get("architecture") or self.id),
-            self.config.get("strategy"),
-            self.config.get("input_size") if self.config.get("kind") == "pretrained" else None,
+            strategy,
+            self.config.get("input_size") if resizes_inside(strategy) else None,
         )
 
     @property
-    def status(self) -> str:
-        return str(self.metrics.get("status", "done"))
+    def status(self) -> Status:
+        return self.record.status
 
     @property
     def ok(self) -> bool:
-        return self.status == "done"
+        return self.record.ok
 
     @property
     def rank_key(self) -> tuple:
@@ -168,7 +200,15 @@ class Entry:
 
     @property
     def model_path(self) -> Path:
-        return self.path / "model.keras"
+        return self.path / MODEL_FILE
+
+    def stacker_arrays(self) -> dict[str, np.ndarray]:
+        """A stacking ensemble's stacker arrays (``config.stacker`` holds its settings)."""
+        settings = self.settings.stacker if isinstance(self.settings, EnsembleConfig) else None
+        if not settings:
+            raise ZoobenchError(f"{self.path} is not a stacking ensemble: it has no stacker")
+        with np.load(self.path / settings.get("file", STACKER_NPZ), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
 
     def probs_path(self, split: str) -> Path:
         return self.path / f"{split}_probs.npy"
@@ -224,15 +264,18 @@ class Entry:
     @property
     def train_probs_sha256(self) -> str | None:
         """The hash recorded for a boosting round's training-split probabilities (None: none)."""
-        return (self.metrics.get("files") or {}).get(self.probs_path("train").name)
+        return self.record.files.get(self.probs_path("train").name)
 
     def verify(self) -> list[str]:
         """What no longer matches the hashes recorded when the entry was written ([]: intact).
 
-        Entries written before hashes were recorded have none to check and pass.
+        Entries written before hashes were recorded have none to check and pass; a metrics.json
+        without a status zoobench writes is a problem (it is not read as done).
         """
         problems = []
-        for name, expected in (self.metrics.get("files") or {}).items():
+        if self.record.status is Status.UNKNOWN:
+            problems.append("metrics.json records no known status")
+        for name, expected in self.record.files.items():
             path = self.path / name
             if not path.is_file():
                 problems.append(f"{name} is missing")
@@ -244,7 +287,7 @@ class Entry:
         """Training history as a pandas DataFrame (empty when the entry has none)."""
         import pandas as pd
 
-        path = self.path / "history.csv"
+        path = self.path / HISTORY_CSV
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
     def robustness(self) -> dict[str, Any] | None:
@@ -287,21 +330,34 @@ class RunStore:
     def exists(self) -> bool:
         return self.run_json.is_file()
 
-    def read_run(self) -> dict[str, Any]:
-        """run.json as a dict ({} before the first run); a torn file is a ZoobenchError naming it."""
-        return self._read_json(self.run_json) if self.run_json.is_file() else {}
+    def run_record(self) -> RunRecord | None:
+        """run.json (None before the first run); a torn file is a ZoobenchError naming it."""
+        if not self.run_json.is_file():
+            return None
+        data = self._read_json(self.run_json)
+        if not isinstance(data, Mapping):
+            raise ZoobenchError(f"{self.run_json} holds no JSON object: it was edited")
+        return RunRecord.from_json(data)
 
-    def write_run(self, meta: dict[str, Any]) -> None:
-        atomic.write_json(self.run_json, meta)
+    def read_run(self) -> dict[str, Any]:
+        """run.json's object ({} before the first run), read through :class:`RunRecord`."""
+        record = self.run_record()
+        return {} if record is None else record.to_json()
+
+    def write_run(self, record: RunRecord | Mapping[str, Any]) -> None:
+        if isinstance(record, Mapping):
+            record = RunRecord.from_json(record)
+        atomic.write_json(self.run_json, record.to_json())
 
     def class_names(self) -> list[str]:
         """The class names run.json records ([] for a run that recorded none)."""
-        return [str(c) for c in (self.read_run().get("data") or {}).get("class_names") or []]
+        record = self.run_record()
+        return [] if record is None else record.class_names
 
     def image_shape(self) -> tuple[int, int, int] | None:
         """(H, W, C) of the run's images, which members were trained from (None: not recorded)."""
-        shape = (self.read_run().get("data") or {}).get("input_shape")
-        return tuple(int(s) for s in shape) if shape else None  # type: ignore[return-value]
+        record = self.run_record()
+        return None if record is None else record.image_shape
 
     @property
     def data_dir(self) -> Path:
@@ -352,6 +408,29 @@ class RunStore:
         except (OSError, ValueError, pd.errors.ParserError):
             return None
 
+    def write_leaderboard(self, board) -> None:
+        """leaderboard.csv from ``board`` (a DataFrame: ``reports.leaderboard``'s)."""
+        with atomic.atomic_path(self.leaderboard_csv) as tmp:
+            board.to_csv(tmp, index=False)
+
+    def write_error(self, folder: Path, exc: BaseException) -> Path | None:
+        """``exc``'s traceback in ``folder/error.txt`` (a member's, ``ensembles/best``, the run's).
+
+        A failure the run survives (a member, the ensembles, the report) is one line on the
+        console; the traceback is kept here for whoever debugs it. Writing it never raises: a
+        folder that cannot take the file gives None.
+        """
+        import logging
+        import traceback
+
+        path = Path(folder) / ERROR_FILE
+        try:
+            atomic.write_text(path, "".join(traceback.format_exception(exc)))
+        except OSError as err:
+            logging.getLogger(__name__).warning("could not write %s (%s)", path, err)
+            return None
+        return path
+
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
@@ -383,7 +462,7 @@ class RunStore:
         return text
 
     def is_complete(self, path: Path) -> bool:
-        return (path / "metrics.json").is_file()
+        return (path / METRICS_JSON).is_file()
 
     def members(
         self, include_unfinished: bool = False, notes: list[str] | None = None
@@ -435,15 +514,23 @@ class RunStore:
         return sorted(entries, key=lambda e: str(e.metrics.get("finished_at", "~")))
 
     def _entry(self, path: Path, kind: str) -> Entry:
-        config_path, metrics_path = path / "config.json", path / "metrics.json"
+        config_path, metrics_path = path / CONFIG_JSON, path / METRICS_JSON
         if not config_path.is_file():
             raise ZoobenchError(f"{self._rel(path)} has no config.json: not a stored {kind}")
-        config = self._read_json(config_path)
-        if metrics_path.is_file():
-            metrics = self._read_json(metrics_path)
-        else:
-            metrics = {"status": UNFINISHED, "reason": "no metrics.json: running or interrupted"}
-        return Entry(path, config, metrics, kind)
+        settings_type = EnsembleConfig if kind == ENSEMBLE else MemberConfig
+        try:
+            settings = settings_type.from_json(self._read_json(config_path))
+            if metrics_path.is_file():
+                record = Metrics.from_json(self._read_json(metrics_path))
+            else:
+                reason = "no metrics.json: running or interrupted"
+                record = Metrics(Status.UNFINISHED, reason)
+        except TypeError as exc:
+            raise ZoobenchError(
+                f"{self._rel(path)} holds a config.json or metrics.json that is not a JSON object "
+                f"({exc}): it was edited; the next `zoobench run` into this folder redoes it"
+            ) from None
+        return Entry(path, settings, record, kind)
 
     def _read_json(self, path: Path) -> Any:
         try:
@@ -508,8 +595,26 @@ class RunStore:
 
     def best_pointer(self) -> dict[str, Any] | None:
         """ensembles/best/config.json: which entry won and whether a fused model exists."""
-        path = self.best_dir / "config.json"
+        path = self.best_dir / CONFIG_JSON
         return self._read_json(path) if path.is_file() else None
+
+    def clear_best(self) -> None:
+        """Remove ``ensembles/best`` (the pointer and its model) before a new one is written."""
+        if self.best_dir.exists():
+            shutil.rmtree(self.best_dir)
+
+    def save_best_model(self, model) -> dict[str, str]:
+        """The best entry's fused model in ``ensembles/best``; its file name and sha256, for the
+        pointer (:meth:`write_best_pointer`)."""
+        from benchmark.modelfile import save_model
+
+        self.best_dir.mkdir(parents=True, exist_ok=True)
+        save_model(model, self.best_dir / MODEL_FILE)
+        return {"model": MODEL_FILE, "model_sha256": file_sha256(self.best_dir / MODEL_FILE)}
+
+    def write_best_pointer(self, info: Mapping[str, Any]) -> None:
+        """ensembles/best/config.json, written last (after the model it names)."""
+        atomic.write_json(self.best_dir / CONFIG_JSON, dict(info))
 
     @contextlib.contextmanager
     def staged_ensembles(self) -> Iterator[RunStore]:
@@ -548,40 +653,59 @@ class RunStore:
         self,
         path: Path,
         *,
-        config: dict[str, Any],
-        metrics: dict[str, Any],
+        config: MemberConfig | EnsembleConfig | Mapping[str, Any],
+        metrics: Metrics | Mapping[str, Any],
         val_probs: np.ndarray | None = None,
         test_probs: np.ndarray | None = None,
         history=None,
+        model=None,
+        stacker: Mapping[str, np.ndarray] | None = None,
     ) -> Entry:
-        """Write everything but the model, then ``metrics.json`` last: that marks the entry complete.
+        """Write an entry: its ``model`` (a Keras model, saved atomically) and ``stacker`` arrays
+        first, then config.json, the probabilities and history, and ``metrics.json`` last: that
+        marks the entry complete. ``finished_at`` is stamped now unless ``metrics`` holds one."""
+        from benchmark.formatting import utc_now
 
-        The caller saves ``model.keras`` (atomically, see :func:`save_model`) before calling this.
-        """
-        if metrics.get("status", "done") not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {metrics.get('status')!r}")
+        kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
+        if isinstance(config, Mapping):
+            config = (EnsembleConfig if kind == ENSEMBLE else MemberConfig).from_json(config)
+        if isinstance(metrics, Mapping):
+            metrics = Metrics.from_json(metrics)
+        if metrics.status not in WRITTEN:
+            raise ValueError(f"status must be one of {STATUSES}, got {metrics.status.value!r}")
         path.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(path / "config.json", config)
+        if model is not None:
+            from benchmark.modelfile import save_model
+
+            save_model(model, path / MODEL_FILE)
+        if stacker is not None:
+            if not isinstance(config, EnsembleConfig):
+                raise ValueError("only an ensemble has a stacker")
+            with atomic.atomic_path(path / STACKER_NPZ) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **stacker)
+            config = dataclasses.replace(
+                config, stacker={"file": STACKER_NPZ, **(config.stacker or {})}
+            )
+        atomic.write_json(path / CONFIG_JSON, config.to_json())
         if val_probs is not None:
             atomic.save_npy(path / "val_probs.npy", np.asarray(val_probs, dtype=np.float32))
         if test_probs is not None:
             atomic.save_npy(path / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
         if history is not None and len(history):
-            with atomic.atomic_path(path / "history.csv") as tmp:
+            with atomic.atomic_path(path / HISTORY_CSV) as tmp:
                 history.to_csv(tmp, index=False)
         # What every file hashed to when written: resume, export and predict check it (Entry.verify).
-        metrics = {
-            **metrics,
-            "files": {
-                f.name: file_sha256(f)
-                for f in sorted(path.iterdir())
-                if f.is_file()
-                and f.name not in ("metrics.json", "error.txt", *POST_HOC)
-                and not f.name.startswith(".")
-            },
+        files = {
+            f.name: file_sha256(f)
+            for f in sorted(path.iterdir())
+            if f.is_file()
+            and f.name not in (METRICS_JSON, ERROR_FILE, *POST_HOC)
+            and not f.name.startswith(".")
         }
-        atomic.write_json(path / "metrics.json", metrics)
-        kind = ENSEMBLE if path.parent == self.ensembles_dir else MEMBER
+        metrics = dataclasses.replace(
+            metrics, files=files, finished_at=metrics.finished_at or utc_now()
+        )
+        atomic.write_json(path / METRICS_JSON, metrics.to_json())
         return Entry(path, config, metrics, kind)
 
     def write_calibration(
@@ -628,6 +752,12 @@ class RunStore:
 
     def refit_model_path(self, name: str, mid: str) -> Path:
         return self.refit_dir(name) / f"{mid}.keras"
+
+    def save_refit_model(self, name: str, mid: str, model) -> None:
+        """A refit member's model (before :meth:`write_refit`, which hashes it)."""
+        from benchmark.modelfile import save_model
+
+        save_model(model, self.refit_model_path(name, mid))
 
     def write_refit(self, name: str, record: dict[str, Any], test_probs: np.ndarray) -> None:
         """``refit/NAME/refit.json`` last (after the models and test probabilities): it marks the

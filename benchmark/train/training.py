@@ -671,17 +671,6 @@ def has_nan(history) -> bool:
     return bool(len(values) and not np.all(np.isfinite(values)))
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, float]:
-    """Class probabilities and the measured inference throughput (images/second, after warm-up)."""
-    if len(x) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32), 0.0
-    model.predict(x[: min(len(x), batch_size)].astype(np.float32), verbose=0)  # trace once
-    start = time.perf_counter()
-    probs = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
-    seconds = time.perf_counter() - start
-    return np.asarray(probs, dtype=np.float32), (len(x) / seconds if seconds > 0 else 0.0)
-
-
 def evaluate_probs(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy and cross-entropy of stored probabilities (what the leaderboard compares).
 
