@@ -3,6 +3,7 @@ also when a worker is killed in the middle of a member. Skipped without Ray (CI'
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -112,3 +113,62 @@ def test_a_ray_worker_killed_during_a_member_still_ends_with_that_leaderboard(
     assert any("done    seed_cnn tiny swish [boost 1]" in line for line in lines), lines
     assert not [line for line in lines if "rerun redoes it" in line]
     pd.testing.assert_frame_equal(board(out), reference)
+
+
+SEARCH = """
+name = "ray-search"
+[data]
+train_size = 60
+val_size = 30
+test_size = 30
+[training]
+epochs = 1
+batch_size = 30
+early_stopping_patience = 0
+[tuner]
+algorithm = "random"
+max_trials = 4
+epochs = 1
+[tuner.search]
+learning_rate = { min = 0.0005, max = 0.005, sampling = "log" }
+[[members]]
+architecture = "seed_cnn"
+name = "tuned"
+hp = { width = 0.5, dense_units = 0 }
+tune = true
+[ensembles]
+enabled = false
+[report]
+enabled = false
+"""
+
+
+def test_a_search_spreads_its_trials_over_ray_workers_that_join_its_chief(
+    cluster, tmp_path, tiny_jpg
+):
+    """Keras Tuner's own chief/worker mode on Ray: the chief (on the driver's node, with a new
+    token) serves the oracle, two Ray workers run the trials, each trial once."""
+    import json
+    import re
+
+    (tmp_path / "search.toml").write_text(SEARCH)
+    lines: list[str] = []
+    spread = dataclasses.replace(cluster, search_workers=2)
+    out = tmp_path / "run"
+    Runner(
+        load_profile(tmp_path / "search.toml"),
+        out,
+        data_dir=str(tiny_jpg),
+        progress=lines.append,
+        cluster=spread,
+    ).run()
+    started = [m for line in lines for m in re.findall(r"trial (\d+) started by (\S+)", line)]
+    ids = [t for t, _ in started]
+    assert len(ids) == 4 and len(set(ids)) == 4, lines  # each trial once
+    assert {w for _, w in started} <= {"ray-worker-0", "ray-worker-1"}
+    project = next((out / "tuner").iterdir())
+    states = [json.loads(p.read_text())["status"] for p in project.glob("trial_*/trial.json")]
+    assert states == ["COMPLETED"] * 4
+    members = list((out / "members").glob("*/metrics.json"))
+    assert len(members) == 1  # the chief stored the best trial
+    assert any("(search worker): finished on a worker" in line for line in lines)

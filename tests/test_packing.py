@@ -88,3 +88,11 @@ def test_a_ray_address_nobody_answers_at_is_one_line_and_exit_2(capsys, tmp_path
     assert not (tmp_path / "r").exists()
     assert main(["run", "smoke", "--out", str(tmp_path / "r"), "--ray", "nohost"]) == 2
     assert "not a cluster address" in capsys.readouterr().err
+
+
+def test_ray_refuses_a_strategy_in_one_line_before_starting_anything(capsys, tmp_path):
+    out = ["--out", str(tmp_path / "r")]
+    assert main(["run", "smoke", *out, "--ray", "local", "--strategy", "mirrored"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ray: not with --strategy mirrored" in err[0]
+    assert not (tmp_path / "r").exists()

@@ -74,6 +74,14 @@ def add_commands(sub) -> None:
         help="CPUs each member's task asks for on a cluster without GPUs (default 1)",
     )
     run.add_argument(
+        "--ray-search-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="spread each search's trials over N Ray workers that join its Keras Tuner chief "
+        "(default 0: a search is one task)",
+    )
+    run.add_argument(
         "--mlflow",
         metavar="URI",
         help="log the run to MLflow: a parent run, a child run per leaderboard row "
@@ -121,7 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     runfolder.check_out(Path(out), fresh=args.fresh)  # said before any data is loaded, --plan too
     if args.ray and role:
         raise ZoobenchError(
-            "--ray: not with --chief / --worker (a cluster runs whole members, searches included)"
+            "--ray: not with --chief / --worker (--ray-search-workers spreads searches on the cluster)"
+        )
+    if args.ray and args.strategy != "none":
+        raise ZoobenchError(
+            f"--ray: not with --strategy {args.strategy} (each member trains in one Ray task)"
         )
     if args.ray:
         from benchmark.run import cluster as cluster_mod
@@ -132,7 +144,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from benchmark.run.tracking import Tracker
 
         tracker = Tracker(args.mlflow)
-    cluster = cluster_mod.connect(args.ray, task_cpus=args.ray_task_cpus) if args.ray else None
+    cluster = (
+        cluster_mod.connect(
+            args.ray, task_cpus=args.ray_task_cpus, search_workers=args.ray_search_workers
+        )
+        if args.ray
+        else None
+    )
     runner = Runner(
         profile,
         out,

@@ -4,7 +4,8 @@ The driver (the ``zoobench run`` process) holds the run lock, plans, and submits
 Ray tasks, each asking for what one member needs (a GPU where the cluster has them, else its CPUs;
 memory from the data it holds). A job is one member, one search, or a boosting group's rounds in
 round order (round k's weights come from rounds 0..k-1); seed and bagging groups are one job a
-member, so they run side by side.
+member, so they run side by side. With ``search_workers`` a search is Keras Tuner's own chief and
+workers, each a Ray task in processes of its own (:func:`_submit_search`).
 
 Where results go: into the run store, on a filesystem every node mounts at the same path (the
 ``--out`` folder). A worker writes its member exactly as the plain runner does (atomic files,
@@ -58,6 +59,7 @@ class Cluster:
     memory: float  # bytes, the largest node's
     task_cpus: int = 1
     started_here: bool = False
+    search_workers: int = 0  # >0: a search's trials run on this many Ray workers (its own chief)
 
     @property
     def slots(self) -> int:
@@ -68,9 +70,10 @@ class Cluster:
 
     def describe(self) -> str:
         gpus = f", {self.gpus:g} GPUs" if self.gpus else ""
+        searches = f", each search on {self.search_workers} workers" if self.search_workers else ""
         return (
             f"Ray cluster {self.address}: {self.cpus:g} CPUs{gpus}, {self.slots} parallel slots "
-            f"({'1 GPU' if self.gpus >= 1 else f'{self.task_cpus} CPU'} a member)"
+            f"({'1 GPU' if self.gpus >= 1 else f'{self.task_cpus} CPU'} a member){searches}"
         )
 
     def shutdown(self) -> None:
@@ -111,11 +114,16 @@ def check_address(address: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def connect(address: str, *, cpus: int | None = None, task_cpus: int = 1) -> Cluster:
+def connect(
+    address: str, *, cpus: int | None = None, task_cpus: int = 1, search_workers: int = 0
+) -> Cluster:
     """Join the cluster at ``address`` (``local``: start a Ray instance on this machine with
-    ``cpus`` CPUs, all of them by default); a ZoobenchError when that cannot be done."""
+    ``cpus`` CPUs, all of them by default); a ZoobenchError when that cannot be done.
+    ``search_workers`` > 0 spreads each search's trials over that many Ray workers."""
     if task_cpus < 1:
         raise ZoobenchError(f"--ray-task-cpus: must be 1 or more, got {task_cpus}")
+    if search_workers < 0:
+        raise ZoobenchError(f"--ray-search-workers: must be 0 or more, got {search_workers}")
     check_address(address)
     ray = _import_ray()
     kwargs = {"log_to_driver": False, "configure_logging": False}
@@ -140,6 +148,7 @@ def connect(address: str, *, cpus: int | None = None, task_cpus: int = 1) -> Clu
         memory=memory,
         task_cpus=task_cpus,
         started_here=address == LOCAL,
+        search_workers=search_workers,
     )
 
 
@@ -169,7 +178,7 @@ def run_jobs(
 
     import zoo.backend
 
-    jobs = packing.pack(tasks, cluster.slots).jobs
+    jobs = packing.jobs(tasks)
     if not jobs:
         return []
     deadline = None if runner.budget_seconds is None else time.time() + runner.clock.remaining
@@ -184,25 +193,39 @@ def run_jobs(
     data_ref = ray.put(runner.data)
     remote = ray.remote(_job)
     env = {"KERAS_BACKEND": zoo.backend.name()}
-    pending = {}
+
+    def submit(job: packing.Job, name: str, role: str | None = None, **options):
+        request = {
+            "num_cpus": cluster.task_cpus,
+            "num_gpus": 1 if cluster.gpus >= 1 else 0,
+            "memory": memory_bytes(job, runner.data, cluster),
+            "max_retries": RETRIES,
+            "retry_exceptions": False,
+            "runtime_env": {"env_vars": env},
+            **options,
+        }
+        return remote.options(name=name[:120], **request).remote(
+            settings, data_ref, job.tasks, role
+        )
+
+    pending: dict = {}  # ref -> (job, counted): a search's workers are not jobs of their own
     for job in jobs:
-        ref = remote.options(
-            name=f"zoobench {job.label}"[:120],
-            num_cpus=cluster.task_cpus,
-            num_gpus=1 if cluster.gpus >= 1 else 0,
-            memory=memory_bytes(job, runner.data, cluster),
-            max_retries=RETRIES,
-            retry_exceptions=False,
-            runtime_env={"env_vars": env},
-        ).remote(settings, data_ref, job.tasks)
-        pending[ref] = job
+        if job.tasks[0].tuned and cluster.search_workers > 0:
+            chief, workers = _submit_search(job, cluster, env, submit)
+            pending[chief] = (job, True)
+            pending.update({ref: (job, False) for ref in workers})
+        else:
+            pending[submit(job, f"zoobench {job.label}")] = (job, True)
     progress(f"cluster: {len(jobs)} jobs submitted to {cluster.slots} slots")
     outcomes: list[dict] = []
     done = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        job = pending.pop(ready[0])
-        done += 1
+        job, counted = pending.pop(ready[0])
+        done += counted
+        head = (
+            f"[{done}/{len(jobs)}] {job.label}" if counted else f"    {job.label} (search worker)"
+        )
         try:
             result = ray.get(ready[0])
         except ray.exceptions.RayTaskError as exc:
@@ -210,20 +233,65 @@ def run_jobs(
             if isinstance(cause, ZoobenchError):  # the user's input: the run ends, as without Ray
                 _cancel(ray, pending)
                 raise ZoobenchError(str(cause).splitlines()[-1]) from exc
-            progress(
-                f"[{done}/{len(jobs)}] {job.label}: FAILED ({short_error(exc)}); a rerun redoes it"
-            )
+            progress(f"{head}: FAILED ({short_error(exc)}); a rerun redoes it")
             continue
         except Exception as exc:  # noqa: BLE001 - a worker lost past its retries, a node gone
-            progress(
-                f"[{done}/{len(jobs)}] {job.label}: lost ({short_error(exc)}); a rerun redoes it"
-            )
+            progress(f"{head}: lost ({short_error(exc)}); a rerun redoes it")
             continue
-        progress(f"[{done}/{len(jobs)}] {job.label}: finished on a worker")
+        progress(f"{head}: finished on a worker")
         for line in result["lines"]:
             progress(line)
         outcomes += result["outcomes"]
     return outcomes
+
+
+def _submit_search(job: packing.Job, cluster: Cluster, env: dict, submit) -> tuple:
+    """A search as Keras Tuner's own chief and workers, each a Ray task in worker processes of its
+    own (Keras Tuner reads its role from process-wide ``KERASTUNER_*`` variables, which a Ray
+    ``runtime_env`` sets for just those processes). The chief runs on the driver's node, asks for
+    no CPU (it serves the oracle, then stores the best trials as members) and demands a new token
+    (``ZOOBENCH_TOKEN``, benchmark.train.distributed) of the workers, which run the trials."""
+    import secrets
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from benchmark.train import distributed
+
+    ip = ray.util.get_node_ip_address()
+    oracle = {
+        distributed.ENV_IP: ip,
+        distributed.ENV_PORT: str(_free_port(ip)),
+        distributed.ENV_TOKEN: secrets.token_urlsafe(24),
+    }
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    chief = submit(
+        job,
+        f"zoobench {job.label} [search chief]",
+        "chief",
+        num_cpus=0,
+        num_gpus=0,
+        max_retries=0,  # a restarted chief would wait for workers that have finished
+        scheduling_strategy=here,
+        runtime_env={"env_vars": {**env, **oracle, distributed.ENV_ID: "chief"}},
+    )
+    workers = [
+        submit(
+            job,
+            f"zoobench {job.label} [search worker {k}]",
+            "worker",
+            runtime_env={"env_vars": {**env, **oracle, distributed.ENV_ID: f"ray-worker-{k}"}},
+        )
+        for k in range(cluster.search_workers)
+    ]
+    return chief, workers
+
+
+def _free_port(host: str) -> int:
+    """A port free on ``host`` now (the chief binds it a moment later, on the same node)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def _cancel(ray, pending: dict) -> None:
@@ -234,9 +302,10 @@ def _cancel(ray, pending: dict) -> None:
             log.debug("could not cancel a job: %s", exc)
 
 
-def _job(settings: dict, data, tasks: list) -> dict:
+def _job(settings: dict, data, tasks: list, role: str | None = None) -> dict:
     """On a worker: train ``tasks`` (in order) into the run store at ``settings["root"]``, as the
-    plain runner does; returns the outcomes and the progress lines for the driver to print."""
+    plain runner does; returns the outcomes and the progress lines for the driver to print.
+    ``role``: "chief" or "worker" of a search spread over Ray workers (:func:`_submit_search`)."""
     import keras
 
     from benchmark.plan import budget as budget_mod
@@ -262,15 +331,34 @@ def _job(settings: dict, data, tasks: list) -> dict:
         progress=lines.append,
         tensorboard=settings["tensorboard"],
     )
+    if role == "worker":  # a search worker's progress: the trials it ran
+        _collect_trials(lines)
     for task in tasks:
         if clock.expired:
             lines.append(f"    budget reached: {task.label} not started")
             continue
         if task.tuned:
-            run_search(trainer, task, None, settings["seed"])
+            run_search(trainer, task, role, settings["seed"])
         else:
             trainer.run(task)
     return {"outcomes": [dataclasses.asdict(o) for o in trainer.outcomes], "lines": lines}
+
+
+def _collect_trials(lines: list[str]) -> None:
+    """Keep the search's "trial N started by ID" log lines in ``lines`` (for the driver to print).
+    The process is this search's own (its runtime_env), so the handler goes with it."""
+    search_log = logging.getLogger("benchmark.tune.tuning")
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if "started by" in message:
+                lines.append("    " + message.split(":")[0])
+
+    for old in [h for h in search_log.handlers if type(h).__name__ == "Lines"]:
+        search_log.removeHandler(old)  # an earlier job's, in a reused process
+    search_log.addHandler(Lines(logging.INFO))
+    search_log.setLevel(logging.INFO)
 
 
 def _limit_threads(threads: int) -> None:
