@@ -96,3 +96,19 @@ def test_ray_refuses_a_strategy_in_one_line_before_starting_anything(capsys, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ray: not with --strategy mirrored" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_without_the_extras_ray_and_mlflow_say_which_install_they_need(
+    capsys, tmp_path, monkeypatch
+):
+    """The default install has neither: each option is one line naming its extra, exit 2."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # None in sys.modules: the import fails
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    out = ["--out", str(tmp_path / "r")]
+    assert main(["run", "smoke", *out, "--ray", "local"]) == 2
+    assert "pip install 'zoobench[ray]'" in capsys.readouterr().err
+    assert main(["run", "smoke", *out, "--mlflow", "sqlite:///x.db"]) == 2
+    assert "pip install 'zoobench[mlflow]'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
