@@ -59,6 +59,34 @@ def add_commands(sub) -> None:
         "users cannot read from the process list (zoobench never writes the value down; a chief "
         "beyond loopback without one prints a new one)",
     )
+    run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="train the members as tasks on a Ray cluster: HOST:PORT of `ray start --head`, 'auto', "
+        "or 'local' (a Ray instance on this machine); --out must be on a filesystem every node "
+        "shares (pip install 'zoobench[ray]'; docs/running.md)",
+    )
+    run.add_argument(
+        "--ray-task-cpus",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPUs each member's task asks for on a cluster without GPUs (default 1)",
+    )
+    run.add_argument(
+        "--ray-search-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="spread each search's trials over N Ray workers that join its Keras Tuner chief "
+        "(default 0: a search is one task)",
+    )
+    run.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the run to MLflow: a parent run, a child run per leaderboard row "
+        "(e.g. sqlite:///mlruns.db or http://host:5000; pip install 'zoobench[mlflow]')",
+    )
     run.set_defaults(func=cmd_run)
 
     refit = sub.add_parser(
@@ -81,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from benchmark.config.profiles import load_profile
+    from benchmark.errors import ZoobenchError
     from benchmark.formatting import duration, parse_duration
     from benchmark.store import runfolder
     from benchmark.train import distributed
@@ -98,6 +127,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     out = args.out or f"runs/{profile.name}"
     runfolder.check_out(Path(out), fresh=args.fresh)  # said before any data is loaded, --plan too
+    if args.ray and role:
+        raise ZoobenchError(
+            "--ray: not with --chief / --worker (--ray-search-workers spreads searches on the cluster)"
+        )
+    if args.ray and args.strategy != "none":
+        raise ZoobenchError(
+            f"--ray: not with --strategy {args.strategy} (each member trains in one Ray task)"
+        )
+    if args.ray:
+        from benchmark.run import cluster as cluster_mod
+
+        cluster_mod.check_address(args.ray)  # a wrong address: one line before anything loads
+    tracker = None
+    if args.mlflow and not args.plan:
+        from benchmark.run.tracking import Tracker
+
+        tracker = Tracker(args.mlflow)
+    cluster = (
+        cluster_mod.connect(
+            args.ray, task_cpus=args.ray_task_cpus, search_workers=args.ray_search_workers
+        )
+        if args.ray
+        else None
+    )
     runner = Runner(
         profile,
         out,
@@ -109,24 +162,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         progress=say,
         verbose=2,
+        cluster=cluster,
+        tracker=tracker,
     )
-    if args.plan:
-        print(f"profile {profile.name}: {profile.description} ({profile.source})")
-        d = runner.data
-        print(
-            f"data: {d.source}, train {len(d.y_train):,} / val {len(d.y_val):,} / test {len(d.y_test):,}"
-        )
-        tasks = runner.plan(estimate=True)
-        for line in runner.describe_plan(tasks):
-            print(line)
-        if runner.budget_seconds is None:
-            print("no budget: everything runs (set one with --budget)")
-        print(f"(planning took {duration(runner.clock.elapsed)}; nothing was trained)")
-        return 0
-    if role:
-        print(f"distributed tuning: this process is the {role}", file=sys.stderr)
-    runner.run()
+    try:
+        if args.plan:
+            _print_plan(runner, profile, duration)
+            return 0
+        if role:
+            print(f"distributed tuning: this process is the {role}", file=sys.stderr)
+        runner.run()
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
     return 0
+
+
+def _print_plan(runner, profile, duration) -> None:
+    print(f"profile {profile.name}: {profile.description} ({profile.source})")
+    if runner.cluster is not None:
+        print(runner.cluster.describe())
+    d = runner.data
+    print(
+        f"data: {d.source}, train {len(d.y_train):,} / val {len(d.y_val):,} / test {len(d.y_test):,}"
+    )
+    tasks = runner.plan(estimate=True)
+    for line in runner.describe_plan(tasks):
+        print(line)
+    if runner.budget_seconds is None:
+        print("no budget: everything runs (set one with --budget)")
+    print(f"(planning took {duration(runner.clock.elapsed)}; nothing was trained)")
 
 
 def cmd_refit(args: argparse.Namespace) -> int:

@@ -202,7 +202,7 @@ def estimate(task: Task, data, costing: str = "probe") -> budget_mod.Estimate:
 
 
 def make_plan(
-    profile: Profile, data, seed: int, remaining: float | None, probe: bool
+    profile: Profile, data, seed: int, remaining: float | None, probe: bool, slots: int = 1
 ) -> list[Task]:
     """Expand the profile and, with ``probe``, fit it to ``remaining`` seconds (None: no budget).
 
@@ -210,7 +210,8 @@ def make_plan(
     value order (``budget.fit_to_budget``) and the tasks come back in run order: the kept ones
     in value order (the best expected member first, so a slow machine still gets it), then the
     dropped ones (which re-planning may re-add). Member IDs and resume do not depend on the
-    order. Without ``probe``: the profile's order, nothing decided.
+    order. Without ``probe``: the profile's order, nothing decided. With ``slots`` > 1 (a Ray
+    cluster's parallel slots) ``remaining`` is the wall time of the run: see :func:`fit`.
 
     Every member's hp is checked against its architecture's space either way
     (``benchmark.tune.hpspace``): a typo or a value out of range is a ZoobenchError before any training.
@@ -236,14 +237,38 @@ def make_plan(
         task.estimate = est
     for task, worth in zip(tasks, value.worths(tasks, data), strict=True):
         task.worth = worth
-    return fit(tasks, remaining)
+    return fit(tasks, remaining, slots)
 
 
-def fit(tasks: list[Task], remaining: float | None) -> list[Task]:
+# Packing into slots: at most this many re-fits with less work before the plan is taken as it is.
+PACK_REFITS = 6
+
+
+def fit(tasks: list[Task], remaining: float | None, slots: int = 1) -> list[Task]:
     """Decide every costed and valued task (``task.estimate``, ``task.worth``) against
-    ``remaining`` seconds by value, make each as long as decided, and return them in run order."""
-    for task in tasks:
-        task.asked = {
+    ``remaining`` seconds by value, make each as long as decided, and return them in run order.
+
+    With ``slots`` > 1 the budget is wall time: the tasks are fitted to ``slots x remaining``
+    seconds of work, packed (``benchmark.plan.packing``), and fitted again to less work while the
+    packing's wall time is over what one slot could do alone in ``remaining``."""
+    if slots <= 1 or remaining is None:
+        return _fit_once(tasks, remaining)
+    from benchmark.plan import packing
+
+    target = remaining * (1.0 - budget_mod.RESERVE_FRACTION)
+    work = remaining * slots
+    for _ in range(PACK_REFITS):
+        ordered = _fit_once(tasks, work)
+        span = packing.pack(ordered, slots).makespan
+        if span <= target or span <= 0:
+            break
+        work *= 0.98 * target / span
+    return ordered
+
+
+def _fit_once(tasks: list[Task], remaining: float | None) -> list[Task]:
+    for task in tasks:  # what the profile asked, once: a re-fit for the packing starts from it
+        task.asked = task.asked or {
             "training": dict(task.training),
             "tune": dict(task.tune) if task.tune is not None else None,
         }
@@ -296,10 +321,11 @@ def check_members(profile: Profile, data) -> None:
         hpspace.check_spec(spec, data.input_shape, data.num_classes)
 
 
-def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
+def describe(tasks: list[Task], budget_seconds: float | None, slots: int = 1) -> list[str]:
     """The plan as the console prints it: one line a task in run order (its length, estimated
     time, expected validation accuracy and where that figure comes from, its place in the value
-    order, what the plan does with it), then the estimated total and how the order was chosen."""
+    order, what the plan does with it), then the estimated total and how the order was chosen;
+    with ``slots`` > 1 (a Ray cluster) also how the tasks pack into them."""
     lines = []
     total = 0.0
     valued = any(t.decision is not None and t.decision.expected is not None for t in tasks)
@@ -330,6 +356,10 @@ def describe(tasks: list[Task], budget_seconds: float | None) -> list[str]:
     if any(t.decision for t in tasks):
         budget = f", budget {duration(budget_seconds)}" if budget_seconds else ""
         lines.append(f"     estimated total ~{duration(total)} on this machine{budget}")
+        if slots > 1:
+            from benchmark.plan import packing
+
+            lines += packing.pack(tasks, slots).describe()
     flops = sum(1 for t in tasks if t.cost_source == "flops")
     if flops:
         lines.append(

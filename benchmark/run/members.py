@@ -242,6 +242,8 @@ class MemberTrainer:
                 f"    damaged {config.name} [{mid}]: {'; '.join(problems)}; retraining it"
             )
             shutil.rmtree(folder)
+        # An earlier try's leftovers (a Ray job run again after its worker died): never hashed in.
+        self.store.discard_incomplete(folder)
         start = time.perf_counter()
         try:
             result = train()

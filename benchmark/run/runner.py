@@ -55,6 +55,8 @@ class Runner:
         progress: Progress | None = None,
         verbose: int = 0,
         data=None,
+        cluster=None,
+        tracker=None,
     ):
         self.profile = profile
         self.store = RunStore(out)
@@ -69,6 +71,9 @@ class Runner:
         self.progress: Progress = progress or (lambda line: log.info("%s", line))
         self.verbose = verbose
         self._data = data
+        # benchmark.run.cluster.Cluster: members as Ray tasks; benchmark.run.tracking.Tracker: MLflow
+        self.cluster = cluster
+        self.tracker = tracker
         self.clock = budget_mod.Clock(self.budget_seconds)
         self.tasks: list[Task] = []
         self.report_path: Path | None = None
@@ -108,11 +113,18 @@ class Runner:
     def plan(self, estimate: bool = True) -> list[Task]:
         """Expand the profile and fit it to the budget; every task carries its decision."""
         remaining = None if self.budget_seconds is None else max(0.0, self.clock.remaining)
-        self.tasks = plan_mod.make_plan(self.profile, self.data, self.seed, remaining, estimate)
+        self.tasks = plan_mod.make_plan(
+            self.profile, self.data, self.seed, remaining, estimate, slots=self.slots
+        )
         return self.tasks
 
+    @property
+    def slots(self) -> int:
+        """Tasks that run at once: the cluster's slots, else one."""
+        return self.cluster.slots if self.cluster is not None else 1
+
     def describe_plan(self, tasks: list[Task]) -> list[str]:
-        return plan_mod.describe(tasks, self.budget_seconds)
+        return plan_mod.describe(tasks, self.budget_seconds, slots=self.slots)
 
     # ---- the run ------------------------------------------------------------------------------------
     def run(self) -> RunStore:
@@ -149,6 +161,10 @@ class Runner:
         self.members.strategy = distributed.make_strategy(self.strategy_name)
         if role is not None:  # chief and workers meet search by search: profile order, no re-plans
             tasks.sort(key=lambda t: t.order)
+        if self.cluster is not None:
+            self._run_on_cluster(tasks)
+            self._finish()
+            return self.store
         replanner = plan_mod.Replanner(tasks, d, self.budget_seconds, replanning=role is None)
         for i, task in enumerate(tasks, 1):
             if task.dropped:
@@ -184,6 +200,19 @@ class Runner:
             return self.store
         self._finish()
         return self.store
+
+    def _run_on_cluster(self, tasks: list[Task]) -> None:
+        """The kept tasks as Ray jobs (``benchmark.run.cluster``); they run side by side, so the
+        plan is not re-fitted as they go (each member still stops at the budget's deadline)."""
+        from benchmark.run import cluster
+        from benchmark.run.members import MemberOutcome
+
+        self.progress(self.cluster.describe())
+        for task in tasks:
+            if task.dropped:
+                self.progress(f"dropped {task.label}: {task.decision.note}")
+        outcomes = cluster.run_jobs(self, tasks, self.cluster, self.progress)
+        self.members.outcomes.extend(MemberOutcome(**o) for o in outcomes)
 
     def _status_line(self, i: int, n: int, task: Task) -> str:
         """``[3/7] 4m12s elapsed, 25m48s of budget left, plan 41% done, ETA ~9m (12% slower than
@@ -257,7 +286,18 @@ class Runner:
                 self.progress("  " + line)
         if self.report_path:
             self.progress(f"report: {self.report_path}")
+        if self.tracker is not None:
+            self._track(board)
         self.progress(f"finished in {duration(self.clock.elapsed)}: {self.store.root}")
+
+    def _track(self, board) -> None:
+        """Log the run to MLflow (``benchmark.run.tracking``); a failure costs only the logging."""
+        try:
+            logged = self.tracker.log_run(self.store, board, report=self.report_path)
+            self.progress(f"mlflow: {logged}")
+        except Exception as exc:  # noqa: BLE001 - the run is finished and stored either way
+            where = self._traceback_file(exc, "logging to MLflow")
+            self.progress(f"mlflow: FAILED ({short_error(exc)}); the run is kept{where}")
 
     def _ensembles(self) -> None:
         ok = [m for m in self.store.members(notes=[]) if m.ok]  # damaged ones: left out
