@@ -417,8 +417,8 @@ def test_every_figure_carries_a_wilson_interval_and_narrow_enough_ones_are_not_i
         wilson_interval(0.5, 50)
     )
     assert row["accuracy_adabn_low"] < 0.6 < row["accuracy_adabn_high"]
-    assert with_interval(summary, "corruption_accuracy").startswith("~50.0% [")
-    assert with_interval(summary, "fgsm_accuracy").startswith("40.0% [")  # 1,100 images: +-2.9
+    assert with_interval(summary, "corruption_accuracy").startswith("~50.00% [")
+    assert with_interval(summary, "fgsm_accuracy").startswith("40.00% [")  # 1,100 images: +-2.9
 
 
 def test_the_robustness_profile_asks_for_cifar10_c_at_every_severity_with_intervals_of_3_points():

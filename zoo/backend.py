@@ -153,27 +153,11 @@ def enable_determinism() -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def keep_tensorflow_unloaded() -> None:
-    """On JAX or PyTorch, stop Keras importing TensorFlow for its optional paths.
-
-    Keras imports TensorFlow whenever it is installed, whatever the backend, to seed ``tf.random``
-    (``keras.utils.set_random_seed``) or to check for ``tf.TensorShape`` when it saves a model:
-    seconds and hundreds of MB on a backend that never uses it. While TensorFlow is not loaded,
-    this marks Keras's lazy TensorFlow module unavailable (a private flag: ``tests/test_backends.py``
-    runs a JAX smoke run where TensorFlow is importable and fails if anything imported it). Code
-    that does need TensorFlow on these backends (the SavedModel / ONNX / LiteRT exports) imports it
-    itself, which this does not prevent."""
-    if name() == "tensorflow" or "tensorflow" in sys.modules:
-        return
-    from keras.src.utils import module_utils
-
-    if module_utils.tensorflow.module is None:
-        module_utils.tensorflow._available = False
-
-
 def set_random_seed(seed: int) -> None:
     """``keras.utils.set_random_seed`` without TensorFlow's import on JAX or PyTorch."""
     import keras
+
+    from zoo.quiet import keep_tensorflow_unloaded
 
     keep_tensorflow_unloaded()
     keras.utils.set_random_seed(seed)

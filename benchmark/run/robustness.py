@@ -61,7 +61,7 @@ import numpy as np
 
 from benchmark.data.corruptions import PARAMETERS, VERSION, CorruptedSplit, corrupted_split, pick
 from benchmark.errors import ZoobenchError, short_error
-from benchmark.formatting import duration, percent
+from benchmark.formatting import duration
 from benchmark.metrics import accuracy, wilson_interval
 from benchmark.store.inference import model_inputs
 from benchmark.store.runstore import Entry, RunStore
@@ -76,7 +76,6 @@ FGSM_BATCH = 16
 CLEAN = "clean"
 ADAPTATIONS = ("adabn", "tent")  # the [robustness] switches, in the order they are measured
 RECORD = 4  # the record's layout: a change re-measures every stored entry
-INDICATIVE = 0.05  # a 95% interval wider than this either side marks its figure "~" (indicative)
 NO_BN = "no BN: adaptation leaves it unchanged"
 
 Progress = Callable[[str], None]
@@ -516,13 +515,11 @@ def _finish_record(
 
 
 def with_interval(summary: Mapping[str, Any], key: str) -> str:
-    """``summary[key]`` in percent with its 95% interval, "~" in front when the interval is wider
-    than :data:`INDICATIVE` either side (too few images to read as more than a hint)."""
-    value, low, high = (summary.get(k) for k in (key, f"{key}_low", f"{key}_high"))
-    if low is None or high is None:
-        return percent(value, 1)
-    mark = "~" if (high - low) / 2 > INDICATIVE else ""
-    return f"{mark}{percent(value, 1)} [{100 * low:.1f}, {100 * high:.1f}]"
+    """``summary[key]`` as the leaderboard shows it: in percent with its 95% interval, "~" in front
+    when the interval is wider than +-5 points (``reports.leaderboard.robustness_cell``)."""
+    from reports.leaderboard import robustness_cell
+
+    return robustness_cell(summary.get(key), summary.get(f"{key}_low"), summary.get(f"{key}_high"))
 
 
 def _line(entry: Entry, summary: Mapping[str, Any], seconds: float) -> str:
