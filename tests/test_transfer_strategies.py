@@ -233,7 +233,7 @@ def test_progressive_unfreezing_records_its_schedule_and_improves(tiny, tmp_path
 def test_the_lite_recipe_fine_tunes_with_its_schedule_augmentation_and_flip_views(tiny, tmp_path):
     from benchmark.config.recipes import recipe
     from benchmark.config.schema import resolve_training
-    from benchmark.train import training
+    from benchmark.train import transfer
 
     found = recipe("lite-finetune")
     options = resolve_training({**found["training"], "epochs": 2, "batch_size": 50})
@@ -242,7 +242,7 @@ def test_the_lite_recipe_fine_tunes_with_its_schedule_augmentation_and_flip_view
         tiny, x_train=tiny.x_train[::4], y_train=tiny.y_train[::4], x_val=tiny.x_val[:20]
     )
     few = dataclasses.replace(few, y_val=tiny.y_val[:20])
-    result = training.fit_pretrained(
+    result = transfer.fit_pretrained(
         "fine-tuning",
         "efficientnet_lite0",
         small_hp(32),
@@ -423,7 +423,7 @@ def test_bad_requests_fail_with_one_line_messages(tiny, tmp_path):
             epochs=1,
             options={"flip_features": "yes"},
         )
-    with pytest.raises(ZoobenchError, match="fine_tune_lr_factor must be a number > 0, got 0"):
+    with pytest.raises(ZoobenchError, match="fine_tune_lr_factor: must be a number > 0, got 0"):
         run_strategy(
             "fine-tuning",
             "efficientnet_lite0",

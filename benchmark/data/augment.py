@@ -223,7 +223,7 @@ def make_dataset(
             y,
             num_classes=num_classes,
             batch_size=batch_size,
-            policy=policy,
+            policy=build_policy_with_state(policy, seed) if policy else (None, []),
             shuffle=shuffle,
             seed=seed,
             sparse=sparse,

@@ -100,7 +100,7 @@ def device_batches(
     *,
     num_classes: int,
     batch_size: int,
-    policy: Sequence[dict[str, Any]],
+    policy: tuple[Any, list],
     shuffle: bool,
     seed: int,
     sparse: bool,
@@ -109,7 +109,10 @@ def device_batches(
     flips: np.ndarray | None = None,
 ):
     """A ``keras.utils.PyDataset`` whose batches are made on the device (see the module's
-    docstring); ``policy`` is validated and free of the alternating flip (``flips`` carries it)."""
+    docstring). ``policy`` is the built policy and its random state,
+    ``benchmark.data.augment.build_policy_with_state``'s answer ((None, []) for none), free of the
+    alternating flip (``flips`` carries it): the caller builds it, so this module needs nothing
+    from ``augment``, which calls it."""
     return _device_batches_class()(
         x,
         y,
@@ -128,8 +131,6 @@ def device_batches(
 def _device_batches_class():
     import keras
     from keras import ops
-
-    from benchmark.data.augment import build_policy_with_state
 
     class DeviceBatches(keras.utils.PyDataset):
         """Seeded batches made on the device from the split held there (one worker, in order)."""
@@ -159,7 +160,7 @@ def _device_batches_class():
             self.y = ops.convert_to_tensor(np.asarray(y), dtype="int32")
             self.flips = None if flips is None else ops.convert_to_tensor(np.asarray(flips))
             self.weights = None if weights is None else ops.convert_to_tensor(weights, "float32")
-            apply, variables = (None, []) if not policy else build_policy_with_state(policy, seed)
+            apply, variables = policy
             self.state = [ops.convert_to_tensor(v.value) for v in variables]
             self._make = _batch_function(
                 apply, variables, num_classes=int(num_classes), sparse=sparse

@@ -154,7 +154,7 @@ def estimate(task: Task, data, costing: str = "probe") -> budget_mod.Estimate:
     if costmodel.use_flops(costing):  # FLOPs over the device's rate: no member compiled
         from benchmark.train.training import resolve_precision
 
-        # a pretrained member trains under its precision only by a recipe (training.fit_pretrained)
+        # a pretrained member trains under its precision only by a recipe (transfer.fit_pretrained)
         by_policy = spec.strategy is None or bool(task.training.get("recipe"))
         policy = resolve_precision(
             task.training.get("precision", "float32") if by_policy else "float32"

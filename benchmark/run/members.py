@@ -275,6 +275,7 @@ class MemberTrainer:
         import zoo
         from benchmark.train import distributed
         from benchmark.train import training as training_mod
+        from benchmark.train import transfer as transfer_mod
         from zoo import backend
 
         spec, d = task.spec, self.data
@@ -310,7 +311,7 @@ class MemberTrainer:
             data = dataclasses.replace(
                 d, x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test
             )
-            return training_mod.fit_pretrained(
+            return transfer_mod.fit_pretrained(
                 spec.strategy,
                 spec.architecture,
                 hp,

@@ -32,9 +32,10 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ from benchmark.errors import ZoobenchError
 from benchmark.naming import member_name
 from benchmark.train.extraction import FeaturePass
 from zoo import backend
+
+if TYPE_CHECKING:
+    from benchmark.train.training import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -1032,3 +1036,86 @@ def _history_frame(hist: dict, stage: str, lr: float, start: int = 0) -> pd.Data
     frame["lr"] = hist.get("learning_rate", [lr] * n)
     frame["stage"] = stage
     return frame[list(HISTORY_COLUMNS)]
+
+
+def fit_pretrained(
+    strategy: str,
+    architecture: str,
+    hp,
+    data,
+    training: dict[str, Any],
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    deadline: float | None = None,
+    tensorboard_dir: str | None = None,
+    cache_dir: str,
+    tuner: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    verbose: int = 0,
+    augment: Sequence[dict] = (),
+) -> FitResult:
+    """A pretrained member trained by :func:`run_strategy`, with ``training.fit``'s guards (this
+    module uses ``training``'s parts; ``training`` does not import it back).
+
+    ``data`` holds the member's preprocessed arrays, so the probabilities feature extraction
+    computes from its cached features match the returned model's. A member that names a recipe
+    (``training["recipe"]``, e.g. ``lite-finetune``) fine-tunes by it: its optimizer, schedule,
+    loss, ``augment`` and test-time views, built under its precision (recorded as
+    ``dtype_policy``); without one the strategies keep their plain Adam stages in float32.
+    """
+    from benchmark.train.training import FitResult, Guards, precision_scope
+    from zoo.record_layers import with_test_time_views
+
+    # Feature extraction stops its head trials by its own ``patience`` option (the guards' NaN and
+    # deadline callbacks go to every trial); a second EarlyStopping would cut them shorter.
+    guards = Guards(
+        training, deadline, tensorboard_dir, early_stopping=strategy != "feature-extraction"
+    )
+    by_recipe = bool(training.get("recipe")) and strategy != "feature-extraction"
+    recipe = {"training": dict(training), "augment": list(augment)} if by_recipe else None
+    start = time.perf_counter()
+    with precision_scope(training["precision"] if by_recipe else "float32") as policy:
+        result = run_strategy(
+            strategy,
+            architecture,
+            hp,
+            data,
+            cache_dir=cache_dir,
+            epochs=int(epochs or training["epochs"]),
+            batch_size=int(training["batch_size"]),
+            seed=seed,
+            learning_rate=float(training["learning_rate"]),
+            callbacks=guards.callbacks,
+            tuner=tuner or {},
+            options=options or {},
+            verbose=verbose,
+            recipe=recipe,
+            deadline=deadline,
+        )
+    seconds = time.perf_counter() - start
+    if strategy == "feature-extraction" and deadline is not None:
+        # its head trials ran copies of the deadline guard (Keras Tuner copies callbacks)
+        guards.deadline.stopped = guards.deadline.stopped or time.monotonic() >= deadline
+    history, done = result.history, len(result.history)
+    info = {
+        f"transfer_{k}": v
+        for k, v in (result.info or {}).items()
+        if isinstance(v, (int, float, str, bool)) or v is None
+    }
+    info["dtype_policy"] = policy
+    model = result.model
+    if strategy != "feature-extraction":  # which has its own mirrored features (flip_features)
+        model = with_test_time_views(model, training.get("tta", "none"))
+    return FitResult(
+        model=model,
+        history=history,
+        epochs=done,
+        train_seconds=seconds,
+        images_per_second=done * len(data.x_train) / seconds if seconds > 0 else 0.0,
+        stopped_by_budget=guards.deadline.stopped,
+        failed_reason=guards.failure(history),
+        extra=info,
+        val_probs=result.val_probs,
+        test_probs=result.test_probs,
+    )
