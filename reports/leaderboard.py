@@ -74,6 +74,10 @@ COLUMNS = (
     *ROBUSTNESS_INTERVALS,
 )
 
+# Columns measured by the clock: two runs of the same members differ only here (the checks that a
+# resumed, distributed or repeated run gives "the same leaderboard" leave them out).
+TIMING_COLUMNS = ("train_seconds", "train_images_per_second", "images_per_second")
+
 # Column -> (header, formatter) of the table people read (Markdown and HTML).
 DISPLAY = {
     "rank": "#",

@@ -19,8 +19,9 @@ pytest.importorskip("ray")
 from benchmark.config.profiles import load_profile  # noqa: E402 - after the skip
 from benchmark.run import cluster as cluster_mod  # noqa: E402
 from benchmark.run.runner import Runner  # noqa: E402
+from reports.leaderboard import TIMING_COLUMNS
 
-TIMING = ["train_seconds", "images_per_second"]
+TIMING = list(TIMING_COLUMNS)
 
 
 def board(run: Path) -> pd.DataFrame:
