@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,9 @@ def _run_distributed(tmp_path: Path, workers: int, trials: int) -> None:
     profile = tmp_path / "dist.toml"
     profile.write_text(PROFILE.format(trials=trials))
     port, out = free_port(), tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
-    env.pop(distributed.ENV_TOKEN, None)
+    # nothing a test before this one left in the environment reaches the processes (a stale base
+    # oracle port would send chief and workers elsewhere)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERASTUNER_", "ZOOBENCH_"))}
     env["ZOOBENCH_CACHE"] = str(tmp_path / "cache")
     base = [
         sys.executable,
@@ -125,13 +127,22 @@ def _run_distributed(tmp_path: Path, workers: int, trials: int) -> None:
         )
         for i in range(workers)
     ]
+    deadline = time.monotonic() + 300
     try:
-        logs = [p.communicate(timeout=240)[0] for p in procs]
-        chief_log = chief.communicate(timeout=120)[0]
+        # a chief that dies leaves its workers waiting for it: stop at once and show its log
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if chief.poll() not in (None, 0):
+                break
+            time.sleep(0.5)
+        waiting = [i for i, p in enumerate(procs) if p.poll() is None]
     finally:
-        for p in (chief, *procs):
-            if p.poll() is None:
-                p.kill()
+        for p in (chief, *procs) if any(p.poll() is None for p in procs) else ():
+            p.kill()
+    chief_log = chief.communicate(timeout=120)[0]
+    logs = [p.communicate(timeout=60)[0] for p in procs]
+    assert not waiting, f"workers {waiting} still waiting:\n" + "\n---\n".join(
+        [chief_log[-3000:], *(log[-2000:] for log in logs)]
+    )
     assert chief.returncode == 0, chief_log[-3000:]
     assert all(p.returncode == 0 for p in procs), logs
     started = [m for log in logs for m in re.findall(r"trial (\d+) started by (worker\d+)", log)]
@@ -353,8 +364,9 @@ def test_the_cli_worker_refused_by_the_chief_says_one_line(chief, tmp_path):
     address, oracle = chief
     profile = tmp_path / "dist.toml"
     profile.write_text(PROFILE.format(trials=2))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERASTUNER_")}
-    env.pop(distributed.ENV_TOKEN, None)
+    # nothing a test before this one left in the environment reaches the processes (a stale base
+    # oracle port would send chief and workers elsewhere)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERASTUNER_", "ZOOBENCH_"))}
     env["ZOOBENCH_CACHE"] = str(tmp_path / "cache")
     proc = subprocess.run(
         [
