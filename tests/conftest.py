@@ -170,3 +170,15 @@ def write_class_folders(
                 rgb[..., 0] = label * 20
                 cv2.imwrite(str(d / f"{i:04d}{ext}"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return root
+
+
+@pytest.fixture
+def calibration(tmp_path, monkeypatch):
+    """An empty calibration file of its own (the planner's probes, the cost model's device rates),
+    on a fixed machine key."""
+    from benchmark.plan import budget
+
+    monkeypatch.setenv("ZOOBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(budget, "_machine_key", lambda: "cpu2-test")
+    monkeypatch.setattr(budget, "_quiet", None)
+    return tmp_path / "calibration.json"

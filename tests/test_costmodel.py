@@ -15,14 +15,6 @@ from zoo.flops import count_flops
 SPEC = {"architecture": "tiny", "hp": {}, "shape": [32, 32, 3], "batch": 64, "strategy": None}
 
 
-@pytest.fixture
-def calibration(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOOBENCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(budget, "_machine_key", lambda: "cpu2-test")
-    monkeypatch.setattr(budget, "_quiet", None)
-    return tmp_path / "calibration.json"
-
-
 def conv_net(width: int):
     """A one-convolution net whose FLOPs grow with ``width``."""
     inputs = keras.Input((32, 32, 3))

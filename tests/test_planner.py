@@ -23,15 +23,6 @@ DATA = SimpleNamespace(
 PROBE = {"architecture": "fastnet", "hp": {}, "shape": [32, 32, 3], "batch": 64, "strategy": None}
 
 
-@pytest.fixture
-def calibration(tmp_path, monkeypatch):
-    """An empty calibration file of its own, on a fixed machine key."""
-    monkeypatch.setenv("ZOOBENCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(budget, "_machine_key", lambda: "cpu2-test")
-    monkeypatch.setattr(budget, "_quiet", None)
-    return tmp_path / "calibration.json"
-
-
 def worth(accuracy: float, epochs: int, weight: float = 1.0) -> Worth:
     """Expected accuracy ``accuracy`` at ``epochs``, less when shortened (value.curve)."""
     ref = Reference(accuracy, epochs, 10_000)
